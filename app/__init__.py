@@ -1,0 +1,1 @@
+"""Desktop app (installed as knotanim.app)."""

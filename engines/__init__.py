@@ -1,0 +1,1 @@
+"""Inference backends and export (installed as knotanim.engines)."""
