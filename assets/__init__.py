@@ -1,0 +1,1 @@
+"""Bundled model and example files (installed as knotanim.assets)."""

@@ -1,0 +1,138 @@
+"""KnotAnimator: owns a config, the DiT and the frame autoencoder; loads, saves and makes streams."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from knotanim.checkpoint import load_checkpoint, save_checkpoint
+from knotanim.config import KnotAnimConfig
+from knotanim.errors import BackendUnavailable, CheckpointError, InputError
+from knotanim.model.autoencoder import build_autoencoder, frames_to_tensor
+from knotanim.model.dit import KnotDiT
+from knotanim.stream.caches import ReferenceCache
+from knotanim.stream.step import ChunkStep
+from knotanim.stream.stream import KnotStream
+
+
+def default_model_path() -> Path:
+    """The model embedded in the package (assets/default, installed as knotanim.assets)."""
+    from importlib.resources import files
+
+    return Path(str(files("knotanim.assets"))) / "default"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("CUDA was requested but no CUDA GPU is available (use --device cpu)")
+    return dev
+
+
+def prepare_reference(image: np.ndarray, size: int) -> np.ndarray:
+    """Validate a face crop and resize it to size x size. uint8 [H, W, 3] RGB (gray/RGBA accepted)."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.size == 0:
+        raise InputError(f"reference must be an H x W x 3 image, got shape {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    if a.shape[2] == 4:  # composite RGBA over white
+        alpha = a[:, :, 3:4].astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)
+        rgb = a[:, :, :3].astype(np.float32)
+        a = rgb * alpha + (255.0 if a.dtype == np.uint8 else 1.0) * (1 - alpha)
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        if a.max() <= 1.0:
+            a = a * 255.0
+        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+    if min(a.shape[:2]) < 32:
+        raise InputError(f"reference image is too small to animate ({a.shape[1]}x{a.shape[0]}; need at least 32x32)")
+    if a.shape[0] != size or a.shape[1] != size:
+        interp = cv2.INTER_AREA if min(a.shape[:2]) > size else cv2.INTER_CUBIC
+        a = cv2.resize(np.ascontiguousarray(a[:, :, :3]), (size, size), interpolation=interp)
+    return np.ascontiguousarray(a[:, :, :3])
+
+
+class KnotAnimator:
+    def __init__(self, config: KnotAnimConfig, model: KnotDiT, autoencoder: torch.nn.Module,
+                 device: torch.device, dtype: torch.dtype):
+        self.config, self.model, self.autoencoder = config, model.eval(), autoencoder.eval()
+        self.device, self.dtype = device, dtype
+        self._steps: dict[int, ChunkStep] = {}
+
+    # --- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: KnotAnimConfig, device="cpu", dtype=torch.float32, seed: int = 0) -> "KnotAnimator":
+        """Random weights (deterministic for `seed`): tests, smoke runs, the start of training."""
+        config.validate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, ae = KnotDiT(config), build_autoencoder(config.autoencoder)
+        dev = resolve_device(device)
+        return cls(config, model.to(dev, dtype), ae.to(dev), dev, dtype)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device="auto", dtype: torch.dtype | None = None) -> "KnotAnimator":
+        """Load a checkpoint folder (None: the embedded default). dtype default: bf16 on CUDA, fp32 on CPU."""
+        folder = Path(path) if path is not None else default_model_path()
+        config, tensors, _ = load_checkpoint(folder)
+        dev = resolve_device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        model, ae = KnotDiT(config), build_autoencoder(config.autoencoder)
+        for prefix, module in (("dit.", model), ("autoencoder.", ae)):
+            state = {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+            missing, unexpected = module.load_state_dict(state, strict=False)
+            missing = [m for m in missing if not m.startswith("rope.")]
+            if missing or unexpected:
+                raise CheckpointError(f"{folder}: weights do not match the config "
+                                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return cls(config, model.to(dev, dtype), ae.to(dev), dev, dtype)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"dit.{k}": v for k, v in self.model.state_dict().items()}
+        out.update({f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()})
+        return out
+
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None, extra: dict | None = None) -> Path:
+        return save_checkpoint(folder, self.config, self.state_tensors(), dtype=dtype, extra=extra)
+
+    # --- pieces the stream uses -------------------------------------------------------------------
+    def chunk_step(self, steps: int | None = None) -> ChunkStep:
+        steps = steps or self.config.sampler.steps
+        if steps not in self._steps:
+            self._steps[steps] = ChunkStep(self.model, self.config.stream.chunk, steps, self.config.sampler.shift)
+        return self._steps[steps]
+
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [N, H, W, 3] at frame_size -> latents [N, c, h, w] (float32)."""
+        x = frames_to_tensor(frames, self.device)
+        return self.autoencoder.encode(x).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """[N, c, h, w] -> float frames [N, 3, H, W] in [-1, 1]."""
+        return self.autoencoder.decode(latents.float())
+
+    @torch.no_grad()
+    def reference_cache(self, reference: np.ndarray) -> ReferenceCache:
+        img = prepare_reference(reference, self.config.frame_size)
+        latent = self.encode_frames(img[None])
+        ks, vs = self.model.reference_kv(latent)
+        return ReferenceCache(k=torch.stack(ks), v=torch.stack(vs))
+
+    def stream(self, reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5, knot: bool = True,
+               run_ahead: bool = True, steps: int | None = None) -> KnotStream:
+        """A new stream animating `reference` (uint8 H x W x 3 face crop, resized to frame_size)."""
+        return KnotStream(self, reference, seed=seed, head_motion=head_motion, knot=knot, run_ahead=run_ahead, steps=steps)
+
+    def parameter_count(self) -> dict[str, int]:
+        return {"dit": sum(p.numel() for p in self.model.parameters()),
+                "autoencoder": sum(p.numel() for p in self.autoencoder.parameters())}

@@ -1,0 +1,159 @@
+"""KnotStream: push audio as it arrives, receive frames as soon as each chunk is ready.
+
+Per chunk j (start s_j = j * C, F = C + k frames):
+  1. wait until the audio for frames [s_j, s_j + F) (plus look-ahead) has arrived;
+  2. run the ChunkStep with the reference cache, the history ring, the knot and the reference's
+     running-ahead position, all relative to s_j;
+  3. write the committed frames' K/V into the ring, keep the new knot, decode and emit C frames.
+Nothing grows with the length of the stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from knotanim.errors import InputError
+from knotanim.frontends.audio_features import StreamingAudioFeatures
+from knotanim.model.autoencoder import tensor_to_frames
+from knotanim.model.layout import RunAhead
+from knotanim.stream.caches import HistoryRing, KnotState, ReferenceCache
+
+if TYPE_CHECKING:
+    from knotanim.animator import KnotAnimator
+
+
+@dataclass
+class Frame:
+    index: int  # frame number from the start of the stream
+    timestamp: float  # seconds: index / fps
+    image: np.ndarray  # uint8 [H, W, 3] RGB
+
+
+def clean_audio(samples: np.ndarray) -> np.ndarray:
+    """Any array of samples -> float32 mono [N]; NaN/Inf become 0 and values are clipped to [-1, 1].
+
+    A 2-D array is taken as [N, channels] (or [channels, N] when it has more rows than columns
+    would make sense for) and averaged to mono.
+    """
+    a = np.asarray(samples)
+    if a.dtype.kind not in "fiu":
+        raise InputError(f"audio samples must be numbers, got dtype {a.dtype}")
+    if a.dtype.kind in "iu":
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
+    a = a.astype(np.float32, copy=False)
+    if a.ndim == 2:
+        a = a.mean(axis=1 if a.shape[0] >= a.shape[1] else 0)
+    elif a.ndim != 1:
+        raise InputError(f"audio samples must be 1-D (mono) or 2-D (channels), got shape {a.shape}")
+    return np.clip(np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+
+
+class KnotStream:
+    def __init__(self, animator: "KnotAnimator", reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5,
+                 knot: bool = True, run_ahead: bool = True, steps: int | None = None):
+        cfg = animator.config
+        self.animator, self.config = animator, cfg
+        self.device, self.dtype = animator.device, animator.dtype
+        self.seed = seed
+        self.head_motion = float(np.clip(head_motion, 0.0, 1.0))
+        self.knot_enabled = knot and cfg.stream.knot > 0
+        self.chunk = cfg.stream.chunk
+        self.span = self.chunk + (cfg.stream.knot if self.knot_enabled else 0)
+        self.run_ahead = RunAhead.from_config(cfg.stream, self.knot_enabled, enabled=run_ahead)
+        self.step = animator.chunk_step(steps)
+        self.ring = HistoryRing(cfg.model.depth, 1, cfg.model.heads, cfg.stream.window, cfg.tokens_per_frame,
+                                cfg.model.width // cfg.model.heads, self.device, self.dtype)
+        c, s = cfg.autoencoder.latent_channels, cfg.latent_size
+        self.knot = KnotState(torch.zeros(1, c, s, s, device=self.device))
+        self.audio = StreamingAudioFeatures(cfg)
+        self.reference: ReferenceCache | None = None
+        self.set_reference(reference)
+        self.reset()
+
+    # --- control ---------------------------------------------------------------------------------
+    def set_reference(self, reference: np.ndarray) -> None:
+        """Swap the portrait; only the reference cache is recomputed, the motion carries on."""
+        self.reference = self.animator.reference_cache(reference)
+
+    def reset(self) -> None:
+        """Back to frame 0 with the same reference and seed."""
+        self.ring.clear()
+        self.knot.valid = False
+        self.audio.reset()
+        self.chunk_index = 0
+        self.frames_emitted = 0
+        self._features = np.zeros((0, self.config.audio.n_mels, self.config.audio_window), np.float32)
+        self._features_start = 0  # frame index of _features[0]
+        self._noise = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def chunk_start(self) -> int:
+        return self.chunk_index * self.chunk
+
+    # --- audio in, frames out ----------------------------------------------------------------------
+    def push_audio(self, samples: np.ndarray) -> list[Frame]:
+        """Feed mono samples at config.audio.sample_rate; returns the frames that became ready."""
+        self.audio.push(clean_audio(samples))
+        frames: list[Frame] = []
+        while self._gather_features(force=False):
+            frames += self._run_chunk()
+        return frames
+
+    def finish(self, total_frames: int | None = None) -> list[Frame]:
+        """End of input: pad with silence and return the remaining frames.
+
+        total_frames: where the stream ends (default: every frame the received audio touches,
+        ceil(samples / samples_per_frame)). Frames past it are dropped.
+        """
+        spf = self.config.samples_per_frame
+        if total_frames is None:
+            total_frames = -(-self.audio.samples_received // spf)
+        frames: list[Frame] = []
+        while self.frames_emitted < total_frames:
+            self._gather_features(force=True)
+            frames += self._run_chunk()
+        return [f for f in frames if f.index < total_frames]
+
+    # --- internals ------------------------------------------------------------------------------------
+    def _gather_features(self, force: bool) -> bool:
+        """Make sure features for frames [s_j, s_j + F) are buffered; False if audio is still missing."""
+        need_until = self.chunk_start + self.span
+        have_until = self._features_start + len(self._features)
+        missing = need_until - have_until
+        if missing > 0:
+            if not force and self.audio.available() < missing:
+                return False
+            self._features = np.concatenate((self._features, self.audio.pop(missing)))
+        return True
+
+    @torch.no_grad()
+    def _run_chunk(self) -> list[Frame]:
+        cfg, dev = self.config, self.device
+        s = self.chunk_start
+        lo = s - self._features_start
+        audio = torch.from_numpy(self._features[lo : lo + self.span]).unsqueeze(0).to(dev)
+        c, size = cfg.autoencoder.latent_channels, cfg.latent_size
+        noise = torch.randn((1, self.span, c, size, size), generator=self._noise).to(dev)
+        hist_pos, hist_valid = self.ring.relative_positions(s, dev)
+        ref_pos = torch.tensor(float(self.run_ahead.relative(s)), device=dev)
+        motion = torch.tensor([self.head_motion], device=dev)
+        committed, next_knot, new_k, new_v = self.step(
+            self.reference.k, self.reference.v, self.ring.k, self.ring.v, hist_pos, hist_valid,
+            self.knot.latent, self.knot.mask(dev), ref_pos, audio, noise, motion)
+        self.ring.write(s, new_k, new_v)
+        if self.knot_enabled:
+            self.knot.latent.copy_(next_knot)
+            self.knot.valid = True
+        self.chunk_index += 1
+        # Features before the next chunk's start are no longer needed.
+        drop = self.chunk_start - self._features_start
+        self._features, self._features_start = self._features[drop:], self._features_start + drop
+
+        images = tensor_to_frames(self.animator.decode(committed[0]))
+        fps = cfg.fps
+        frames = [Frame(index=s + i, timestamp=(s + i) / fps, image=img) for i, img in enumerate(images)]
+        self.frames_emitted = s + len(frames)
+        return frames
