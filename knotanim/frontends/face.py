@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from knotanim.config import CropConfig
-from knotanim.errors import InputError
+from knotanim.errors import BackendUnavailable, InputError
 
 DETECT_MAX_SIDE = 1024  # images are downscaled to at most this side (pixels) for detection
 MAX_EYE_ANGLE = 25.0  # degrees; larger eye-line angles are treated as misdetections (no rotation)
@@ -71,7 +71,11 @@ class FaceCrop:
         return p @ self.inverse[:, :2].T + self.inverse[:, 2]
 
 
-def _cascade(name: str) -> cv2.CascadeClassifier:
+def _cascade(name: str) -> "cv2.CascadeClassifier":
+    if not hasattr(cv2, "CascadeClassifier") or not getattr(getattr(cv2, "data", None), "haarcascades", ""):
+        raise BackendUnavailable(
+            f"face detection needs OpenCV's Haar cascades, which OpenCV {cv2.__version__} does not ship: "
+            "install opencv-python-headless<5, or use --no-face-detect")
     path = cv2.data.haarcascades + name
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():

@@ -6,7 +6,10 @@
 * H.264 and VP9 in yuv420p need even sizes: an odd width or height is cropped by one pixel on the
   right / bottom (`VideoFileSink.width/height` are the written, even, sizes).
 * Audio: float32 samples at `audio_rate`, (n,) mono or (channels, n), are encoded as they come
-  (AAC 160 kb/s or Opus 128 kb/s; Opus always runs at 48 kHz, AAC at the given rate if it supports it).
+  (AAC 160 kb/s or Opus 128 kb/s; Opus always runs at 48 kHz, AAC at 44.1 kHz or more: sources
+  below 44.1 kHz are upsampled to 48 kHz so the encoder's 1024-sample priming stays under 25 ms).
+* H.264 is encoded without B-frames: fragmented MP4 has no edit list, and B-frames would start the
+  video one or two frames after the audio.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ def output_audio_rate(container_format: str, source_rate: int) -> int:
     """The audio rate (Hz) the file will carry for a source at `source_rate`."""
     if container_format == "webm":
         return 48000
-    return source_rate if source_rate in AAC_RATES else 48000
+    return source_rate if source_rate in AAC_RATES and source_rate >= 44100 else 48000
 
 
 def as_fps(fps: float | Fraction) -> Fraction:
@@ -91,7 +94,7 @@ class VideoFileSink(SinkBase):
         gop = max(1, round(float(self.fps) * self.gop_seconds))
         if self.format == "mp4":
             v = self._container.add_stream("libx264", rate=self.fps,
-                                           options={"crf": str(self.crf), "preset": self.preset})
+                                           options={"crf": str(self.crf), "preset": self.preset, "bf": "0"})
         else:
             v = self._container.add_stream("libvpx-vp9", rate=self.fps,
                                            options={"crf": str(self.crf), "b": "0", "row-mt": "1",
