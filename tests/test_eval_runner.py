@@ -1,0 +1,188 @@
+"""KnotBench end to end: scoring rows, the runner with the tiny random model, reports, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from knotanim.eval.report import COLUMNS, summary_table
+from knotanim.eval.scoring import ClipScorer, ClipTruth
+from knotanim.eval.spec import BenchSpec, ClipSpec, full_spec, quick_spec, tiny_spec
+
+
+def fake_clip(seed, n_frames, *, size=64, fps=25, head_motion=0.0, split="eval", source="synthetic", **_):
+    """A stand-in for knotanim.data.make_clip with the same fields: a flat face whose mouth (a dark
+    bar) opens with a known signal that also drives the audio loudness."""
+    rng = np.random.default_rng(seed)
+    spf = 16000 // fps
+    t = np.arange(n_frames)
+    open_ = np.clip(0.5 + 0.5 * np.sin(t / 3.0 + seed), 0, 1)
+    ref = np.zeros((size, size, 3), dtype=np.uint8)
+    ref[:] = (40, 60, 90)
+    yy, xx = np.mgrid[:size, :size]
+    face = (yy - size * 0.5) ** 2 + (xx - size * 0.5) ** 2 < (size * 0.35) ** 2
+    ref[face] = rng.integers(150, 220, 3)
+    box = np.array([size * 0.35, size * 0.6, size * 0.65, size * 0.75])
+    frames = np.repeat(ref[None], n_frames, axis=0)
+    cy = int((box[1] + box[3]) / 2)
+    for i, o in enumerate(open_):
+        half = int(round(o * (box[3] - box[1]) / 2))
+        if half:
+            frames[i, cy - half : cy + half, int(box[0]) + 1 : int(box[2]) - 1] = (25, 5, 5)
+    carrier = np.sin(np.arange(n_frames * spf) * 2 * np.pi * 220 / 16000)
+    audio = (carrier * np.repeat(0.05 + 0.3 * open_, spf)).astype(np.float32)
+    params = {"mouth_open": open_, "mouth_box": np.tile(box, (n_frames, 1))}
+    return SimpleNamespace(frames=frames, audio=audio, reference=ref, params=params, fps=fps,
+                           identity=f"fake-{seed}")
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    import knotanim.data
+
+    monkeypatch.setattr(knotanim.data, "make_clip", fake_clip, raising=False)
+
+
+def truth_for(spec_clip: ClipSpec, chunk=2) -> ClipTruth:
+    return ClipTruth.from_clip(spec_clip, fake_clip(spec_clip.seed, spec_clip.n_frames), chunk, 0.25, 60.0)
+
+
+def score(truth: ClipTruth, video: np.ndarray, is_truth=False, block=7):
+    s = ClipScorer(truth, is_truth=is_truth, strip_frames=3)
+    for a in range(0, len(video), block):
+        s.update(video[a : a + block])
+    return s.result()
+
+
+# --- scoring rows -----------------------------------------------------------------------------------
+def test_rows_on_a_known_clip():
+    truth = truth_for(ClipSpec("c", seed=3, n_frames=40))
+    gt = score(truth, truth.frames, is_truth=True)
+    copy = score(truth, np.broadcast_to(truth.reference, truth.frames.shape))
+    perfect = score(truth, truth.frames)  # a model that reproduces the ground truth exactly
+    assert gt.scalars["lipsync"] > 0.95  # the ceiling of the measurement
+    assert "psnr" not in gt.scalars  # the truth is not compared with itself
+    assert copy.scalars["lipsync"] == 0.0  # frozen mouth
+    assert copy.scalars["jump_ratio"] == 1.0 and copy.scalars["flicker"] == 0.0
+    assert copy.scalars["appearance_ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert perfect.scalars["psnr"] == 100.0 and perfect.scalars["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert perfect.scalars["lipsync"] == pytest.approx(gt.scalars["lipsync"])
+    assert copy.scalars["psnr"] < perfect.scalars["psnr"] and copy.scalars["psnr_mouth"] < copy.scalars["psnr"]
+    assert len(gt.samples) == 3 and set(gt.series) >= {"openness", "true_open", "appearance_ssim"}
+
+
+def test_block_size_does_not_change_scores():
+    truth = truth_for(ClipSpec("c", seed=4, n_frames=30))
+    rng = np.random.default_rng(0)
+    video = np.clip(truth.frames + rng.normal(0, 8, truth.frames.shape), 0, 255).astype(np.uint8)
+    a, b = score(truth, video, block=1), score(truth, video, block=30)
+    for k, v in a.scalars.items():
+        assert v == pytest.approx(b.scalars[k], rel=1e-4, abs=1e-6), k  # float32 sums
+
+
+def test_seams_show_in_jump_ratio():
+    truth = truth_for(ClipSpec("c", seed=5, n_frames=30), chunk=3)
+    video = truth.frames.astype(np.int32) + ((np.arange(30) // 3) % 2 * 40)[:, None, None, None]
+    seamed = score(truth, np.clip(video, 0, 255).astype(np.uint8))
+    assert seamed.scalars["jump_ratio"] > 5
+
+
+def test_photo_clip_has_no_ground_truth_metrics():
+    truth = truth_for(ClipSpec("p", seed=6, n_frames=30, source="photo"))
+    s = score(truth, truth.frames)
+    assert "lipsync" not in s.scalars and "psnr" not in s.scalars
+    assert s.scalars["envelope_corr"] > 0.9  # the fake audio's loudness follows the mouth
+    assert "appearance_drift_pct" in s.scalars
+
+
+# --- specs ---------------------------------------------------------------------------------------------
+def test_spec_round_trip_and_sizes(tmp_path):
+    spec = full_spec(long_minutes=10.0)
+    assert sum(c.long for c in spec.clips) == 1 and [c for c in spec.clips if c.long][0].n_frames == 15000
+    assert any(c.source == "photo" and c.split == "eval" for c in spec.clips)
+    assert all(c.split == "eval" for c in spec.clips)
+    assert not any(c.long for c in quick_spec().clips)
+    spec.save(tmp_path / "s.json")
+    assert BenchSpec.load(tmp_path / "s.json") == spec
+    assert not any(c.long for c in spec.with_long(0).clips)
+
+
+def test_bad_spec_is_a_config_error(tmp_path):
+    from knotanim.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        BenchSpec("x", clips=(ClipSpec("a", 1, 10, source="video"),))
+    (tmp_path / "bad.json").write_text('{"clips": [{"name": "a", "seed": 1, "frames": 3}]}')
+    with pytest.raises(ConfigError):
+        BenchSpec.load(tmp_path / "bad.json")
+
+
+# --- the runner with the tiny random model ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_anim():
+    from knotanim import KnotAnimator, tiny_config
+
+    return KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
+
+
+def check_report(report, out_dir, models=("tiny",), variants=("default",)):
+    kinds = {r["kind"] for r in report["rows"]}
+    assert {"ground-truth", "copy-reference", "audio-zeroed", "model"} <= kinds
+    names = [r["name"] for r in report["rows"]]
+    for m in models:
+        assert f"{m}:audio-zeroed" in names
+        for v in variants:
+            assert f"{m}:{v}" in names
+    for r in report["rows"]:
+        assert set(r["overall"]) == {c for c, _, _, _ in COLUMNS}
+    model_row = next(r for r in report["rows"] if r["kind"] == "model")
+    assert model_row["overall"]["fps"] > 0
+    for key in ("lipsync", "psnr", "ssim", "jump_ratio", "flicker", "photo_appearance_ssim"):
+        assert math.isfinite(model_row["overall"][key]), key
+    data = json.loads((out_dir / "report.json").read_text())  # strict JSON (no NaN)
+    assert data["rows"][0]["name"] == "ground-truth"
+    md = (out_dir / "report.md").read_text()
+    assert "copy-reference" in md and "audio-zeroed" in md
+    assert list(out_dir.glob("strip_*.png")) and list(out_dir.glob("series_*.png"))
+
+
+def test_run_knotbench_tiny(tmp_path, tiny_anim, fake_data):
+    from knotanim.eval import run_knotbench
+
+    lines = []
+    report = run_knotbench(tiny_anim, tiny_spec(n_frames=20), tmp_path, variants="default,no-knot",
+                           progress=lines.append)
+    check_report(report, tmp_path, variants=("default", "no-knot"))
+    assert sum("[" in ln and "/2]" in ln for ln in lines) == 2  # a line per clip
+    table = summary_table(report)
+    assert "copy-reference" in table and "tiny:no-knot" in table
+
+
+def test_long_stream_reports_drift(tmp_path, tiny_anim, fake_data):
+    from knotanim.eval import run_knotbench
+
+    spec = BenchSpec("t", clips=(ClipSpec("s", 1, 12),)).with_long(minutes=40 / 25 / 60)  # 40 frames
+    spec = BenchSpec(spec.name, spec.clips, drift_window_s=0.4, strip_frames=2)
+    report = run_knotbench([("a", tiny_anim)], spec, tmp_path)
+    assert report["drift"]["a:default"]["psnr"]["ratio"] > 0
+    assert len(report["over_time"]["long"]["a:default"]["psnr"]) == 4  # 40 frames / 10-frame windows
+    assert (tmp_path / "over_time_long.png").exists()
+
+
+def test_cli_prints_a_table(tmp_path, tiny_anim, fake_data, capsys):
+    from knotanim.cli.main import main
+
+    model = tmp_path / "tiny-model"
+    tiny_anim.save_pretrained(model)
+    tiny_spec(n_frames=12).save(tmp_path / "spec.json")
+    out = tmp_path / "out"
+    rc = main(["eval", "--model", str(model), "--spec", str(tmp_path / "spec.json"), "--out", str(out),
+               "--device", "cpu", "--no-plots"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "copy-reference" in text and "tiny-model:audio-zeroed" in text and "lip-sync r" in text
+    assert (out / "report.json").exists() and not list(out.glob("*.png"))
+    assert main(["eval", "--model", str(model), "--variants", "bogus", "--out", str(out)]) == 2
