@@ -20,7 +20,7 @@ class AutoencoderConfig:
     kind: str = "conv"  # "conv" (learned) or "pixel" (space-to-depth, no weights)
     factor: int = 8  # spatial downsampling, pixels per latent cell
     latent_channels: int = 8  # channels of a latent frame
-    base_channels: int = 64  # width of the first conv stage ("conv" only)
+    base_channels: int = 48  # width of the first conv stage ("conv" only)
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # width multipliers per stage ("conv" only)
 
 
@@ -46,7 +46,7 @@ class AudioConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     width: int = 384  # transformer width d
-    depth: int = 12  # transformer blocks
+    depth: int = 10  # transformer blocks
     heads: int = 6  # attention heads (head dim = width / heads)
     mlp_ratio: float = 4.0  # FFN hidden = width * mlp_ratio
     patch: int = 2  # latent cells per token side

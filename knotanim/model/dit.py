@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from knotanim.config import KnotAnimConfig
@@ -135,6 +136,7 @@ class KnotDiT(nn.Module):
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.out = nn.Linear(d, c * p * p)
         self.rope = Rope3D(m.rope_dims, m.rope_theta, self.grid)
+        self.grad_checkpointing = False  # set by training; trades compute for activation memory
         for layer in (self.ada[1], self.final_ada[1], self.out):  # start as identity blocks, zero output
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -194,7 +196,11 @@ class KnotDiT(nn.Module):
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             ek, ev = (extra.k[i], extra.v[i]) if extra is not None else (None, None)
-            x, k, v = block(x, mod, self.rope, q_pos, ek, ev, extra.pos if extra is not None else None, mask)
+            args = (x, mod, self.rope, q_pos, ek, ev, extra.pos if extra is not None else None, mask)
+            if self.grad_checkpointing and self.training:
+                x, k, v = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                x, k, v = block(*args)
             ks.append(k)
             vs.append(v)
         shift, scale = self.final_ada(cond).chunk(2, dim=-1)

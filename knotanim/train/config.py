@@ -1,0 +1,88 @@
+"""Training configuration: one file per recipe stage (configs/train/*.yaml)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knotanim.config import KnotAnimConfig, _build
+from knotanim.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "generator"  # "generator" (synthetic clips made on the fly) or "videos" (a folder of mp4s)
+    speech_corpus: str = ""  # .npz built by `knotanim data build-speech` (empty: silent clips only)
+    video_folder: str = ""  # for source = "videos": mp4 files with audio, one speaker each
+    photo_fraction: float = 0.15  # share of clips animated from real photographs
+    still_fraction: float = 0.3  # share of clips with head_motion = 0 (ground truth is a function of audio)
+    workers: int = 8  # DataLoader worker processes per rank
+    seed_offset: int = 0  # shifts the clip seeds (resume with fresh data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: str = "dit"  # "autoencoder" (stage 1) or "dit" (stage 2: teacher-forced chunks)
+    model: dict = field(default_factory=dict)  # KnotAnimConfig overrides (the model being trained)
+    init_from: str = ""  # checkpoint folder to start from (e.g. the stage-1 result or the shipped default)
+    data: DataConfig = field(default_factory=DataConfig)
+    steps: int = 10000  # optimiser steps (stops earlier at max_minutes)
+    max_minutes: float = 0.0  # wall-clock budget; 0 = unlimited
+    batch_size: int = 16  # clips (dit) or frames (autoencoder) per rank per step
+    chunks: int = 4  # chunks per training clip (dit)
+    lr: float = 3e-4
+    warmup: int = 300
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema: float = 0.999  # EMA decay of the weights that get saved as the model
+    bf16: bool = True  # autocast to bfloat16 on CUDA
+    grad_checkpointing: bool = False
+    compile: bool = False  # torch.compile the model
+    moving_weight: float = 10.0  # loss weight where the target differs from the reference (mouth, eyes)
+    knot_probability: float = 0.85  # share of batches trained with the knot (the rest: plain causal chunks)
+    run_ahead_probability: float = 0.85  # share of batches with the running-ahead reference
+    context_noise: float = 0.05  # max std of noise added to clean history latents (exposure-bias guard)
+    knot_noise: float = 0.1  # max std of noise added to the knot latent
+    log_every: int = 50
+    save_every: int = 1000
+    sample_every: int = 2000
+    seed: int = 0
+
+    def model_config(self, base: KnotAnimConfig | None = None) -> KnotAnimConfig:
+        base = base or KnotAnimConfig()
+        return KnotAnimConfig.from_dict(_merge(base.to_dict(), self.model))
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "TrainConfig":
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read training config {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse training config {path}: {str(e).splitlines()[0]}") from None
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r} must look like key=value (e.g. steps=100)")
+            node = data
+            parts = key.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = yaml.safe_load(value)
+        model = data.pop("model", {}) or {}
+        cfg = _build(cls, data, "train")
+        return dataclasses.replace(cfg, model=model)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def describe(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,220 @@
+"""Training stages 1 (frame autoencoder) and 2 (teacher-forced Knot Forcing chunks).
+
+Run through `knotanim train CONFIG` (one process) or `torchrun --nproc-per-node N -m knotanim.cli.main
+train CONFIG` (DDP). Each stage writes to OUT/: log.csv, loss.png, samples.png, state/ (resumable
+training state) and model/ (the EMA weights as a shippable checkpoint folder).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from knotanim.animator import KnotAnimator
+from knotanim.checkpoint import load_checkpoint
+from knotanim.model.autoencoder import frames_to_tensor
+from knotanim.model.layout import RunAhead, SequenceLayout, expand_frame_mask
+from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
+from knotanim.stream.sampler import add_noise, shift_time, velocity_target
+from knotanim.train.common import EMA, TrainLog, cleanup_distributed, load_state, lr_at, save_state, setup_distributed
+from knotanim.train.config import TrainConfig, describe
+from knotanim.train.data import ClipRequest, clip_loader
+
+
+class AutoencoderLoss(nn.Module):
+    """L1 + image-gradient L1 reconstruction, with a small latent penalty that keeps latents bounded."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.autoencoder.encode_raw(x)
+        y = self.autoencoder.decode_raw(z)
+        l1 = (y - x).abs().mean()
+        grad = sum(((y.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (2, 3)))
+        return l1 + 0.5 * grad + 1e-4 * z.pow(2).mean(), l1.detach()
+
+
+class TeacherForcedLoss(nn.Module):
+    """Flow-matching loss over all chunks of a clip in one pass, weighted towards the moving regions."""
+
+    def __init__(self, model: nn.Module, moving_weight: float):
+        super().__init__()
+        self.model, self.moving_weight = model, moving_weight
+
+    def forward(self, layout, mask, ref_latent, clean, x0, knots, t, noise, audio, motion):
+        n, span = layout.n_chunks, layout.span
+        noisy = add_noise(x0, noise, t.view(*t.shape, 1, 1, 1, 1))
+        cond = knot_conditioning(knots, n, span, ref_latent.shape).to(x0.dtype)
+        v = teacher_forced_forward(self.model, layout, ref_latent, clean, noisy, cond, t, audio, motion, mask)
+        target = velocity_target(x0, noise)
+        diff = (x0 - ref_latent[:, None, None]).abs().mean(3, keepdim=True)  # [B, n, F, 1, h, w]
+        weight = 1 + (self.moving_weight - 1) * (diff / 0.5).clamp(0, 1)
+        return (weight * (v - target).pow(2)).mean()
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _init_animator(cfg: TrainConfig, device: torch.device) -> KnotAnimator:
+    model_cfg = cfg.model_config()
+    anim = KnotAnimator.from_config(model_cfg, device=device, seed=cfg.seed)
+    if cfg.init_from:
+        _, tensors, _ = load_checkpoint(cfg.init_from)
+        for prefix, module in (("dit.", anim.model), ("autoencoder.", anim.autoencoder)):
+            state = {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+            if state:
+                module.load_state_dict(state, strict=False)
+    return anim
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | None = None,
+          progress=print) -> Path:
+    """Run the configured stage; returns the folder of the exported model."""
+    d = setup_distributed(device)
+    out = Path(out)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + d.rank)
+    anim = _init_animator(cfg, d.device)
+    anim.model.train()
+    anim.autoencoder.train()
+    stage_ae = cfg.stage == "autoencoder"
+    module = anim.autoencoder if stage_ae else anim.model
+    if not stage_ae:
+        anim.autoencoder.eval().requires_grad_(False)
+        anim.model.grad_checkpointing = cfg.grad_checkpointing
+    loss_module = AutoencoderLoss(module) if stage_ae else TeacherForcedLoss(module, cfg.moving_weight)
+    wrapped = DDP(loss_module, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else loss_module
+    if cfg.compile and not stage_ae:
+        wrapped = torch.compile(wrapped, dynamic=False)
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        (no_decay if p.ndim < 2 or "embed" in name or "modulation" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.95), fused=d.device.type == "cuda")
+    ema = EMA(module, cfg.ema)
+    step = 0
+    state_dir = out / "state"
+    if resume and (state_dir / "state.json").exists():
+        step = load_state(state_dir, {"model": module}, opt, ema)
+        if d.main:
+            progress(f"resumed from {state_dir} at step {step}")
+
+    mc = anim.config
+    n_frames = (cfg.chunks - 1) * mc.stream.chunk + mc.stream.chunk + mc.stream.knot
+    per_rank_batch = 4 if stage_ae else cfg.batch_size  # autoencoder: clips per step; frames come from each
+    loader = clip_loader(mc, cfg.data, ClipRequest(n_frames, d.rank, d.world, cfg.seed * 1_000_003 + step * 997),
+                         per_rank_batch)
+    log = TrainLog(out) if d.main else None
+    masks: dict = {}
+    rng = np.random.default_rng(cfg.seed + 31 * step + d.rank)
+    t_start, last = time.time(), time.time()
+    running = []
+    for batch in loader:
+        if step >= cfg.steps or (cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60):
+            break
+        batch = _to_device(batch, d.device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        with _autocast(d.device, cfg.bf16):
+            if stage_ae:
+                frames = batch["frames"].flatten(0, 1)
+                pick = torch.randperm(frames.shape[0], device=frames.device)[: cfg.batch_size]
+                loss, metric = wrapped(frames[pick].permute(0, 3, 1, 2).float() / 127.5 - 1)
+            else:
+                loss, metric = _dit_loss(wrapped, anim, cfg, batch, rng, masks), None
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(module, step)
+        step += 1
+        running.append(float(loss.detach()))
+        if d.main and (step % cfg.log_every == 0 or step == 1):
+            rate = cfg.log_every / max(time.time() - last, 1e-9) if step > 1 else 0.0
+            last = time.time()
+            values = {"loss": float(np.mean(running)), "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
+                      "steps_per_s": rate}
+            if metric is not None:
+                values["loss_l1"] = float(metric)
+            log.write(step, **values)
+            progress(f"step {step}/{cfg.steps}  " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            running = []
+        if d.main and step % cfg.save_every == 0:
+            _checkpoint(out, step, module, opt, ema, anim, cfg, log)
+    if d.main:
+        _checkpoint(out, step, module, opt, ema, anim, cfg, log)
+        progress(f"done at step {step} in {(time.time() - t_start) / 60:.1f} min; model in {out / 'model'}")
+    cleanup_distributed()
+    return out / "model"
+
+
+def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, batch: dict, rng: np.random.Generator, masks: dict):
+    mc, dev = anim.config, batch["frames"].device
+    sc = mc.stream
+    knot = bool(rng.random() < cfg.knot_probability)
+    run_ahead = bool(rng.random() < cfg.run_ahead_probability)
+    span = sc.chunk + (sc.knot if knot else 0)
+    start = span + int(rng.integers(0, sc.run_ahead_stride))  # every phase of the reference's lead
+    layout = SequenceLayout.build(sc, cfg.chunks, knot, RunAhead.from_config(sc, knot, run_ahead, start=start))
+    key = (layout.span, layout.ref_positions)
+    if key not in masks:
+        masks[key] = expand_frame_mask(layout.frame_mask(), mc.tokens_per_frame).to(dev)
+    with torch.no_grad():
+        B, T = batch["frames"].shape[:2]
+        frames = batch["frames"][:, : layout.n_frames]
+        x = frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1
+        lat = anim.autoencoder.encode(x).float()
+        lat = lat.view(B, layout.n_frames, *lat.shape[1:])
+        ref = anim.autoencoder.encode(batch["reference"].permute(0, 3, 1, 2).float() / 127.5 - 1).float()
+    n, C = layout.n_chunks, layout.chunk
+    idx = (torch.arange(n).unsqueeze(1) * C + torch.arange(span)).to(dev)  # [n, F]
+    x0 = lat[:, idx]  # [B, n, F, c, h, w]
+    clean = lat[:, : layout.n_clean]
+    clean = clean + torch.randn_like(clean) * cfg.context_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
+    knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev) if knot else None
+    t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
+    noise = torch.randn_like(x0)
+    audio = batch["audio"][:, : layout.n_frames]
+    return wrapped(layout, masks[key], ref, clean, x0, knots, t, noise, audio, batch["motion"])
+
+
+def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator, cfg: TrainConfig, log: TrainLog) -> None:
+    save_state(out / "state", step, {"model": module}, opt, ema, {"train_config": describe(cfg)})
+    live = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    ema.copy_to(module)
+    if cfg.stage == "autoencoder":
+        _measure_latent_stats(anim, cfg)
+    anim.save_pretrained(out / "model", dtype=torch.bfloat16, extra={"trained_steps": {cfg.stage: step}})
+    module.load_state_dict(live)
+    log.plot()
+
+
+@torch.no_grad()
+def _measure_latent_stats(anim: KnotAnimator, cfg: TrainConfig) -> None:
+    """Per-channel mean/std of latents over generated frames, so diffusion sees unit-variance latents."""
+    from knotanim.data import make_clip
+
+    ae = anim.autoencoder
+    zs = []
+    for seed in range(8):
+        clip = make_clip(10_000_000 + seed, 8, size=anim.config.frame_size, split="train")
+        zs.append(ae.encode_raw(frames_to_tensor(clip.frames, anim.device)).float())
+    z = torch.cat(zs).transpose(0, 1).flatten(1)
+    ae.latent_mean.copy_(z.mean(1))
+    ae.latent_std.copy_(z.std(1).clamp_min(1e-3))
