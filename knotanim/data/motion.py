@@ -12,7 +12,8 @@ import numpy as np
 def _smooth_noise(rng: np.random.Generator, n: int, fps: int, corr_s: float) -> np.ndarray:
     """float64 [n] unit-std noise low-passed with time constant corr_s seconds (forward-backward AR(1))."""
     a = np.exp(-1.0 / (corr_s * fps))
-    x = rng.standard_normal(n + 2 * int(3 * corr_s * fps) + 2)
+    k = int(8 * corr_s * fps) + 1  # margin on each side, long enough to estimate the std
+    x = rng.standard_normal(n + 2 * k)
     y = np.empty_like(x)
     acc = 0.0
     for i, v in enumerate(x):
@@ -22,9 +23,9 @@ def _smooth_noise(rng: np.random.Generator, n: int, fps: int, corr_s: float) -> 
     for i in range(len(y) - 1, -1, -1):
         acc = a * acc + (1 - a) * y[i]
         y[i] = acc
-    k = int(3 * corr_s * fps) + 1
-    y = y[k:k + n]
-    return y / (y.std() + 1e-9) if n > 1 else y * 0
+    # normalise by the std of the whole (long) sequence, not of the window: short clips keep
+    # the same amplitude statistics as long ones
+    return y[k:k + n] / (y[k // 2:len(y) - k // 2].std() + 1e-9)
 
 
 def motion_tracks(rng: np.random.Generator, n: int, fps: int, head_motion: float, size: int,
@@ -43,7 +44,7 @@ def motion_tracks(rng: np.random.Generator, n: int, fps: int, head_motion: float
     for k, amp, corr in (("yaw", 7.0, 1.2), ("pitch", 4.5, 0.9), ("roll", 3.0, 1.5)):
         sway = np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * t + rng.uniform(0, 2 * np.pi))
         track = amp * (0.7 * _smooth_noise(rng, n, fps, corr) + 0.3 * sway + rng.normal(0, 0.3))
-        out[k] = a * track
+        out[k] = a * np.clip(track, -3 * amp, 3 * amp)
     out["pitch"] = out["pitch"] + a * couple * 3.0 * (loud_s - loud_s.mean())  # nodding with emphasis
     out["tx"] = a * size * 0.025 * (_smooth_noise(rng, n, fps, 1.5) + rng.normal(0, 0.4))
     out["ty"] = a * size * 0.015 * (_smooth_noise(rng, n, fps, 1.5) + rng.normal(0, 0.4))
