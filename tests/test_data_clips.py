@@ -50,6 +50,12 @@ def test_clip_shapes_and_ranges():
     assert (np.abs(cx - 48) < 15).all() and (cy > 48).all()
 
 
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_very_short_clips(n):
+    clip = make_clip(1, n, size=48, head_motion=1.0, speech=burst_utterance(0.0, 0.05, 0.1))
+    assert clip.frames.shape[0] == n and all(v.shape[0] == n for v in clip.params.values())
+
+
 def test_deterministic_per_seed():
     a = make_clip(11, 6, size=64, speech=burst_utterance(0.0, 0.2, 0.3))
     b = make_clip(11, 6, size=64, speech=burst_utterance(0.0, 0.2, 0.3))

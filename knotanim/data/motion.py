@@ -38,7 +38,7 @@ def motion_tracks(rng: np.random.Generator, n: int, fps: int, head_motion: float
         return {k: np.zeros(n, np.float32) for k in keys}
     t = np.arange(n) / fps
     loud = np.zeros(n) if loudness is None else np.asarray(loudness, np.float64)
-    loud_s = np.convolve(loud, np.ones(5) / 5, mode="same")
+    loud_s = np.convolve(np.pad(loud, 2, mode="edge"), np.ones(5) / 5, mode="valid")  # [n]
     couple = rng.uniform(0, 1)
     out = {}
     for k, amp, corr in (("yaw", 7.0, 1.2), ("pitch", 4.5, 0.9), ("roll", 3.0, 1.5)):
