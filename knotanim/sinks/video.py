@@ -87,6 +87,7 @@ class VideoFileSink(SinkBase):
         options = {}
         if self.format == "mp4" and self.fragmented:
             options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+            options["flush_packets"] = "1"  # whole fragments reach the disk as they complete
         try:
             self._container = av.open(str(self.path), mode="w", format=self.format, options=options)
         except OSError as e:
