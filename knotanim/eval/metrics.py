@@ -171,35 +171,37 @@ def crop(frames: np.ndarray, box) -> np.ndarray:
 
 
 # --- mouth openness and lip sync -----------------------------------------------------------------
-def reference_mouth_level(reference: np.ndarray, boxes: np.ndarray) -> float:
-    """Median luma (0..255) of the reference's mouth region (the median of `boxes` [T, 4])."""
-    ref = to_luma(reference)
-    region = crop(ref, np.median(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), axis=0))
-    return float(np.median(region)) if region.size else float(np.median(ref))
+def _patch(img: np.ndarray, box, w: int, h: int) -> np.ndarray:
+    """A w x h patch of [H, W, C] whose top-left corner is the box's (rounded), kept inside the image."""
+    x0 = min(max(0, int(round(float(box[0])))), img.shape[1] - w)
+    y0 = min(max(0, int(round(float(box[1])))), img.shape[0] - h)
+    return img[y0 : y0 + h, x0 : x0 + w]
 
 
 def mouth_openness(frames: np.ndarray, boxes: np.ndarray, reference: np.ndarray,
-                   level: float | None = None) -> np.ndarray:
-    """Measured mouth openness per frame: mean relative darkness inside each frame's mouth box.
+                   ref_box: np.ndarray | None = None) -> np.ndarray:
+    """Measured mouth openness per frame: how far the mouth region has moved away from the closed
+    mouth of the reference.
 
-    frames [T, H, W, 3], boxes [T, 4] px, reference [H, W, 3] (closed mouth). With L the luma and
-    R the median luma of the reference's mouth region (`reference_mouth_level`, or `level`),
-    openness[t] = mean over box pixels of max(0, R - L) / R: 0 when nothing in the box is darker
-    than the closed mouth's typical tone, rising as the dark mouth interior shows. Works alike on
-    rendered ground truth and model output. Returns float64 [T] (NaN for an empty box).
+    frames [T, H, W, 3], boxes [T, 4] px (one size: use `measurement_boxes`), reference [H, W, 3]
+    (neutral, closed mouth), ref_box [4]: the mouth box in the reference (default: the median box).
+    openness[t] = mean |frame patch - reference patch| / 255 over the box's pixels and RGB, where
+    both patches have the median box size. 0 = the closed mouth of the reference; an open mouth
+    (dark interior, teeth, tongue) raises it whichever way its colours go, so the one measurement
+    serves rendered ground truth, real photos and model output. Returns float64 [T] in 0..1.
     """
     frames = np.asarray(frames)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) != len(frames):
         raise ValueError(f"mouth_openness: {len(frames)} frames but {len(boxes)} boxes")
-    ref_level = max(float(level if level is not None else reference_mouth_level(reference, boxes)), 1.0)
-    h, w = frames.shape[1:3]
-    out = np.full(len(frames), np.nan)
+    h_img, w_img = frames.shape[1:3]
+    med = np.median(boxes, axis=0) if ref_box is None else np.asarray(ref_box, dtype=np.float64)
+    w = int(np.clip(round(med[2] - med[0]), 1, w_img))
+    h = int(np.clip(round(med[3] - med[1]), 1, h_img))
+    ref = _patch(np.asarray(reference), med, w, h).astype(np.float32)
+    out = np.empty(len(frames))
     for t, box in enumerate(boxes):
-        x0, y0, x1, y1 = _clip_box(box, h, w)
-        if x1 > x0 and y1 > y0:
-            lum = to_luma(frames[t, y0:y1, x0:x1])
-            out[t] = float(np.maximum(ref_level - lum, 0.0).mean() / ref_level)
+        out[t] = float(np.abs(_patch(frames[t], box, w, h).astype(np.float32) - ref).mean()) / 255.0
     return out
 
 

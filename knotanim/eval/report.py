@@ -37,7 +37,7 @@ METRICS: dict[str, str] = {
     "appearance_ssim": "SSIM of the face outside the mouth box vs the reference image (identity/appearance kept)",
     "appearance_drift_pct": "change of appearance_ssim from the first to the last time window, percent",
     "fps": "frames generated per second of wall time (push_audio + finish)",
-    "openness": "mean over the mouth box of max(0, R - luma) / R, R = median luma of the reference's mouth region",
+    "openness": "mean |frame - reference| / 255 over the mouth box (RGB): distance from the reference's closed mouth",
 }
 
 # Summary table: (column, header, clip filter, source scalar). Filters: gt = clips with ground

@@ -18,6 +18,7 @@ from knotanim.errors import ConfigError, InputError
 from knotanim.eval.report import aggregate, write_reports
 from knotanim.eval.scoring import ClipScore, ClipScorer, ClipTruth
 from knotanim.eval.spec import BenchSpec
+from knotanim.eval.speech import EvalSpeech
 
 # variant name -> stream(knot=..., run_ahead=...)
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -116,6 +117,7 @@ def run_knotbench(
     seed: int = 0,
     steps: int | None = None,
     plots: bool = True,
+    corpus: Any = None,
 ) -> dict[str, Any]:
     """Evaluate models on `spec`; write report.json, report.md and PNG plots to `out_dir` (if given).
 
@@ -124,7 +126,8 @@ def run_knotbench(
     variants: names from `VARIANTS` (a comma-separated string or a list). progress: called with
     one line of text per clip and per scored (clip, row). device/dtype: for models given as paths
     ("auto": CUDA if present; dtype None: bf16 on CUDA, fp32 on CPU). seed: stream seed. steps:
-    sampler steps (None: the config's). Returns the report dict (see `report.aggregate`).
+    sampler steps (None: the config's). corpus: eval-split speech corpus (.npz path or SpeechCorpus;
+    None: synthesise held-out speech with espeak-ng). Returns the report dict (see `report.aggregate`).
     """
     say = progress or (lambda line: None)
     if not isinstance(animators_or_paths, (list, tuple)):
@@ -137,6 +140,8 @@ def run_knotbench(
     cfg = cfgs[0]
     from knotanim.data import make_clip
 
+    speech = EvalSpeech(corpus)
+
     rows: dict[str, dict[str, Any]] = {}
     clips: dict[str, dict[str, ClipScore]] = {}
     meta: dict[str, dict[str, Any]] = {}
@@ -147,12 +152,13 @@ def run_knotbench(
     total = len(spec.clips)
     for ci, cs in enumerate(spec.clips, 1):
         t0 = time.perf_counter()
+        utterance = speech.for_clip(cs.seed, cs.n_frames / cfg.fps)
         clip = make_clip(cs.seed, cs.n_frames, size=cfg.frame_size, fps=cfg.fps, head_motion=cs.head_motion,
-                         split=cs.split, source=cs.source)
+                         speech=utterance, split=cs.split, source=cs.source)
         truth = ClipTruth.from_clip(cs, clip, cfg.stream.chunk, spec.mouth_margin, spec.drift_window_s)
         say(f"[{ci}/{total}] {cs.name}: {truth.n_frames} frames ({truth.n_frames / cfg.fps:.1f} s, "
             f"{cs.source}, head_motion {cs.head_motion}) generated in {time.perf_counter() - t0:.1f} s")
-        meta[cs.name] = {"identity": getattr(clip, "identity", ""), **cs.__dict__}
+        meta[cs.name] = {"identity": getattr(clip, "identity", ""), "languages": utterance.lang, **cs.__dict__}
         scores: dict[str, ClipScore] = {}
         add_row("ground-truth", "ground-truth")
         scores["ground-truth"] = _score_array(truth, truth.frames, True, spec.strip_frames)

@@ -28,7 +28,7 @@ class ClipTruth:
     one size following the mouth, `metrics.measurement_boxes`). true_open: [T] ground-truth
     mouth_open (None without ground truth). env: [T] audio RMS per frame. mouth_crop: one pixel box
     holding every mouth box (for mouth PSNR/SSIM). static: bool [H, W], the face outside the mouth
-    (appearance SSIM, flicker). ref_level: the reference mouth tone for openness. chunk: frames per
+    (appearance SSIM, flicker). ref_box: the mouth box of the reference (still pose). chunk: frames per
     chunk. window: frames per time window for drift. fps: frames per second.
     """
 
@@ -40,7 +40,7 @@ class ClipTruth:
     env: np.ndarray
     mouth_crop: tuple[int, int, int, int]
     static: np.ndarray
-    ref_level: float
+    ref_box: np.ndarray
     chunk: int
     window: int
     fps: int
@@ -60,7 +60,7 @@ class ClipTruth:
             spec=spec, frames=frames, reference=np.asarray(clip.reference), boxes=boxes, true_open=true_open,
             env=M.envelope(clip.audio, spf, t), mouth_crop=crop,
             static=M.box_mask(M.union_box(boxes, h, w), h, w, inside=False),
-            ref_level=M.reference_mouth_level(clip.reference, raw), chunk=chunk, window=window,
+            ref_box=_reference_box(spec, boxes), chunk=chunk, window=window,
             fps=int(clip.fps),
         )
 
@@ -116,7 +116,7 @@ class ClipScorer:
         if block.shape[1:] != tr.frames.shape[1:]:
             raise ValueError(f"frames are {block.shape[1:]}, the clip's are {tr.frames.shape[1:]}")
         add = self._series
-        add["openness"].append(M.mouth_openness(block, tr.boxes[idx], tr.reference, level=tr.ref_level))
+        add["openness"].append(M.mouth_openness(block, tr.boxes[idx], tr.reference, tr.ref_box))
         if self.compares_to_truth:
             gt = tr.frames[idx]
             add["psnr"].append(M.psnr_frames(block, gt))
@@ -181,6 +181,12 @@ class ClipScorer:
             out["lipsync"] = lips
         out["envelope_corr"], out["jump_ratio"] = envc, jump
         return out
+
+
+def _reference_box(spec: ClipSpec, boxes: np.ndarray) -> np.ndarray:
+    """Where the mouth sits in the reference (the still pose): the first box of a still clip, else
+    the median box (the head moves around its still pose)."""
+    return boxes[0].copy() if spec.still else np.median(boxes, axis=0)
 
 
 def _nanmean(x: np.ndarray) -> float:

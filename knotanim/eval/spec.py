@@ -53,14 +53,14 @@ class BenchSpec:
     drift_window_s: seconds per window when a long stream is reported over time (minute 1 vs the
     last minute by default; shorter streams use half their length). strip_frames: frames shown in
     each sample strip. mouth_margin: growth of the mouth box on each side (fraction of its size)
-    for the openness measurement.
+    for the openness measurement (0: the largest box; growing it hurts on moving heads).
     """
 
     name: str
     clips: tuple[ClipSpec, ...]
     drift_window_s: float = 60.0
     strip_frames: int = 8
-    mouth_margin: float = 0.25
+    mouth_margin: float = 0.0
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.clips]
