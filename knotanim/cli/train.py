@@ -24,3 +24,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config, args.set)
     train(cfg, args.out, resume=not args.fresh, device=None if args.device == "auto" else args.device)
     return 0
+
+
+if __name__ == "__main__":  # `python -m knotanim.cli.train ...`: training without the rest of the CLI
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m knotanim.cli.train")
+    add_parser(parser.add_subparsers(dest="command"))
+    sys.exit(run(parser.parse_args(["train", *sys.argv[1:]])))

@@ -29,6 +29,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     steps: int = 10000  # optimiser steps (stops earlier at max_minutes)
     max_minutes: float = 0.0  # wall-clock budget; 0 = unlimited
+    reuse: int = 2  # optimiser steps per loaded batch (fresh noise, time and mode each time; data is the bottleneck)
     batch_size: int = 16  # clips (dit) or frames (autoencoder) per rank per step
     chunks: int = 4  # chunks per training clip (dit)
     lr: float = 3e-4

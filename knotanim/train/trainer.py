@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +83,16 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+@dataclass
+class TrainResult:
+    model_dir: Path  # the exported EMA checkpoint (written by rank 0)
+    step: int
+    module: nn.Module  # the trained module (live weights, not EMA) of this rank
+
+
 def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | None = None,
-          progress=print) -> Path:
-    """Run the configured stage; returns the folder of the exported model."""
+          progress=print) -> TrainResult:
+    """Run the configured stage on this process (one rank under torchrun)."""
     d = setup_distributed(device)
     out = Path(out)
     if d.main:
@@ -125,7 +133,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     rng = np.random.default_rng(cfg.seed + 31 * step + d.rank)
     t_start, last = time.time(), time.time()
     running = []
-    for batch in loader:
+    for batch in (b for b in loader for _ in range(cfg.reuse)):
         if step >= cfg.steps or (cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60):
             break
         batch = _to_device(batch, d.device)
@@ -161,7 +169,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
         _checkpoint(out, step, module, opt, ema, anim, cfg, log)
         progress(f"done at step {step} in {(time.time() - t_start) / 60:.1f} min; model in {out / 'model'}")
     cleanup_distributed()
-    return out / "model"
+    return TrainResult(out / "model", step, module)
 
 
 def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, batch: dict, rng: np.random.Generator, masks: dict):

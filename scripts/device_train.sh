@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Training on the accelerator machine (one H200), one call of at most 10 minutes.
+#
+#   STAGE1_MIN=3 STAGE2_MIN=5.5 bash scripts/device_train.sh
+#
+# - Stage 1 (frame autoencoder) runs only if no stage-1 model exists yet (runs/stage1 on a warm
+#   machine, or .cache/carry/stage1 carried from this machine).
+# - Stage 2 resumes runs/stage2/state when the machine is still warm; otherwise it starts from the
+#   carried .cache/carry/model (the latest exported weights), or from the stage-1 autoencoder.
+# - The exported model (EMA, bf16, shards <= 16 MiB), log.csv and loss.png are copied to $OUT.
+set -euo pipefail
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-out}
+mkdir -p "$OUT" runs
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+train() { python3 -m knotanim.cli.train "$@" --device cuda; }
+
+if [ ! -f runs/stage1/model/config.json ]; then
+  if [ -f .cache/carry/stage1/config.json ]; then
+    mkdir -p runs/stage1 && cp -r .cache/carry/stage1 runs/stage1/model
+  elif [ "${STAGE1_MIN:-0}" != "0" ]; then
+    train configs/train/stage1_autoencoder.yaml --out runs/stage1 --set max_minutes="$STAGE1_MIN"
+  fi
+fi
+
+INIT=runs/stage1/model
+if [ ! -f runs/stage2/state/state.json ] && [ -f .cache/carry/model/config.json ]; then
+  INIT=.cache/carry/model
+fi
+if [ "${STAGE2_MIN:-0}" != "0" ]; then
+  train configs/train/stage2_teacher_forcing.yaml --out runs/stage2 --set max_minutes="$STAGE2_MIN" \
+    --set init_from="$INIT" ${STAGE2_SET:-}
+  cp runs/stage2/model/* "$OUT"/
+  cp runs/stage2/log.csv "$OUT"/stage2_log.csv
+  [ -f runs/stage2/loss.png ] && cp runs/stage2/loss.png "$OUT"/stage2_loss.png
+fi
+[ -f runs/stage1/log.csv ] && cp runs/stage1/log.csv "$OUT"/stage1_log.csv
+ls -la "$OUT"
