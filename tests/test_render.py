@@ -1,0 +1,186 @@
+"""render_to_file end to end on the tiny random-weights model (CPU): counts, sizes, sync, errors."""
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from knotanim.errors import InputError, OutputError
+from knotanim.frontends.audio_io import write_wav
+from knotanim.render import FrameRetimer, RenderInterrupted, RenderOptions, output_format, render_to_file
+
+FAST = dict(face_detect=False)
+
+
+@pytest.fixture(scope="module")
+def animator():
+    from knotanim import KnotAnimator, tiny_config
+
+    return KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A 97x81 (odd-sized) portrait stand-in and 2 s of 22.05 kHz stereo 'speech'."""
+    d = tmp_path_factory.mktemp("inputs")
+    y, x = np.mgrid[0:81, 0:97]
+    img = np.stack([x * 2, y * 3, 255 - x - y], axis=2).clip(0, 255).astype(np.uint8)
+    Image.fromarray(img).save(d / "face.png")
+    t = np.arange(44100) / 22050
+    voice = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    write_wav(d / "speech.wav", np.stack([voice, 0.5 * voice]).astype(np.float32), 22050)
+    return d / "face.png", d / "speech.wav"
+
+
+def _probe(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        has_audio = bool(c.streams.audio)
+        size, rate = (v.width, v.height), v.guessed_rate
+        frames = sum(1 for _ in c.decode(video=0))
+    audio_s = 0.0
+    if has_audio:
+        with av.open(str(path)) as c:
+            a = c.streams.audio[0]
+            audio_s = sum(f.samples for f in c.decode(audio=0)) / a.rate
+    return size, rate, frames, has_audio, audio_s
+
+
+def test_mp4_full_frame(animator, inputs, tmp_path):
+    out = tmp_path / "out.mp4"
+    seen = []
+    s = render_to_file(animator, *inputs, out, options=RenderOptions(progress=seen.append, **FAST))
+    assert (s.frames, s.fps, s.format, s.interrupted) == (50, 25.0, "mp4", False)
+    size, rate, frames, has_audio, audio_s = _probe(out)
+    assert size == (96, 80) == (s.width, s.height)  # original 97x81 cropped to even
+    assert rate == 25 and frames == 50 and has_audio
+    assert abs(audio_s - frames / 25) <= 1 / 25  # within one frame
+    assert [p.frames for p in seen] == list(range(1, 51)) and seen[-1].total_frames == 50
+    assert "50 frames" in s.line() and str(out) in s.line()
+
+
+def test_crop_only_webm_at_other_fps(animator, inputs, tmp_path):
+    out = tmp_path / "crop.webm"
+    s = render_to_file(animator, *inputs, out, options=RenderOptions(crop_only=True, fps=30, **FAST))
+    size, rate, frames, has_audio, audio_s = _probe(out)
+    assert size == (64, 64) and rate == 30 and frames == s.frames == 60 and has_audio
+    assert abs(audio_s - 2.0) < 1 / 30
+
+
+def test_png_sequence_output(animator, inputs, tmp_path):
+    out = tmp_path / "frames"
+    s = render_to_file(animator, *inputs, str(out) + "/", options=RenderOptions(fps=10, **FAST))
+    names = sorted(os.listdir(out))
+    assert s.frames == 20 and len([n for n in names if n.endswith(".png")]) == 20 and "audio.wav" in names
+    assert Image.open(out / "frame_000000.png").size == (97, 81)  # PNG keeps the exact size
+
+
+def test_frame_count_follows_audio_duration(animator, tmp_path, inputs):
+    write_wav(tmp_path / "short.wav", np.zeros(int(1.23 * 16000), np.float32), 16000)  # silent: idle portrait
+    s = render_to_file(animator, inputs[0], tmp_path / "short.wav", tmp_path / "a.mp4", options=RenderOptions(**FAST))
+    assert s.frames == 31 == _probe(tmp_path / "a.mp4")[2]  # round(1.23 * 25)
+    s = render_to_file(animator, inputs[0], tmp_path / "short.wav", tmp_path / "b.mp4", options=RenderOptions(fps=12, **FAST))
+    assert s.frames == 15  # round(1.23 * 12)
+
+
+def test_retimer_picks_nearest_frames():
+    class F:
+        def __init__(self, i):
+            self.index = i
+
+    r = FrameRetimer(Fraction(25), Fraction(10))
+    for i in range(25):
+        r.add(F(i))
+    assert [f.index for f in r.take(10, last_model=24)] == [0, 3, 5, 8, 10, 13, 15, 18, 20, 23]
+    r = FrameRetimer(Fraction(25), Fraction(50))
+    r.add(F(0))
+    r.add(F(1))
+    assert [f.index for f in r.take(4)] == [0, 1, 1]  # output 3 needs model frame 2: wait for it
+
+
+def test_interrupted_render_is_playable(animator, inputs, tmp_path):
+    out = tmp_path / "cut.mp4"
+
+    def stop_after_20(p):
+        if p.frames == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RenderInterrupted) as info:
+        render_to_file(animator, *inputs, out, options=RenderOptions(progress=stop_after_20, **FAST))
+    assert info.value.summary.interrupted and info.value.summary.frames == 20
+    assert isinstance(info.value, KeyboardInterrupt)
+    size, rate, frames, has_audio, audio_s = _probe(out)
+    assert frames == 20 and has_audio and audio_s > 0
+
+
+def test_nan_audio_renders(animator, inputs, tmp_path):
+    import struct
+
+    x = np.zeros(8000, "<f4")
+    x[::7] = np.nan
+    data = x.tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 64000, 4, 32)
+    (tmp_path / "nan.wav").write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16)
+                                       + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    s = render_to_file(animator, inputs[0], tmp_path / "nan.wav", tmp_path / "n.mp4", options=RenderOptions(**FAST))
+    assert s.frames == 13  # round half up: 0.5 s * 25 = 12.5
+
+
+def _bad_files(d):
+    from PIL import Image as I
+
+    rng = np.random.default_rng(0)
+    I.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(d / "ok.jpg")
+    (d / "cut.jpg").write_bytes((d / "ok.jpg").read_bytes()[:1500])
+    I.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / "tiny.png")
+    (d / "text.wav").write_text("not audio at all\n" * 10)
+    write_wav(d / "empty.wav", np.zeros(0, np.float32), 16000)
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    (d / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0))
+                                 + chunk(b"IEND", b""))
+    (d / "file").write_text("x")
+
+
+@pytest.mark.parametrize("image, audio, output, error, pattern", [
+    ("cut.jpg", "good", "o.mp4", InputError, "truncated"),
+    ("tiny.png", "good", "o.mp4", InputError, "too small"),
+    ("huge.png", "good", "o.mp4", InputError, "large"),
+    ("good", "text.wav", "o.mp4", InputError, "not an audio file"),
+    ("good", "empty.wav", "o.mp4", InputError, "no samples"),
+    ("good", "good", "missing/o.mp4", OutputError, "does not exist"),
+    ("good", "good", "file/o.mp4", OutputError, "not a folder"),
+    ("good", "good", "o.avi", InputError, "output format"),
+])
+def test_bad_inputs(animator, inputs, tmp_path, image, audio, output, error, pattern):
+    _bad_files(tmp_path)
+    image = inputs[0] if image == "good" else tmp_path / image
+    audio = inputs[1] if audio == "good" else tmp_path / audio
+    with pytest.raises(error, match=pattern):
+        render_to_file(animator, image, audio, tmp_path / output, options=RenderOptions(**FAST))
+    assert not (tmp_path / output).exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_disk_full(animator, inputs):
+    with pytest.raises(OutputError, match="disk full"):
+        render_to_file(animator, *inputs, "/dev/full", options=RenderOptions(format="mp4", **FAST))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_output_folder(animator, inputs, tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="permission denied"):
+        render_to_file(animator, *inputs, tmp_path / "ro" / "o.mp4", options=RenderOptions(**FAST))
+
+
+def test_output_format_rules(tmp_path):
+    assert output_format("a.MP4") == "mp4" and output_format("a.webm") == "webm"
+    assert output_format("frames/") == "png" and output_format(tmp_path) == "png"
+    assert output_format("x.mp4", "png") == "png"

@@ -1,0 +1,132 @@
+"""`knotanim render` through the CLI: messages, exit codes, progress, batch mode, SIGTERM."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from knotanim.cli.main import main
+from knotanim.frontends.audio_io import write_wav
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from knotanim import KnotAnimator, tiny_config
+
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    KnotAnimator.from_config(tiny_config(), device="cpu", seed=0).save_pretrained(folder)
+    return folder
+
+
+def _image(path, size=(90, 72)):
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    Image.fromarray(np.stack([x * 2, y * 3, x + y], axis=2).clip(0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _audio(path, seconds=1.0, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    write_wav(path, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate)
+    return path
+
+
+def _base(model_dir):
+    return ["render", "--model", str(model_dir), "--device", "cpu", "--no-face-detect"]
+
+
+def test_render_summary_and_progress(model_dir, tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    rc = main(_base(model_dir) + ["-i", str(_image(tmp_path / "f.png")), "-a", str(_audio(tmp_path / "s.wav")),
+                                  "-o", str(out), "--progress", "--seed", "3", "--head-motion", "0.2", "--steps", "1"])
+    err = capsys.readouterr().err
+    assert rc == 0 and out.exists()
+    assert "render: " in err and "25/25 frames" in err  # periodic progress lines (stderr is not a TTY)
+    assert err.strip().splitlines()[-1].startswith("rendered 1.00 s: 25 frames") and str(out) in err
+
+
+def test_quiet_and_ablation_switches(model_dir, tmp_path, capsys):
+    out = tmp_path / "q.mp4"
+    rc = main(_base(model_dir) + ["-i", str(_image(tmp_path / "f.png")), "-a", str(_audio(tmp_path / "s.wav", 0.5)),
+                                  "-o", str(out), "--quiet", "--no-knot", "--no-run-ahead", "--crf", "30"])
+    assert rc == 0 and capsys.readouterr().err == ""
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 13
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda d: ["-i", str(d / "missing.png"), "-a", str(_audio(d / "s.wav")), "-o", str(d / "o.mp4")], "does not exist"),
+    (lambda d: ["-i", str(_image(d / "f.png")), "-a", str(d / "f.png"), "-o", str(d / "o.mp4")], "audio"),
+    (lambda d: ["-i", str(_image(d / "f.png")), "-a", str(_audio(d / "s.wav")), "-o", str(d / "no" / "o.mp4")], "does not exist"),
+    (lambda d: ["-i", str(_image(d / "f.png")), "-a", str(_audio(d / "s.wav"))], "--output"),
+])
+def test_user_errors_are_one_line(model_dir, tmp_path, capsys, make, pattern):
+    rc = main(_base(model_dir) + make(tmp_path))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("knotanim render: error:") and pattern in lines[0]
+
+
+def test_no_face_found_suggests_no_face_detect(model_dir, tmp_path, capsys):
+    import cv2
+
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("this OpenCV has no Haar cascades (OpenCV 5 removed them)")
+    rc = main(["render", "--model", str(model_dir), "--device", "cpu", "-i", str(_image(tmp_path / "f.png", (200, 160))),
+               "-a", str(_audio(tmp_path / "s.wav")), "-o", str(tmp_path / "o.mp4")])
+    assert rc == 2 and "--no-face-detect" in capsys.readouterr().err
+
+
+def test_batch_folder_reports_failures(model_dir, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for stem in ("alice", "bob"):
+        _image(src / f"{stem}.png")
+        _audio(src / f"{stem}.wav", 0.4)
+    _image(src / "carol.jpg")
+    (src / "carol.mp3").write_text("not audio")
+    _image(src / "dave.png")  # no audio
+    rc = main(_base(model_dir) + ["--batch", str(src), "--out-dir", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert (out / "alice.mp4").exists() and (out / "bob.mp4").exists() and not (out / "carol.mp4").exists()
+    assert "batch: 2 of 4 rendered, 2 failed" in err and "carol" in err and "dave.png" in err
+
+
+def test_batch_csv_list(model_dir, tmp_path, capsys):
+    _image(tmp_path / "a.png")
+    _audio(tmp_path / "a.wav", 0.4)
+    with open(tmp_path / "jobs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "audio", "output"])
+        w.writerow(["a.png", "a.wav", "first.webm"])
+        w.writerow(["a.png", "a.wav", ""])
+    rc = main(_base(model_dir) + ["--batch", str(tmp_path / "jobs.csv"), "--out-dir", str(tmp_path / "o")])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "o" / "first.webm").exists() and (tmp_path / "o" / "a.mp4").exists()
+
+
+def test_sigterm_leaves_a_playable_file(model_dir, tmp_path):
+    out = tmp_path / "long.mp4"
+    cmd = [sys.executable, "-m", "knotanim.cli.main"] + _base(model_dir) + [
+        "-i", str(_image(tmp_path / "f.png")), "-a", str(_audio(tmp_path / "long.wav", 120.0)), "-o", str(out), "--progress"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+    try:
+        first = proc.stderr.readline()  # the first progress line: frames are being written
+        assert first.startswith("render: "), first
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "playable" in err
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 0
