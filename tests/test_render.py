@@ -16,9 +16,14 @@ FAST = dict(face_detect=False)
 
 @pytest.fixture(scope="module")
 def animator():
+    import torch
+
     from knotanim import KnotAnimator, tiny_config
 
-    return KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from threads, and they crawl on a busy machine
+    yield KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

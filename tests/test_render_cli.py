@@ -19,9 +19,14 @@ from knotanim.frontends.audio_io import write_wav
 def model_dir(tmp_path_factory):
     from knotanim import KnotAnimator, tiny_config
 
+    import torch
+
     folder = tmp_path_factory.mktemp("model") / "tiny"
     KnotAnimator.from_config(tiny_config(), device="cpu", seed=0).save_pretrained(folder)
-    return folder
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from threads, and they crawl on a busy machine
+    yield folder
+    torch.set_num_threads(threads)
 
 
 def _image(path, size=(90, 72)):
@@ -116,7 +121,8 @@ def test_sigterm_leaves_a_playable_file(model_dir, tmp_path):
     out = tmp_path / "long.mp4"
     cmd = [sys.executable, "-m", "knotanim.cli.main"] + _base(model_dir) + [
         "-i", str(_image(tmp_path / "f.png")), "-a", str(_audio(tmp_path / "long.wav", 120.0)), "-o", str(out), "--progress"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=os.getcwd(), env=env)
     try:
         first = proc.stderr.readline()  # the first progress line: frames are being written
         assert first.startswith("render: "), first
