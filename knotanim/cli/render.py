@@ -103,7 +103,7 @@ class ProgressPrinter:
         if self.bar:
             done = min(1.0, p.frames / total) if total else 0.0
             filled = int(done * BAR_WIDTH)
-            self.out.write(f"\r{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done * 100:3.0f}%  {stats}")
+            self.out.write(f"\r\x1b[K{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done * 100:3.0f}%  {stats}")
             self.drawn = True
         else:
             self.out.write(f"{self.label}: {stats}\n")
