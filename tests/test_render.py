@@ -189,3 +189,18 @@ def test_output_format_rules(tmp_path):
     assert output_format("a.MP4") == "mp4" and output_format("a.webm") == "webm"
     assert output_format("frames/") == "png" and output_format(tmp_path) == "png"
     assert output_format("x.mp4", "png") == "png"
+
+
+def test_real_photo_with_face_detection(animator, tmp_path):
+    import shutil
+
+    import cv2
+
+    cbook = pytest.importorskip("matplotlib.cbook")
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("this OpenCV has no Haar cascades (OpenCV 5 removed them)")
+    shutil.copy(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), tmp_path / "gh.jpg")
+    write_wav(tmp_path / "s.wav", np.zeros(6400, np.float32), 16000)
+    s = render_to_file(animator, tmp_path / "gh.jpg", tmp_path / "s.wav", tmp_path / "gh.mp4")
+    assert (s.width, s.height, s.frames) == (512, 600, 10)
+    assert _probe(tmp_path / "gh.mp4")[:3] == ((512, 600), 25, 10)

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -136,3 +137,15 @@ def test_sigterm_leaves_a_playable_file(model_dir, tmp_path):
     assert "interrupted" in err and "playable" in err
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) > 0
+
+
+def test_collect_jsonl_jobs(tmp_path):
+    from knotanim.cli.render import collect_batch_jobs
+
+    (tmp_path / "jobs.jsonl").write_text(
+        '{"image": "a.png", "audio": "a.wav"}\n\nnot json\n{"image": "/abs/b.png", "audio": "b.wav", "output": "x.mp4"}\n'
+        '{"image": "c.png"}\n')
+    jobs, problems = collect_batch_jobs(tmp_path / "jobs.jsonl", tmp_path / "out")
+    assert [(j.image, j.output) for j in jobs] == [(tmp_path / "a.png", tmp_path / "out" / "a.mp4"),
+                                                   (Path("/abs/b.png"), tmp_path / "out" / "x.mp4")]
+    assert [p[0] for p in problems] == ["line 3", "line 5"]
