@@ -12,7 +12,7 @@ set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-out}
 mkdir -p "$OUT" runs
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 train() { python3 -m knotanim.cli.train "$@" --device cuda; }
 
 if [ ! -f runs/stage1/model/config.json ]; then

@@ -14,14 +14,14 @@ from knotanim.model.dit import ExtraKeys, KnotDiT
 from knotanim.model.layout import SequenceLayout, expand_frame_mask
 
 
-def knot_conditioning(knots: torch.Tensor | None, n_chunks: int, span: int, shape) -> torch.Tensor:
+def knot_conditioning(knots: torch.Tensor | None, n_chunks: int, span: int, shape, device=None) -> torch.Tensor:
     """Conditioning channels [B, n_chunks, F, c + 1, h, w] for each chunk's frames.
 
     knots: [B, n_chunks, c, h, w] latents placed at position 0 of each chunk, or None (no knot);
     chunk 0 never has one (first chunk of a stream). The last channel is the mask.
     """
     B, c, h, w = shape
-    cond = torch.zeros(B, n_chunks, span, c + 1, h, w, device=knots.device if knots is not None else None)
+    cond = torch.zeros(B, n_chunks, span, c + 1, h, w, device=knots.device if knots is not None else device)
     if knots is not None:
         cond[:, 1:, 0, :c] = knots[:, 1:]
         cond[:, 1:, 0, c] = 1.0

@@ -96,6 +96,8 @@ class TrainLog:
             import matplotlib.pyplot as plt
         except ImportError:
             return
+        if not self.path.exists():
+            return
         rows = list(csv.DictReader(open(self.path)))
         if not rows:
             return

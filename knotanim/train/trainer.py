@@ -53,7 +53,7 @@ class TeacherForcedLoss(nn.Module):
     def forward(self, layout, mask, ref_latent, clean, x0, knots, t, noise, audio, motion):
         n, span = layout.n_chunks, layout.span
         noisy = add_noise(x0, noise, t.view(*t.shape, 1, 1, 1, 1))
-        cond = knot_conditioning(knots, n, span, ref_latent.shape).to(x0.dtype)
+        cond = knot_conditioning(knots, n, span, ref_latent.shape, x0.device).to(x0.dtype)
         v = teacher_forced_forward(self.model, layout, ref_latent, clean, noisy, cond, t, audio, motion, mask)
         target = velocity_target(x0, noise)
         diff = (x0 - ref_latent[:, None, None]).abs().mean(3, keepdim=True)  # [B, n, F, 1, h, w]
