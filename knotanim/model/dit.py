@@ -21,6 +21,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from knotanim.config import KnotAnimConfig
+from knotanim.model.attention import BlockMaskAttention
 from knotanim.model.rope import Rope3D
 
 
@@ -80,7 +81,11 @@ class Attention(nn.Module):
         if extra_k is not None:
             keys = torch.cat((rope.temporal(extra_k, extra_pos), keys), dim=2)
             values = torch.cat((extra_v, v), dim=2)
-        out = F.scaled_dot_product_attention(rope.temporal(q, q_pos), keys, values, attn_mask=mask)
+        q = rope.temporal(q, q_pos)
+        if isinstance(mask, BlockMaskAttention):  # FlexAttention: only the visible blocks are computed
+            out = mask(q, keys.to(q.dtype), values.to(q.dtype))
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(B, N, -1)), k, v
 
 

@@ -40,6 +40,7 @@ class TrainConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the model
+    flex_attention: bool = True  # block-sparse FlexAttention on CUDA (dense SDPA mask otherwise)
     moving_weight: float = 10.0  # loss weight where the target differs from the reference (mouth, eyes)
     knot_probability: float = 0.85  # share of batches trained with the knot (the rest: plain causal chunks)
     run_ahead_probability: float = 0.85  # share of batches with the running-ahead reference

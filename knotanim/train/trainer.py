@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from knotanim.animator import KnotAnimator
 from knotanim.checkpoint import load_checkpoint
+from knotanim.model.attention import BlockMaskAttention, flex_available
 from knotanim.model.autoencoder import frames_to_tensor
 from knotanim.model.layout import RunAhead, SequenceLayout, expand_frame_mask
 from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
@@ -133,9 +134,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     rng = np.random.default_rng(cfg.seed + 31 * step + d.rank)
     t_start, last = time.time(), time.time()
     running = []
+    data_wait, fetch_start = 0.0, time.time()
     for batch in (b for b in loader for _ in range(cfg.reuse)):
         if step >= cfg.steps or (cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60):
             break
+        data_wait += time.time() - fetch_start
         batch = _to_device(batch, d.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
@@ -157,7 +160,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
             rate = cfg.log_every / max(time.time() - last, 1e-9) if step > 1 else 0.0
             last = time.time()
             values = {"loss": float(np.mean(running)), "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
-                      "steps_per_s": rate}
+                      "steps_per_s": rate, "data_wait_s": data_wait}
+            data_wait = 0.0
             if metric is not None:
                 values["loss_l1"] = float(metric)
             log.write(step, **values)
@@ -165,6 +169,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
             running = []
         if d.main and step % cfg.save_every == 0:
             _checkpoint(out, step, module, opt, ema, anim, cfg, log)
+        fetch_start = time.time()
     if d.main:
         _checkpoint(out, step, module, opt, ema, anim, cfg, log)
         progress(f"done at step {step} in {(time.time() - t_start) / 60:.1f} min; model in {out / 'model'}")
@@ -182,7 +187,10 @@ def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, batch: dict, rng: n
     layout = SequenceLayout.build(sc, cfg.chunks, knot, RunAhead.from_config(sc, knot, run_ahead, start=start))
     key = (layout.span, layout.ref_positions)
     if key not in masks:
-        masks[key] = expand_frame_mask(layout.frame_mask(), mc.tokens_per_frame).to(dev)
+        if cfg.flex_attention and dev.type == "cuda" and flex_available():
+            masks[key] = BlockMaskAttention(layout.frame_mask(), mc.tokens_per_frame, dev, compiled=True)
+        else:
+            masks[key] = expand_frame_mask(layout.frame_mask(), mc.tokens_per_frame).to(dev)
     with torch.no_grad():
         B, T = batch["frames"].shape[:2]
         frames = batch["frames"][:, : layout.n_frames]
