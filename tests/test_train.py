@@ -51,6 +51,46 @@ def test_autoencoder_then_dit_stage_then_resume(tmp_path):
     assert json.loads((out / "state" / "state.json").read_text())["step"] == 5
 
 
+def test_self_rollout_stage_trains_on_its_own_history(tmp_path):
+    cfg = TrainConfig.load(_write(tmp_path, "ro.yaml", stage="rollout", steps=2, rollout_steps=2))
+    res = train(cfg, tmp_path / "ro", device="cpu", progress=lambda s: None)
+    assert res.step == 2
+    rows = (tmp_path / "ro" / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and all("nan" not in r for r in rows)
+
+
+def test_rollout_matches_the_stream(tmp_path):
+    """The batched training rollout produces the latents the stream commits, chunk for chunk."""
+    import numpy as np
+
+    from knotanim.frontends.audio_features import AudioFeatures
+    from knotanim.model.layout import RunAhead
+    from knotanim.stream.rollout import rollout_latents
+
+    anim = KnotAnimator.from_config(tiny_config(), seed=0)
+    torch.manual_seed(1)
+    for p in anim.model.parameters():
+        if torch.count_nonzero(p) == 0:
+            p.data.normal_(0, 0.2)
+    cfg = anim.config
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    samples = np.clip(rng.standard_normal(cfg.samples_per_frame * 30) * 0.3, -1, 1).astype(np.float32)  # the stream clips
+    stream = anim.stream(ref, seed=4, head_motion=0.4)
+    committed = []
+    hook = anim.model.register_forward_hook(
+        lambda m, a, o: committed.append(a[0][:, :, : cfg.autoencoder.latent_channels].clone()) if torch.all(a[1] == 0) else None)
+    stream.push_audio(samples)
+    hook.remove()
+    n = 5
+    from_stream = torch.cat(committed[:n], 1)
+    audio = torch.from_numpy(AudioFeatures(cfg).clip_features(samples, 30)).unsqueeze(0)
+    gen = rollout_latents(stream.step, anim.encode_frames(ref[None]), audio, torch.tensor([0.4]), n, True,
+                          RunAhead.from_config(cfg.stream, True, True), cfg.stream.window,
+                          generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(gen.committed, from_stream, atol=1e-5, rtol=1e-5)
+
+
 def test_overrides_and_bad_config(tmp_path):
     path = _write(tmp_path, "c.yaml", stage="dit")
     cfg = TrainConfig.load(path, ["steps=7", "data.workers=3"])

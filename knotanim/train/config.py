@@ -23,7 +23,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    stage: str = "dit"  # "autoencoder" (stage 1) or "dit" (stage 2: teacher-forced chunks)
+    stage: str = "dit"  # "autoencoder" (stage 1), "dit" (stage 2: teacher-forced chunks), "rollout" (stage 3: self-rollout)
     model: dict = field(default_factory=dict)  # KnotAnimConfig overrides (the model being trained)
     init_from: str = ""  # checkpoint folder to start from (e.g. the stage-1 result or the shipped default)
     data: DataConfig = field(default_factory=DataConfig)
@@ -46,6 +46,7 @@ class TrainConfig:
     run_ahead_probability: float = 0.85  # share of batches with the running-ahead reference
     context_noise: float = 0.05  # max std of noise added to clean history latents (exposure-bias guard)
     knot_noise: float = 0.1  # max std of noise added to the knot latent
+    rollout_steps: int = 4  # sampler steps of the self-rollout that makes the history (stage 3)
     log_every: int = 50
     save_every: int = 1000
     sample_every: int = 2000

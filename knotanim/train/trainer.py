@@ -19,11 +19,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from knotanim.animator import KnotAnimator
 from knotanim.checkpoint import load_checkpoint
+from knotanim.errors import ConfigError
 from knotanim.model.attention import BlockMaskAttention, flex_available
 from knotanim.model.autoencoder import frames_to_tensor
 from knotanim.model.layout import RunAhead, SequenceLayout, expand_frame_mask
 from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
+from knotanim.stream.rollout import rollout_latents
 from knotanim.stream.sampler import add_noise, shift_time, velocity_target
+from knotanim.stream.step import ChunkStep
 from knotanim.train.common import EMA, TrainLog, cleanup_distributed, load_state, lr_at, save_state, setup_distributed
 from knotanim.train.config import TrainConfig, describe
 from knotanim.train.data import ClipRequest, clip_loader
@@ -94,6 +97,8 @@ class TrainResult:
 def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | None = None,
           progress=print) -> TrainResult:
     """Run the configured stage on this process (one rank under torchrun)."""
+    if cfg.stage not in ("autoencoder", "dit", "rollout"):
+        raise ConfigError(f"unknown training stage {cfg.stage!r} (autoencoder, dit or rollout)")
     d = setup_distributed(device)
     out = Path(out)
     if d.main:
@@ -135,11 +140,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     t_start, last = time.time(), time.time()
     running = []
     data_wait, fetch_start = 0.0, time.time()
-    for batch in (b for b in loader for _ in range(cfg.reuse)):
+    for batch, repeat in ((b, r) for b in loader for r in range(cfg.reuse)):
         if step >= cfg.steps or (cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60):
             break
         data_wait += time.time() - fetch_start
-        batch = _to_device(batch, d.device)
+        if repeat == 0:  # a fresh batch: to the device, and (stage 2/3) into latents once for all its reuses
+            batch = _to_device(batch, d.device)
+            if not stage_ae:
+                with _autocast(d.device, cfg.bf16):
+                    encoded = _encode_batch(anim, batch)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         with _autocast(d.device, cfg.bf16):
@@ -148,7 +157,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
                 pick = torch.randperm(frames.shape[0], device=frames.device)[: cfg.batch_size]
                 loss, metric = wrapped(frames[pick].permute(0, 3, 1, 2).float() / 127.5 - 1)
             else:
-                loss, metric = _dit_loss(wrapped, anim, cfg, batch, rng, masks), None
+                loss, metric = _dit_loss(wrapped, anim, cfg, encoded, rng, masks), None
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -177,37 +186,52 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     return TrainResult(out / "model", step, module)
 
 
-def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, batch: dict, rng: np.random.Generator, masks: dict):
-    mc, dev = anim.config, batch["frames"].device
+@torch.no_grad()
+def _encode_batch(anim: KnotAnimator, batch: dict) -> dict:
+    """Frames and reference -> latents (frozen autoencoder), once per loaded batch."""
+    B, T = batch["frames"].shape[:2]
+    x = batch["frames"].flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1
+    lat = anim.autoencoder.encode(x).float()
+    ref = anim.autoencoder.encode(batch["reference"].permute(0, 3, 1, 2).float() / 127.5 - 1).float()
+    return {"latents": lat.view(B, T, *lat.shape[1:]), "reference": ref, "audio": batch["audio"], "motion": batch["motion"]}
+
+
+def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.Generator, masks: dict):
+    """Stage 2 (teacher forcing: clean ground-truth history) or stage 3 (self-rollout: the model's own
+    history and knots, generated chunk by chunk as the stream does, ground truth only as the target)."""
+    mc, dev = anim.config, enc["latents"].device
     sc = mc.stream
     knot = bool(rng.random() < cfg.knot_probability)
     run_ahead = bool(rng.random() < cfg.run_ahead_probability)
     span = sc.chunk + (sc.knot if knot else 0)
     start = span + int(rng.integers(0, sc.run_ahead_stride))  # every phase of the reference's lead
-    layout = SequenceLayout.build(sc, cfg.chunks, knot, RunAhead.from_config(sc, knot, run_ahead, start=start))
+    schedule = RunAhead.from_config(sc, knot, run_ahead, start=start)
+    layout = SequenceLayout.build(sc, cfg.chunks, knot, schedule)
     key = (layout.span, layout.ref_positions)
     if key not in masks:
         if cfg.flex_attention and dev.type == "cuda" and flex_available():
             masks[key] = BlockMaskAttention(layout.frame_mask(), mc.tokens_per_frame, dev, compiled=True)
         else:
             masks[key] = expand_frame_mask(layout.frame_mask(), mc.tokens_per_frame).to(dev)
-    with torch.no_grad():
-        B, T = batch["frames"].shape[:2]
-        frames = batch["frames"][:, : layout.n_frames]
-        x = frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1
-        lat = anim.autoencoder.encode(x).float()
-        lat = lat.view(B, layout.n_frames, *lat.shape[1:])
-        ref = anim.autoencoder.encode(batch["reference"].permute(0, 3, 1, 2).float() / 127.5 - 1).float()
+    lat, ref = enc["latents"][:, : layout.n_frames], enc["reference"]
+    audio, motion = enc["audio"][:, : layout.n_frames], enc["motion"]
+    B = lat.shape[0]
     n, C = layout.n_chunks, layout.chunk
     idx = (torch.arange(n).unsqueeze(1) * C + torch.arange(span)).to(dev)  # [n, F]
     x0 = lat[:, idx]  # [B, n, F, c, h, w]
-    clean = lat[:, : layout.n_clean]
-    clean = clean + torch.randn_like(clean) * cfg.context_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
-    knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev) if knot else None
+    if cfg.stage == "rollout":
+        step = ChunkStep(anim.model, C, cfg.rollout_steps, mc.sampler.shift)
+        gen = rollout_latents(step, ref, audio, motion, n, knot, schedule, sc.window)
+        clean, knots = gen.committed, (gen.knots if knot else None)
+    else:
+        clean = lat[:, : layout.n_clean]
+        clean = clean + torch.randn_like(clean) * cfg.context_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
+        knots = None
+        if knot:
+            knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
     t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
     noise = torch.randn_like(x0)
-    audio = batch["audio"][:, : layout.n_frames]
-    return wrapped(layout, masks[key], ref, clean, x0, knots, t, noise, audio, batch["motion"])
+    return wrapped(layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion)
 
 
 def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator, cfg: TrainConfig, log: TrainLog) -> None:
