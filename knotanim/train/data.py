@@ -1,4 +1,5 @@
-"""Training batches: synthetic clips made on the fly by knotanim.data, one seed per clip.
+"""Training batches: synthetic clips made on the fly by knotanim.data, one seed per clip (or, with
+data.source = "videos", clips cut from real videos: knotanim.train.videos.VideoClips, same items).
 
 Each item is a dict of numpy arrays:
   frames    uint8 [T, H, W, 3]    ground-truth video (T = SequenceLayout.n_frames)
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from knotanim.config import KnotAnimConfig
+from knotanim.errors import ConfigError
 from knotanim.frontends.audio_features import AudioFeatures
 from knotanim.train.config import DataConfig
 
@@ -61,7 +63,17 @@ class GeneratedClips(IterableDataset):
 
 
 def clip_loader(model_cfg: KnotAnimConfig, data_cfg: DataConfig, request: ClipRequest, batch_size: int) -> DataLoader:
+    """Batches of `batch_size` items for one rank, from data_cfg.source: "generator" (GeneratedClips)
+    or "videos" (knotanim.train.videos.VideoClips over data_cfg.video_folder)."""
     workers = data_cfg.workers
-    return DataLoader(GeneratedClips(model_cfg, data_cfg, request), batch_size=batch_size, num_workers=workers,
+    if data_cfg.source == "generator":
+        dataset: IterableDataset = GeneratedClips(model_cfg, data_cfg, request)
+    elif data_cfg.source == "videos":
+        from knotanim.train.videos import VideoClips
+
+        dataset = VideoClips(model_cfg, data_cfg, request)
+    else:
+        raise ConfigError(f"data.source must be 'generator' or 'videos', not {data_cfg.source!r}")
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                       prefetch_factor=4 if workers > 0 else None)
