@@ -76,12 +76,13 @@ class Attention(nn.Module):
         """
         B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = rope.spatial(self.q_norm(q)), rope.spatial(self.k_norm(k))
-        keys, values = rope.temporal(k, q_pos), v
+        q, k = self.q_norm(q), self.k_norm(k)
+        keys, values = rope.spatial_temporal(k, q_pos), v
+        k = rope.spatial(k)  # what a cache stores: rotated in space, not in time
         if extra_k is not None:
             keys = torch.cat((rope.temporal(extra_k, extra_pos), keys), dim=2)
             values = torch.cat((extra_v, v), dim=2)
-        q = rope.temporal(q, q_pos)
+        q = rope.spatial_temporal(q, q_pos)
         if isinstance(mask, BlockMaskAttention):  # FlexAttention: only the visible blocks are computed
             out = mask(q, keys.to(q.dtype), values.to(q.dtype))
         else:

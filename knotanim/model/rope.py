@@ -1,10 +1,15 @@
 """3D rotary position embedding split into a temporal and a spatial part.
 
-The head dimension is split into (time, height, width) segments (`ModelConfig.rope_dims`). The
-spatial part is fixed for a token's place in its frame, so it is applied once when keys are made.
-The temporal part is applied separately, at read time, from a position passed with each read:
-that is what lets the stream cache keys un-rotated in time and move the reference ("running
-ahead") for free, with positions relative to the current chunk so they stay small forever.
+The head dimension is split into (time, height, width) segments (`ModelConfig.rope_dims`); each
+segment is rotated with the rotate-half convention (dims i and i + half of the segment form a
+pair). The spatial part is fixed for a token's place in its frame, so it is applied once when keys
+are made. The temporal part is applied separately, at read time, from a position passed with each
+read: that is what lets the stream cache keys un-rotated in time and move the reference
+("running ahead") for free, with positions relative to the current chunk so they stay small.
+
+Because the segments are disjoint, any combination of the three rotations is one elementwise
+operation: x * cos + partner(x) * signed_sin, with tables over the full head dim (cos = 1, sin = 0
+where a segment is not rotated). One gather and two multiplies per call, whatever is rotated.
 """
 from __future__ import annotations
 
@@ -16,43 +21,57 @@ def rope_frequencies(dim: int, theta: float, device=None) -> torch.Tensor:
     return theta ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
 
 
-def rotate(x: torch.Tensor, angles: torch.Tensor, offset: int) -> torch.Tensor:
-    """Rotate the segment x[..., offset : offset + 2*len] by `angles` (rotate-half convention).
-
-    x: [..., D]; angles: broadcastable to [..., len]. Returns a new tensor; other dims untouched.
-    """
-    half = angles.shape[-1]
-    seg = x[..., offset : offset + 2 * half].float()
-    a, b = seg[..., :half], seg[..., half:]
-    cos, sin = angles.cos(), angles.sin()
-    rotated = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1).to(x.dtype)
-    return torch.cat((x[..., :offset], rotated, x[..., offset + 2 * half :]), dim=-1)
-
-
 class Rope3D(torch.nn.Module):
-    """Holds the per-axis frequencies and the spatial angles of one frame's token grid."""
+    """Rotations for tokens laid out frame-major, P = grid * grid tokens per frame."""
 
     def __init__(self, dims: tuple[int, int, int], theta: float, grid: int):
         super().__init__()
         self.t_dim, self.h_dim, self.w_dim = dims
+        partner, sign, pair = [], [], []
+        offset = pair_base = 0
+        for seg in dims:
+            half = seg // 2
+            for i in range(seg):
+                first = i < half
+                partner.append(offset + i + half if first else offset + i - half)
+                sign.append(-1.0 if first else 1.0)
+                pair.append(pair_base + (i if first else i - half))
+            offset, pair_base = offset + seg, pair_base + half
+        self.register_buffer("partner", torch.tensor(partner), persistent=False)
+        self.register_buffer("sign", torch.tensor(sign), persistent=False)
+        self.register_buffer("pair", torch.tensor(pair), persistent=False)
         ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-        h_angles = ys.reshape(-1, 1).float() * rope_frequencies(self.h_dim, theta)  # [P, h/2]
-        w_angles = xs.reshape(-1, 1).float() * rope_frequencies(self.w_dim, theta)  # [P, w/2]
-        self.register_buffer("h_angles", h_angles, persistent=False)
-        self.register_buffer("w_angles", w_angles, persistent=False)
+        spatial = torch.cat((torch.zeros(grid * grid, self.t_dim // 2),
+                             ys.reshape(-1, 1).float() * rope_frequencies(self.h_dim, theta),
+                             xs.reshape(-1, 1).float() * rope_frequencies(self.w_dim, theta)), dim=1)
+        self.register_buffer("spatial_angles", spatial, persistent=False)  # [P, Dh/2] per pair
         self.register_buffer("t_freqs", rope_frequencies(self.t_dim, theta), persistent=False)
 
+    def _temporal_angles(self, token_positions: torch.Tensor) -> torch.Tensor:
+        """[..., N] positions -> [..., N, Dh/2] pair angles (zero outside the time segment)."""
+        t = token_positions.float().unsqueeze(-1) * self.t_freqs
+        pad = self.spatial_angles.shape[1] - t.shape[-1]
+        return torch.nn.functional.pad(t, (0, pad))
+
+    def _spatial_for(self, n_tokens: int) -> torch.Tensor:
+        return self.spatial_angles.repeat(n_tokens // self.spatial_angles.shape[0], 1)
+
+    def _rotate(self, x: torch.Tensor, pair_angles: torch.Tensor) -> torch.Tensor:
+        """x: [B, H, N, Dh]; pair_angles: [N, Dh/2] or [B, N, Dh/2]."""
+        if pair_angles.dim() == 3:
+            pair_angles = pair_angles.unsqueeze(1)
+        angles = pair_angles[..., self.pair]
+        xf = x.float()
+        return (xf * angles.cos() + xf[..., self.partner] * (angles.sin() * self.sign)).to(x.dtype)
+
     def spatial(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, H, F*P, Dh] with tokens frame-major; rotate the height and width segments."""
-        n_frames = x.shape[-2] // self.h_angles.shape[0]
-        h = self.h_angles.repeat(n_frames, 1)
-        w = self.w_angles.repeat(n_frames, 1)
-        x = rotate(x, h, self.t_dim)
-        return rotate(x, w, self.t_dim + self.h_dim)
+        """Rotate the height and width segments of x: [B, H, F*P, Dh]."""
+        return self._rotate(x, self._spatial_for(x.shape[-2]))
 
     def temporal(self, x: torch.Tensor, token_positions: torch.Tensor) -> torch.Tensor:
-        """x: [B, H, N, Dh]; token_positions: [N] float frame positions, or [B, N]."""
-        angles = token_positions.float().unsqueeze(-1) * self.t_freqs  # [(B,) N, t/2]
-        if angles.dim() == 3:
-            angles = angles.unsqueeze(1)  # [B, 1, N, t/2]
-        return rotate(x, angles, 0)
+        """Rotate the time segment; token_positions: [N] float frame positions, or [B, N]."""
+        return self._rotate(x, self._temporal_angles(token_positions))
+
+    def spatial_temporal(self, x: torch.Tensor, token_positions: torch.Tensor) -> torch.Tensor:
+        """Both at once (equal to temporal(spatial(x), pos)); x: [B, H, F*P, Dh] frame-major."""
+        return self._rotate(x, self._spatial_for(x.shape[-2]) + self._temporal_angles(token_positions))
