@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Training on the accelerator machine (one H200), one call of at most 10 minutes.
 #
-#   STAGE1_MIN=3 STAGE2_MIN=5.5 bash scripts/device_train.sh
+#   STAGE1_MIN=3 STAGE2_MIN=5.5 STAGE3_MIN=0 bash scripts/device_train.sh
 #
 # - Stage 1 (frame autoencoder) runs only if no stage-1 model exists yet (runs/stage1 on a warm
 #   machine, or .cache/carry/stage1 carried from this machine).
 # - Stage 2 resumes runs/stage2/state when the machine is still warm; otherwise it starts from the
 #   carried .cache/carry/model (the latest exported weights), or from the stage-1 autoencoder.
+# - Stage 3 (self-rollout) starts from this call's stage-2 model, or the carried one.
 # - The exported model (EMA, bf16, shards <= 16 MiB), log.csv and loss.png are copied to $OUT.
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -33,6 +34,15 @@ if [ "${STAGE2_MIN:-0}" != "0" ]; then
   cp runs/stage2/model/* "$OUT"/
   cp runs/stage2/log.csv "$OUT"/stage2_log.csv
   [ -f runs/stage2/loss.png ] && cp runs/stage2/loss.png "$OUT"/stage2_loss.png
+fi
+if [ "${STAGE3_MIN:-0}" != "0" ]; then
+  INIT3=runs/stage2/model
+  [ -f "$INIT3/config.json" ] || INIT3=.cache/carry/model
+  [ -f runs/stage3/state/state.json ] && INIT3=""  # warm machine: resume stage 3's own state
+  train configs/train/stage3_self_rollout.yaml --out runs/stage3 --set max_minutes="$STAGE3_MIN" \
+    ${INIT3:+--set init_from="$INIT3"} ${STAGE3_SET:-}
+  cp runs/stage3/model/* "$OUT"/
+  cp runs/stage3/log.csv "$OUT"/stage3_log.csv
 fi
 [ -f runs/stage1/log.csv ] && cp runs/stage1/log.csv "$OUT"/stage1_log.csv
 ls -la "$OUT"
