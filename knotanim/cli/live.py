@@ -1,0 +1,138 @@
+"""`knotanim live`: microphone -> animated portrait -> virtual camera and/or mp4, without a window."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("live", help="animate a portrait from the microphone, live (virtual camera / mp4, no window)",
+                       description="Run the live pipeline headless: microphone -> portrait -> virtual camera and/or "
+                       "an mp4 recording, with a status line. Ctrl+C stops (the recording is finalised).")
+    p.add_argument("--image", help="portrait image (face is detected and cropped)")
+    p.add_argument("--mic", help="input device: index, name or part of a name (default: the system default)")
+    p.add_argument("--audio-file", help="use this audio file as a fake microphone (real-time playback) instead")
+    p.add_argument("--virtual-camera", action="store_true", help="send frames to a virtual camera (pyvirtualcam)")
+    p.add_argument("--camera-size", default="1280x720", help="virtual camera size WxH, letterboxed (default 1280x720)")
+    p.add_argument("--camera-backend", help="pyvirtualcam backend (default: any available)")
+    p.add_argument("--record", metavar="OUT.mp4", help="record video + microphone audio to this mp4")
+    p.add_argument("--delayed-output", metavar="DEVICE",
+                   help="play the microphone on this output device delayed by the video latency (lip sync in calls)")
+    p.add_argument("--model", help="checkpoint folder (default: the embedded default model)")
+    p.add_argument("--tiny", action="store_true", help="the tiny random test model (fast, meaningless pictures)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's; lowered automatically when too slow)")
+    p.add_argument("--no-degrade", action="store_true", help="never lower the quality when the machine is too slow")
+    p.add_argument("--head-motion", type=float, default=0.5, help="0..1 (default 0.5)")
+    p.add_argument("--background", help="flat background colour #rrggbb (default: keep the generated one)")
+    p.add_argument("--size", type=int, help="output frame side in pixels (default: the model's)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    p.add_argument("--no-face-detect", action="store_true", help="animate the centre square of the image")
+    p.set_defaults(run=run)
+
+
+def list_devices_text() -> str:
+    from knotanim.live.sources import list_devices
+
+    lines = ["Input devices (--mic):"] + [f"  {d.label()}" for d in list_devices("input")]
+    lines += ["Output devices (--delayed-output):"] + [f"  {d.label()}" for d in list_devices("output")]
+    if len(lines) == 2:
+        lines.append("(no audio devices found)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from knotanim.errors import InputError
+
+    if args.list_devices:
+        print(list_devices_text())
+        return 0
+    if not args.image:
+        raise InputError("--image is required (or use --list-devices)")
+    if not (args.virtual_camera or args.record or args.delayed_output) and args.seconds is None:
+        raise InputError("nothing to output: give --virtual-camera and/or --record OUT.mp4 (or --seconds for a dry run)")
+    if not 0.0 <= args.head_motion <= 1.0:
+        raise InputError(f"--head-motion must be between 0 and 1, got {args.head_motion}")
+    return _run_live(args)
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    from knotanim.animator import KnotAnimator
+    from knotanim.config import tiny_config
+    from knotanim.errors import InputError
+    from knotanim.frontends.face import crop_face
+    from knotanim.frontends.image import load_image
+    from knotanim.live.compose import parse_colour
+    from knotanim.live.outputs import DelayedAudioOutput, RecorderOutput, VirtualCameraOutput
+    from knotanim.live.pipeline import LiveOptions, LivePipeline
+    from knotanim.live.sources import ArraySource, MicrophoneSource
+
+    if args.tiny:
+        anim, name = KnotAnimator.from_config(tiny_config(), device=args.device), "tiny"
+    else:
+        anim, name = KnotAnimator.from_pretrained(args.model, device=args.device), (args.model or "default")
+    cfg = anim.config
+    crop, _ = crop_face(load_image(args.image), cfg.crop, cfg.frame_size, detect=not args.no_face_detect)
+    try:
+        background = parse_colour(args.background)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if args.audio_file:
+        from knotanim.frontends.audio_io import load_audio
+
+        source = ArraySource(load_audio(args.audio_file, cfg.audio.sample_rate), cfg.audio.sample_rate, name=args.audio_file)
+    else:
+        source = MicrophoneSource(args.mic, cfg.audio.sample_rate)
+    options = LiveOptions(head_motion=args.head_motion, steps=args.steps, background=background, output_size=args.size,
+                          degrade=not args.no_degrade, model_name=name)
+    pipeline = LivePipeline(anim, crop, source, options)
+    outputs = []
+    try:
+        pipeline.start()
+        if args.virtual_camera:
+            w, h = (int(v) for v in args.camera_size.lower().split("x"))
+            cam = VirtualCameraOutput(w, h, cfg.fps, backend=args.camera_backend)
+            print(f"virtual camera: {w}x{h} on {cam.device}", file=sys.stderr)
+            outputs.append(cam)
+            pipeline.add_output(cam)
+        if args.record:
+            outputs.append(RecorderOutput(args.record, pipeline.ring, pipeline.fps, pipeline.spf))
+            pipeline.add_output(outputs[-1])
+        if args.delayed_output:
+            outputs.append(DelayedAudioOutput(pipeline.ring, args.delayed_output, lambda: pipeline.latency))
+            pipeline.add_output(outputs[-1])
+        print(f"live: {source.name} -> {name} on {anim.device}; Ctrl+C stops", file=sys.stderr)
+        _status_loop(pipeline, args.seconds)
+    finally:
+        pipeline.stop()  # closes every added output: the recording is finalised
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+    if args.record:
+        rec = next(o for o in outputs if isinstance(o, RecorderOutput))
+        print(f"recorded {rec.seconds:.1f} s -> {args.record}")
+    stats = pipeline.stats()
+    if stats.error:
+        raise InputError(stats.error)
+    return 0
+
+
+def _status_loop(pipeline, seconds: float | None) -> None:
+    """Print a one-line status every 0.5 s until `seconds` pass, the pipeline fails, or Ctrl+C."""
+    start = time.monotonic()
+    tty = sys.stderr.isatty()
+    last_message = ""
+    while seconds is None or time.monotonic() - start < seconds:
+        time.sleep(0.5)
+        s = pipeline.stats()
+        lat = f"{s.latency * 1000:.0f} ms" if s.latency is not None else "-"
+        line = (f"{time.monotonic() - start:6.1f} s  {s.fps_shown:4.1f} fps shown ({s.fps_generated:4.1f} generated)  "
+                f"latency {lat}  level {pipeline.level():5.1f} dBFS  dropped {s.dropped}  repeated {s.repeated}  [{s.profile}]")
+        sys.stderr.write(("\r" + line + "\033[K") if tty else line + "\n")
+        sys.stderr.flush()
+        if s.message and s.message != last_message:
+            last_message = s.message
+            sys.stderr.write(("\n" if tty else "") + f"note: {s.message}\n")
+        if s.error:
+            return

@@ -1,0 +1,89 @@
+"""Graceful degradation: when generation is slower than real time, step down the quality ladder.
+
+The ladder is a list of `Profile`s, best first: the chosen model at its steps, then fewer sampler
+steps, then (optionally) a smaller fallback model. `DegradeController.observe` is told how long
+each chunk took; when the real-time factor (compute seconds per second of video) stays above 1
+for `patience` chunks (or any one chunk is 3x too slow), it moves one rung down. Below the last rung nothing else can be switched:
+the pipeline then repeats frames and skips audio to stay live, and the message says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One rung: which animator to use and with how many sampler steps."""
+
+    name: str  # shown to the user, e.g. "default, 2 steps"
+    animator: Any  # KnotAnimator
+    steps: int
+
+
+def build_ladder(animator: Any, steps: int | None = None, fallback: Any = None, name: str = "model") -> list[Profile]:
+    """Profiles for `animator` from `steps` (default: its config's) halving down to 1, then `fallback`."""
+    start = int(steps or animator.config.sampler.steps)
+    ladder, s = [], start
+    while True:
+        ladder.append(Profile(f"{name}, {s} step{'s' if s != 1 else ''}", animator, s))
+        if s == 1:
+            break
+        s = max(1, s // 2)
+    if fallback is not None:
+        fb_steps = min(start, int(fallback.config.sampler.steps))
+        ladder.append(Profile(f"fallback {fallback.config.name}, {fb_steps} step{'s' if fb_steps != 1 else ''}",
+                              fallback, fb_steps))
+    return ladder
+
+
+class DegradeController:
+    """Watches the real-time factor and picks the rung of `ladder` to use.
+
+    fps: video frames per second needed. threshold: real-time factor above which we are too slow
+    (1.0 = exactly real time; a little headroom is kept by default). patience: consecutive slow
+    chunks before stepping down. enabled: False keeps the first rung forever.
+    """
+
+    def __init__(self, ladder: list[Profile], fps: float, threshold: float = 0.95, patience: int = 3,
+                 enabled: bool = True):
+        if not ladder:
+            raise ValueError("the ladder needs at least one profile")
+        self.ladder, self.fps, self.threshold, self.patience, self.enabled = ladder, fps, threshold, patience, enabled
+        self.level = 0
+        self.slow_chunks = 0
+        self.rtf: float | None = None  # smoothed compute seconds per video second
+        self.message = ""
+        self.repeating = False  # on the last rung and still too slow
+
+    @property
+    def profile(self) -> Profile:
+        return self.ladder[self.level]
+
+    def observe(self, frames: int, seconds: float) -> bool:
+        """A chunk of `frames` frames took `seconds` of compute; True when the profile changed."""
+        if frames <= 0:
+            return False
+        rtf = seconds * self.fps / frames
+        self.rtf = rtf if self.rtf is None else 0.7 * self.rtf + 0.3 * rtf
+        if rtf <= self.threshold:
+            self.slow_chunks = 0
+            if self.repeating and self.rtf <= self.threshold:
+                self.repeating, self.message = False, f"keeping up with {self.profile.name}"
+            return False
+        self.slow_chunks += 1
+        if self.slow_chunks < self.patience and rtf < 3 * self.threshold:  # far too slow: act at once
+            return False
+        self.slow_chunks = 0
+        generated_fps = self.fps / self.rtf
+        if self.enabled and self.level + 1 < len(self.ladder):
+            old = self.profile.name
+            self.level += 1
+            self.rtf = None  # measure the new profile afresh
+            self.message = (f"too slow with {old} ({generated_fps:.1f} of {self.fps:g} frames/s): "
+                            f"switched to {self.profile.name}")
+            return True
+        self.repeating = True
+        self.message = (f"this machine renders {generated_fps:.1f} of {self.fps:g} frames/s with {self.profile.name}: "
+                        "repeating frames and skipping audio to stay live (a GPU or a smaller model helps)")
+        return False

@@ -1,0 +1,327 @@
+"""The real-time pipeline, GUI-free: microphone -> ring -> inference thread -> queue -> paced outputs.
+
+    audio source thread --write--> AudioRing (preallocated; never blocks)
+    inference thread: reads new samples, stream.push_audio, composes frames
+                      --put--> DropOldestQueue (bounded; the oldest frame is dropped, never stalls)
+    pacer thread: one frame per tick at the model's fps (25), repeating the last frame when none
+                  is ready --send--> outputs (preview slot, recorder, virtual camera, ...)
+
+Keeping live when the machine is too slow: the DegradeController steps down the quality ladder
+(fewer steps, then a fallback model); and whenever more than `max_backlog` seconds of audio wait
+unprocessed, the inference thread skips ahead to the newest audio (the stream carries on, so the
+head motion stays continuous) instead of falling further behind.
+
+Latency = the moment a frame is shown minus the moment the last audio sample it depends on was
+captured (the ring records when each block arrived).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from knotanim.live.compose import Composer
+from knotanim.live.degrade import DegradeController, Profile, build_ladder
+from knotanim.live.ring import AudioRing
+from knotanim.live.timing import DropOldestQueue, LatencyMeter, Pacer, RateMeter
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    seed: int = 0
+    head_motion: float = 0.5  # 0..1
+    steps: int | None = None  # sampler steps of the first rung; None: the model's
+    output_size: int | None = None  # output frame side in pixels; None: the model's frame_size
+    background: tuple[int, int, int] | None = None  # None keeps the generated background
+    ring_seconds: float = 20.0  # microphone audio kept, seconds (recorder and delayed output read it)
+    queue_frames: int = 8  # frames buffered between inference and the pacer
+    max_backlog: float = 0.75  # seconds of unprocessed audio before skipping ahead
+    push_frames: int | None = None  # frames of audio per push_audio call; None: one chunk (backlog is checked between)
+    degrade: bool = True  # step down the quality ladder when too slow
+    fallback: Any = None  # a smaller KnotAnimator for the last rung of the ladder
+    model_name: str = "model"  # how the model is named in messages
+
+
+@dataclass
+class LiveFrame:
+    """A frame as the outputs receive it."""
+
+    image: np.ndarray  # uint8 (size, size, 3) RGB, composed
+    source_index: int  # frame number in the generating stream
+    audio_pos: int  # absolute ring position (samples) of the start of the frame's audio
+    captured_at: float  # monotonic seconds when the frame's last audio sample was captured
+    tick: int = -1  # output frame number (set by the pacer)
+    repeated: bool = False  # True when the pacer re-sent the previous frame
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    running: bool
+    fps_shown: float  # frames/s leaving the pacer (should be the model's fps)
+    fps_generated: float  # distinct frames/s the model produced
+    latency: float | None  # seconds, audio in -> frame shown (median of recent frames)
+    dropped: int  # frames dropped by the queue plus frames skipped with their audio
+    repeated: int  # ticks that re-sent the previous frame
+    profile: str  # current rung of the quality ladder
+    device: str  # torch device
+    message: str  # what degradation is doing ("" when all is well)
+    error: str | None = None
+    rtf: float | None = None  # compute seconds per video second (<1 keeps up)
+    extra: dict = field(default_factory=dict)
+
+
+def _swap_steps(stream: Any, steps: int) -> bool:
+    """Change a running KnotStream's sampler steps in place; False when its backend cannot (then a
+    new stream is made). KnotStream has no public setter yet: this sets `step` (and rebuilds an
+    eager torch backend where the stream runs through `backend`)."""
+    step = stream.animator.chunk_step(steps)
+    backend = getattr(stream, "backend", None)
+    if backend is not None:
+        try:
+            from knotanim.engines.base import TorchBackend
+        except ImportError:
+            return False
+        if type(backend) is not TorchBackend:
+            return False  # compiled / exported backends are built for one step count
+        stream.backend = TorchBackend(step, stream.device)
+    stream.step = step
+    return True
+
+
+class LivePipeline:
+    """animator: KnotAnimator. reference: uint8 face crop. source: an AudioSource (not started)."""
+
+    def __init__(self, animator: Any, reference: np.ndarray, source: Any, options: LiveOptions | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.options = opts = options or LiveOptions()
+        self.animator, self.source, self.clock = animator, source, clock
+        cfg = animator.config
+        self.fps, self.sample_rate, self.spf = cfg.fps, cfg.audio.sample_rate, cfg.samples_per_frame
+        self.ring = AudioRing(int(opts.ring_seconds * self.sample_rate), self.sample_rate, clock=clock)
+        self.queue: DropOldestQueue[LiveFrame] = DropOldestQueue(opts.queue_frames)
+        self.composer = Composer(opts.output_size or cfg.frame_size, opts.background)
+        self.controller = DegradeController(build_ladder(animator, opts.steps, opts.fallback, opts.model_name),
+                                            self.fps, enabled=opts.degrade)
+        self.reference = np.ascontiguousarray(reference)
+        self._outputs: list[Any] = []
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.shown_latency, self.sent_latency = LatencyMeter(), LatencyMeter()
+        self._last_display_report = -1e9
+        self.shown_rate, self.generated_rate = RateMeter(clock=clock), RateMeter(window=6.0, clock=clock)
+        self.skipped = 0
+        self.repeated = 0
+        self.error: str | None = None
+        self.running = False
+        self.stream = animator.stream(self.reference, seed=opts.seed, head_motion=opts.head_motion,
+                                      steps=self.controller.profile.steps)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the inference and pacer threads, then the audio source (errors raise here)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self.running = True
+        self._threads = [threading.Thread(target=self._guard(self._inference_loop), name="knotanim-inference", daemon=True),
+                         threading.Thread(target=self._guard(self._pacer_loop), name="knotanim-pacer", daemon=True)]
+        for t in self._threads:
+            t.start()
+        try:
+            self.source.start(self.ring.write)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the source and threads, then close every output (finalising recordings)."""
+        self.source.stop()
+        self._stop.set()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=60)  # a chunk in progress cannot be interrupted (seconds on a slow CPU)
+        self._threads = []
+        self.running = False
+        with self._lock:
+            outputs, self._outputs = self._outputs, []
+        for o in outputs:
+            self._close_output(o)
+
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - reported to the user through stats().error
+                self.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self._stop.set()
+        return run
+
+    # --- outputs ------------------------------------------------------------------------------------
+    def add_output(self, output: Any) -> None:
+        """Attach an output (has send(LiveFrame) and close()); it receives every paced frame."""
+        with self._lock:
+            self._outputs = [*self._outputs, output]
+
+    def remove_output(self, output: Any, close: bool = True) -> None:
+        with self._lock:
+            self._outputs = [o for o in self._outputs if o is not output]
+        if close:
+            self._close_output(output)
+
+    def _close_output(self, output: Any) -> None:
+        try:
+            output.close()
+        except Exception as e:  # noqa: BLE001
+            self.error = f"closing {type(output).__name__}: {e}"
+
+    # --- controls (applied by the inference thread between chunks) --------------------------------------
+    def set_reference(self, reference: np.ndarray) -> None:
+        """Swap the portrait while streaming; the motion carries on."""
+        self._pending["reference"] = np.ascontiguousarray(reference)
+
+    def set_head_motion(self, value: float) -> None:
+        self._pending["head_motion"] = float(np.clip(value, 0.0, 1.0))
+
+    def set_steps(self, steps: int | None) -> None:
+        """Restart the quality ladder from `steps` sampler steps (None: the model's)."""
+        self._pending["steps"] = steps
+
+    def set_background(self, colour: tuple[int, int, int] | None) -> None:
+        self._pending["background"] = colour
+
+    def report_shown(self, frame: LiveFrame, when: float | None = None) -> None:
+        """A display calls this when it actually paints `frame` (latency then includes painting)."""
+        now = self.clock() if when is None else when
+        self._last_display_report = now
+        if not frame.repeated:
+            self.shown_latency.add(now - frame.captured_at)
+
+    # --- figures --------------------------------------------------------------------------------------
+    @property
+    def latency(self) -> float | None:
+        """Seconds, audio in -> frame shown (the display's report when one is painting)."""
+        if self.clock() - self._last_display_report < 2.0 and self.shown_latency.value is not None:
+            return self.shown_latency.value
+        return self.sent_latency.value
+
+    def level(self, seconds: float = 0.05) -> float:
+        """Microphone level: RMS of the newest `seconds` of audio, in dBFS (-100 for silence)."""
+        n = max(1, int(seconds * self.sample_rate))
+        x = self.ring.read(self.ring.position - n, n)
+        rms = float(np.sqrt(np.mean(x * x)))
+        return 20 * np.log10(rms) if rms > 1e-5 else -100.0
+
+    def stats(self) -> LiveStats:
+        c = self.controller
+        err = self.error or getattr(self.source, "error", None)
+        return LiveStats(self.running and not self._stop.is_set(), self.shown_rate.rate(), self.generated_rate.rate(),
+                         self.latency, self.queue.dropped + self.skipped, self.repeated, c.profile.name,
+                         str(getattr(self.animator, "device", "cpu")), c.message, err, c.rtf)
+
+    # --- threads --------------------------------------------------------------------------------------
+    def _apply_pending(self) -> None:
+        while self._pending:
+            key, value = self._pending.popitem()
+            if key == "reference":
+                self.reference = value
+                self.stream.set_reference(value)
+            elif key == "head_motion":
+                self.stream.head_motion = value
+            elif key == "background":
+                self.composer.set_background(value)
+            elif key == "steps":
+                ladder = build_ladder(self.animator, value, self.options.fallback, self.options.model_name)
+                self.controller = DegradeController(ladder, self.fps, enabled=self.options.degrade)
+                self._use_profile(self.controller.profile)
+
+    def _use_profile(self, profile: Profile) -> None:
+        if profile.animator is self.stream.animator and _swap_steps(self.stream, profile.steps):
+            pass  # same model: only the sampler changed, the stream (and its motion) carries on
+        else:
+            self.stream = profile.animator.stream(self.reference, seed=self.options.seed,
+                                                  head_motion=self.stream.head_motion, steps=profile.steps)
+            self._segments.clear()
+            self._stream_samples = 0
+
+    def _ring_position(self, stream_sample: int) -> int:
+        """Absolute ring position of a stream sample (the stream's audio may have skipped ahead)."""
+        start, ring_start = self._segments[0]
+        for s, r in self._segments:
+            if s > stream_sample:
+                break
+            start, ring_start = s, r
+        return ring_start + (stream_sample - start)
+
+    def _inference_loop(self) -> None:
+        sr, spf = self.sample_rate, self.spf
+        cursor = self.ring.position
+        self._segments: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
+        self._stream_samples = 0
+        cfg = self.animator.config
+        max_push = (self.options.push_frames or cfg.stream.chunk) * spf
+        keep = (cfg.stream.chunk + cfg.stream.knot + 2) * spf  # audio the next chunk needs after a skip
+        while not self._stop.is_set():
+            self._apply_pending()
+            available = self.ring.position - cursor
+            if available < spf:
+                self._stop.wait(0.005)
+                continue
+            if available > self.options.max_backlog * sr:  # too far behind: skip to the newest audio
+                jump = (available - keep) // spf * spf
+                cursor += jump
+                self.skipped += jump // spf
+                available -= jump
+            n = min(available, max_push)
+            block = self.ring.read(cursor, n)
+            self._segments.append((self._stream_samples, cursor))
+            t0 = time.perf_counter()
+            frames = self.stream.push_audio(block)
+            compute = time.perf_counter() - t0
+            cursor += n
+            self._stream_samples += n
+            if not frames:
+                continue
+            if self.controller.observe(len(frames), compute):
+                self._use_profile(self.controller.profile)
+            self.generated_rate.add(len(frames))
+            for f in frames:
+                pos = self._ring_position(f.index * spf)
+                captured = self.ring.capture_time(pos + spf)
+                self.queue.put(LiveFrame(self.composer(f.image), f.index, pos,
+                                         captured if captured is not None else self.clock()))
+            # Forget push records the stream can no longer emit frames for.
+            done = self.stream.frames_emitted * spf
+            while len(self._segments) > 1 and self._segments[1][0] <= done:
+                self._segments.popleft()
+
+    def _pacer_loop(self) -> None:
+        pacer = Pacer(self.fps, clock=self.clock)
+        last: LiveFrame | None = None
+        tick = 0
+        while not self._stop.is_set():
+            pacer.wait()
+            item = self.queue.get(0)
+            if item is None:
+                if last is None:
+                    continue
+                item = replace(last, repeated=True)
+                self.repeated += 1
+            item.tick = tick
+            tick += 1
+            last = item
+            now = self.clock()
+            if not item.repeated:
+                self.sent_latency.add(now - item.captured_at)
+            self.shown_rate.add(1, now)
+            for output in self._outputs:
+                try:
+                    output.send(item)
+                except Exception as e:  # noqa: BLE001 - a failing output is detached, the others go on
+                    self.error = f"{getattr(output, 'name', type(output).__name__)}: {e}"
+                    self.remove_output(output)

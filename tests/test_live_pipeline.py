@@ -1,0 +1,211 @@
+"""The live pipeline without hardware: ring, queue, pacing, degradation, and a fake microphone end to end."""
+import time
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from knotanim import tiny_config
+from knotanim.animator import KnotAnimator
+from knotanim.live import (ArraySource, AudioRing, Composer, DegradeController, DropOldestQueue, LiveOptions,
+                           LivePipeline, Pacer, build_ladder, letterbox, parse_colour)
+from knotanim.live.outputs import FrameSlot, RecorderOutput
+from knotanim.live.sources import BlockResampler
+
+
+@pytest.fixture(scope="module")
+def anim():
+    torch.set_num_threads(1)
+    return KnotAnimator.from_config(tiny_config(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+
+def speech_like(seconds: float, sr: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+
+
+# --- ring ------------------------------------------------------------------------------------------
+def test_ring_wraps_and_blanks_what_it_no_longer_holds():
+    ring = AudioRing(100, 16000, clock=lambda: 5.0)
+    data = np.arange(250, dtype=np.float32)
+    for i in range(0, 250, 30):
+        ring.write(data[i:i + 30])
+    assert ring.position == 250 and ring.oldest() == 150
+    np.testing.assert_array_equal(ring.read(200, 50), data[200:250])
+    np.testing.assert_array_equal(ring.read(140, 20), np.r_[np.zeros(10), data[150:160]])  # 140..149 overwritten
+    np.testing.assert_array_equal(ring.read(240, 20), np.r_[data[240:250], np.zeros(10)])  # not written yet
+
+
+def test_ring_capture_time_interpolates_within_a_block():
+    now = [10.0]
+    ring = AudioRing(16000, 16000, clock=lambda: now[0])
+    ring.write(np.zeros(320, np.float32))  # samples 0..319 arrive at t = 10.0
+    now[0] = 10.02
+    ring.write(np.zeros(320, np.float32))  # samples 320..639 arrive at t = 10.02
+    assert ring.capture_time(640) == pytest.approx(10.02)
+    assert ring.capture_time(480) == pytest.approx(10.02 - 160 / 16000)
+    assert ring.capture_time(320) == pytest.approx(10.0)
+
+
+def test_ring_write_never_allocates_a_new_buffer():
+    ring = AudioRing(1000, 16000)
+    buf = ring._data
+    for _ in range(20):
+        ring.write(np.ones((160, 1), np.float32))  # PortAudio-shaped block
+    assert ring._data is buf and ring.position == 3200
+
+
+# --- queue and pacing --------------------------------------------------------------------------------
+def test_queue_drops_the_oldest_and_never_blocks():
+    q = DropOldestQueue(3)
+    t0 = time.monotonic()
+    results = [q.put(i) for i in range(10)]
+    assert time.monotonic() - t0 < 0.1
+    assert results == [True] * 3 + [False] * 7 and q.dropped == 7
+    assert [q.get(), q.get(), q.get(), q.get()] == [7, 8, 9, None]
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += s
+
+
+def test_pacer_ticks_at_a_steady_rate():
+    clock = FakeClock()
+    pacer = Pacer(25, clock=clock, sleep=clock.sleep)
+    times = []
+    for _ in range(50):
+        pacer.wait()
+        times.append(clock.t)
+        clock.t += 0.013  # work shorter than a period
+    assert np.allclose(np.diff(times), 0.04)
+
+
+def test_pacer_skips_missed_ticks_instead_of_bursting():
+    clock = FakeClock()
+    pacer = Pacer(25, clock=clock, sleep=clock.sleep)
+    pacer.wait()
+    clock.t += 0.25  # a stall of 6.25 periods
+    missed = pacer.wait()
+    assert missed == 5
+    t = clock.t
+    pacer.wait()
+    assert clock.t - t == pytest.approx(0.04 - 0.01, abs=1e-9)  # back on the original grid, no burst
+
+
+# --- degradation ------------------------------------------------------------------------------------------
+def test_degrade_steps_down_the_ladder_then_repeats(anim):
+    ladder = build_ladder(anim, steps=4, fallback=anim, name="tiny")
+    assert [p.steps for p in ladder] == [4, 2, 1, 2] and "fallback" in ladder[-1].name
+    c = DegradeController(ladder, fps=25, patience=2)
+    assert not any(c.observe(3, 0.05) for _ in range(10)) and c.level == 0  # 0.42x real time: fine
+    changed = [c.observe(3, 0.3) for _ in range(6)]  # 2.5x real time
+    assert sum(changed) == 3 and c.level == 3 and "switched to fallback tiny" in c.message
+    assert not c.repeating
+    c.observe(3, 0.3)
+    c.observe(3, 0.3)
+    assert c.repeating and "repeating frames" in c.message
+
+
+def test_degrade_disabled_keeps_the_first_rung(anim):
+    c = DegradeController(build_ladder(anim, 4), fps=25, patience=1, enabled=False)
+    for _ in range(5):
+        c.observe(3, 1.0)
+    assert c.level == 0 and c.repeating
+
+
+# --- composition ---------------------------------------------------------------------------------------------
+def test_composer_background_and_letterbox():
+    crop = np.full((64, 64, 3), 200, np.uint8)
+    keep = Composer(128)(crop)
+    assert keep.shape == (128, 128, 3) and (keep == 200).all()
+    flat = Composer(128, parse_colour("#00ff00"))(crop)
+    assert tuple(flat[0, 0]) == (0, 255, 0) and tuple(flat[70, 64]) == (200, 200, 200)
+    box = letterbox(keep, 1280, 720)
+    assert box.shape == (720, 1280, 3) and (box[:, :200] == 0).all() and (box[360, 640] == 200).all()
+    assert parse_colour("keep") is None and parse_colour("10,20,30") == (10, 20, 30)
+
+
+def test_block_resampler_maps_whole_blocks():
+    r = BlockResampler(44100, 16000, block_ms=20)
+    assert (r.in_block, r.out_block) == (882, 320)
+    x = np.sin(np.arange(r.in_block) / 20).astype(np.float32)
+    y = r(x)
+    assert y.shape == (320,) and np.abs(y - np.sin(np.arange(320) * 2.75625 / 20)).max() < 1e-2
+
+
+# --- end to end with a fake microphone ---------------------------------------------------------------------
+def wait_until(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not cond():
+        time.sleep(0.02)
+    return cond()
+
+
+def test_pipeline_streams_paced_frames_records_and_swaps_reference(anim, ref, tmp_path):
+    p = LivePipeline(anim, ref, ArraySource(speech_like(4.0)), LiveOptions(output_size=96, degrade=False))
+    slot = FrameSlot()
+    shown = []
+    p.add_output(slot)
+    p.add_output(type("Collect", (), {"send": lambda self, f: shown.append(f), "close": lambda self: None})())
+    p.start()
+    try:
+        assert wait_until(lambda: len(shown) >= 10, 10), p.stats()
+        rec = RecorderOutput(tmp_path / "live.mp4", p.ring, p.fps, p.spf)
+        p.add_output(rec)
+        time.sleep(1.0)
+        p.set_reference(255 - ref)
+        time.sleep(1.0)
+        stats = p.stats()
+    finally:
+        p.stop()
+    assert stats.error is None and stats.running
+    assert 20 <= stats.fps_shown <= 30
+    assert stats.latency is not None and 0 < stats.latency < 1.0
+    assert all(f.image.shape == (96, 96, 3) for f in shown)
+    ticks = [f.tick for f in shown]
+    assert ticks == list(range(len(ticks)))
+    fresh = [f.source_index for f in shown if not f.repeated]
+    assert fresh == sorted(fresh)
+    assert np.array_equal(p.reference, 255 - ref)
+    with av.open(str(tmp_path / "live.mp4")) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        video_s, audio_s = float(v.duration * v.time_base), float(a.duration * a.time_base)
+    assert rec.frames >= 40 and video_s == pytest.approx(rec.frames / 25, abs=0.05)
+    assert audio_s == pytest.approx(video_s, abs=0.05)
+
+
+def test_pipeline_degrades_and_stays_live_when_too_slow(anim, ref):
+    p = LivePipeline(anim, ref, ArraySource(speech_like(6.0)), LiveOptions(steps=4, max_backlog=0.5))
+    p.controller.patience = 1
+    push = p.stream.push_audio
+
+    def slow_push(samples):  # 2.5x slower than real time: 100 ms per 40 ms frame
+        frames = push(samples)
+        time.sleep(0.1 * len(frames))
+        return frames
+
+    p.stream.push_audio = slow_push
+    p.start()
+    try:
+        time.sleep(3.0)
+        stats = p.stats()
+    finally:
+        p.stop()
+    assert p.controller.level == len(p.controller.ladder) - 1  # 4 -> 2 -> 1 steps
+    assert p.stream.step is anim.chunk_step(1) and p.stream.push_audio is slow_push  # same stream, 1 step
+    assert p.controller.repeating and "repeating frames" in stats.message
+    assert stats.repeated > 0 and p.skipped > 0  # frames repeated, audio skipped ...
+    assert stats.latency < 1.5 and 20 <= stats.fps_shown <= 30  # ... so it stays live at 25 fps
