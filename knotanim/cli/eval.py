@@ -24,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--long-minutes", type=float, default=None, metavar="M",
                    help="length of the long-horizon stream in minutes (full: 10; quick: 0 = none)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each full-size clip (seconds)")
+    p.add_argument("--corpus", default=None, metavar="PATH",
+                   help="held-out speech corpus .npz (`knotanim data build-speech --split eval`); needed where "
+                   "espeak-ng is not installed (default: synthesise the speech with espeak-ng)")
     p.add_argument("--variants", default="default",
                    help="comma-separated: default, no-knot, no-run-ahead, no-knot-no-run-ahead")
     p.add_argument("--out", default="knotbench", metavar="DIR", help="report folder (default: ./knotbench)")
@@ -67,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         dtype = getattr(torch, args.dtype)
+    corpus = None
+    if args.corpus:
+        from knotanim.eval.speech import EvalSpeech
+
+        corpus = EvalSpeech(args.corpus).corpus  # checked (readable, eval split) before loading any model
     models = load_animators(args.model or [None], device=args.device, dtype=dtype)
     spec = build_spec(args, models[0][1].config.fps)
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         f"variants {', '.join(variants)}")
     t0 = time.perf_counter()
     report = run_knotbench(models, spec, args.out, variants=variants, progress=say,
-                           seed=args.seed, steps=args.steps, plots=not args.no_plots)
+                           seed=args.seed, steps=args.steps, plots=not args.no_plots, corpus=corpus)
     print()
     print(summary_table(report))
     drift = drift_table(report)

@@ -72,8 +72,12 @@ def _loudness(audio: np.ndarray, n: int, spf: int) -> np.ndarray:
 
 def make_clip(seed: int, n_frames: int, *, size: int = 256, fps: int = 25, head_motion: float = 0.5,
               speech: Utterance | None = None, corpus: SpeechCorpus | None = None, split: str = "train",
-              source: str = "synthetic", augment_audio: bool = True, crop: CropConfig = CropConfig()) -> Clip:
-    """Generate one clip; `seed` determines identity, motion, speech choice and randomisation."""
+              source: str = "synthetic", augment_audio: bool = True, crop: CropConfig = CropConfig(),
+              frames_out: np.ndarray | None = None) -> Clip:
+    """Generate one clip; `seed` determines identity, motion, speech choice and randomisation.
+
+    frames_out: optional uint8 [n_frames, size, size, 3] array (e.g. a np.memmap, so a long clip
+    never sits in memory) the frames are rendered into; it becomes `Clip.frames`."""
     if split not in _SPLITS:
         raise InputError(f"split must be 'train' or 'eval', not {split!r}")
     if source not in _SOURCES:
@@ -111,7 +115,9 @@ def make_clip(seed: int, n_frames: int, *, size: int = 256, fps: int = 25, head_
         identity = f"synthetic:{ident}"
         motion_scale = 1.0
     tracks = motion_tracks(rng, n_frames, fps, head_motion * motion_scale, size, loud)
-    frames = np.empty((n_frames, size, size, 3), np.uint8)
+    if frames_out is not None and (frames_out.shape != (n_frames, size, size, 3) or frames_out.dtype != np.uint8):
+        raise InputError(f"frames_out must be uint8 {(n_frames, size, size, 3)}, not {frames_out.dtype} {frames_out.shape}")
+    frames = np.empty((n_frames, size, size, 3), np.uint8) if frames_out is None else frames_out
     boxes = np.empty((n_frames, 4), np.float32)
     for i in range(n_frames):
         pose = Pose(float(tracks["yaw"][i]), float(tracks["pitch"][i]), float(tracks["roll"][i]),

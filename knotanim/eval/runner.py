@@ -5,9 +5,16 @@ Rows of every report, for each clip:
 - "copy-reference": the reference image copied to every frame,
 - "<model>:audio-zeroed": the model (default variant) with its audio replaced by zeros,
 - "<model>:<variant>": the model under each requested variant (knot / run-ahead ablations).
+
+Memory: every row is scored in blocks of BLOCK_FRAMES frames as it streams, and the ground truth of
+a long clip (the long-horizon stream, or any clip over IN_MEMORY_FRAMES frames) is rendered into a
+temporary file on disk (np.memmap) and read back block by block, so a 10-minute stream
+(15,000 frames, 2.9 GB at 256 px) never sits in memory. Still-head clips (head_motion 0) stream
+with the model's head-motion control at 0.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -28,6 +35,7 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
     "no-knot-no-run-ahead": (False, False),
 }
 BLOCK_FRAMES = 25  # frames of audio pushed per call, and frames scored per block (1 s at 25 fps)
+IN_MEMORY_FRAMES = 1500  # longer clips (and every long-horizon clip) keep their ground truth on disk
 
 Progress = Callable[[str], None]
 
@@ -69,10 +77,12 @@ def load_animators(models: Iterable[Any], device: str = "auto", dtype: Any = Non
 
 def _stream_video(anim: Any, clip_truth: ClipTruth, audio: np.ndarray, scorer: ClipScorer, seed: int,
                   knot: bool, run_ahead: bool, steps: int | None) -> float:
-    """Stream `audio` through a new stream of `anim`, scoring frames as they come; -> seconds spent
-    generating (push_audio + finish only)."""
+    """Stream `audio` (float32 [n_frames * spf] at 16 kHz) through a new stream of `anim`, scoring
+    frames in blocks of BLOCK_FRAMES as they come; -> seconds spent generating (push_audio + finish
+    only). A still-head clip streams with head_motion=0.0 (its PSNR/SSIM assume a still head)."""
     spec, n = clip_truth.spec, clip_truth.n_frames
-    stream = anim.stream(clip_truth.reference, seed=seed, head_motion=spec.head_motion, knot=knot,
+    head_motion = 0.0 if spec.still else float(spec.head_motion)
+    stream = anim.stream(clip_truth.reference, seed=seed, head_motion=head_motion, knot=knot,
                          run_ahead=run_ahead, steps=steps)
     spf = len(audio) // n
     pending: list[np.ndarray] = []
@@ -126,8 +136,10 @@ def run_knotbench(
     variants: names from `VARIANTS` (a comma-separated string or a list). progress: called with
     one line of text per clip and per scored (clip, row). device/dtype: for models given as paths
     ("auto": CUDA if present; dtype None: bf16 on CUDA, fp32 on CPU). seed: stream seed. steps:
-    sampler steps (None: the config's). corpus: eval-split speech corpus (.npz path or SpeechCorpus;
-    None: synthesise held-out speech with espeak-ng). Returns the report dict (see `report.aggregate`).
+    sampler steps (None: the config's). corpus: eval-split speech corpus (.npz path or SpeechCorpus,
+    built by `knotanim data build-speech --split eval`; None: synthesise held-out speech with
+    espeak-ng; InputError at once when neither is available). Returns the report dict (see
+    `report.aggregate`).
     """
     say = progress or (lambda line: None)
     if not isinstance(animators_or_paths, (list, tuple)):
@@ -138,13 +150,37 @@ def run_knotbench(
     if len({(c.frame_size, c.fps, c.audio.sample_rate) for c in cfgs}) != 1:
         raise ConfigError("models compared in one run must share frame_size, fps and audio.sample_rate")
     cfg = cfgs[0]
-    from knotanim.data import make_clip
-
-    speech = EvalSpeech(corpus)
-
+    speech = EvalSpeech(corpus)  # fails here, before any work, without a corpus or espeak-ng
+    scratch = tempfile.TemporaryDirectory(prefix="knotbench-")  # ground truth of long clips (memmap)
     rows: dict[str, dict[str, Any]] = {}
     clips: dict[str, dict[str, ClipScore]] = {}
     meta: dict[str, dict[str, Any]] = {}
+    try:
+        _run_clips(spec, cfg, models, variant_names, speech, Path(scratch.name), seed, steps, say, rows, clips, meta)
+    finally:
+        scratch.cleanup()
+    report = aggregate(spec, list(rows.values()), clips, meta,
+                       {"frame_size": cfg.frame_size, "fps": cfg.fps, "chunk": cfg.stream.chunk,
+                        "device": str(getattr(models[0][1], "device", device)), "seed": seed, "variants": list(variant_names),
+                        "models": [n for n, _ in models]})
+    if out_dir is not None:
+        paths = write_reports(report, clips, Path(out_dir), plots=plots)
+        report["files"] = [str(p) for p in paths]
+        say(f"reports written to {out_dir}")
+    return report
+
+
+def frames_buffer(n_frames: int, size: int, on_disk: bool, folder: Path, name: str) -> np.ndarray:
+    """uint8 [n_frames, size, size, 3] to render a clip into: in memory, or a np.memmap file in `folder`."""
+    shape = (n_frames, size, size, 3)
+    if not on_disk:
+        return np.empty(shape, np.uint8)
+    return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
+
+
+def _run_clips(spec, cfg, models, variant_names, speech, scratch: Path, seed, steps, say, rows, clips, meta) -> None:
+    """Generate, stream and score every clip of `spec`, filling rows / clips / meta (see run_knotbench)."""
+    from knotanim.data import make_clip
 
     def add_row(name: str, kind: str, model: str | None = None, variant: str | None = None) -> None:
         rows.setdefault(name, {"name": name, "kind": kind, "model": model, "variant": variant})
@@ -153,8 +189,10 @@ def run_knotbench(
     for ci, cs in enumerate(spec.clips, 1):
         t0 = time.perf_counter()
         utterance = speech.for_clip(cs.seed, cs.n_frames / cfg.fps)
+        on_disk = cs.long or cs.n_frames > IN_MEMORY_FRAMES
+        buffer = frames_buffer(cs.n_frames, cfg.frame_size, on_disk, scratch, f"clip{ci}")
         clip = make_clip(cs.seed, cs.n_frames, size=cfg.frame_size, fps=cfg.fps, head_motion=cs.head_motion,
-                         speech=utterance, split=cs.split, source=cs.source)
+                         speech=utterance, split=cs.split, source=cs.source, frames_out=buffer)
         truth = ClipTruth.from_clip(cs, clip, cfg.stream.chunk, spec.mouth_margin, spec.drift_window_s)
         say(f"[{ci}/{total}] {cs.name}: {truth.n_frames} frames ({truth.n_frames / cfg.fps:.1f} s, "
             f"{cs.source}, head_motion {cs.head_motion}) generated in {time.perf_counter() - t0:.1f} s")
@@ -179,17 +217,9 @@ def run_knotbench(
                 scores[rname] = scorer.result(seconds=spent)
                 _say_row(say, cs.name, rname, scores[rname])
         clips[cs.name] = scores
-        del clip, truth
-
-    report = aggregate(spec, list(rows.values()), clips, meta,
-                       {"frame_size": cfg.frame_size, "fps": cfg.fps, "chunk": cfg.stream.chunk,
-                        "device": str(getattr(models[0][1], "device", device)), "seed": seed, "variants": list(variant_names),
-                        "models": [n for n, _ in models]})
-    if out_dir is not None:
-        paths = write_reports(report, clips, Path(out_dir), plots=plots)
-        report["files"] = [str(p) for p in paths]
-        say(f"reports written to {out_dir}")
-    return report
+        del clip, truth, buffer, t_model
+        if on_disk:
+            (scratch / f"clip{ci}.npy").unlink(missing_ok=True)
 
 
 def _say_row(say: Progress, clip: str, row: str, score: ClipScore) -> None:

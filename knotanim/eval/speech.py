@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from knotanim.errors import ConfigError
+from knotanim.errors import ConfigError, InputError
 
 PAUSE_S = (0.15, 0.6)  # silence between joined utterances, seconds (uniform)
 
@@ -28,8 +28,20 @@ class EvalSpeech:
         if corpus is not None and getattr(corpus, "split", "eval") != "eval":
             raise ConfigError(f"KnotBench needs an eval-split speech corpus (held-out voices and languages), "
                               f"this one is {corpus.split!r}")
+        if corpus is not None and not len(corpus):
+            raise InputError(f"the eval speech corpus {getattr(corpus, 'path', '')} holds no utterances")
         self.corpus = corpus
         self._engine = None  # one espeak-ng engine, created on first use (the library is per process)
+        if corpus is None:  # check now that espeak-ng is there, not after a model has loaded
+            from knotanim.data.speech import Espeak
+
+            try:
+                Espeak._load()
+            except InputError as e:
+                raise InputError(f"KnotBench needs held-out speech, and there is neither an eval corpus nor espeak-ng "
+                                 f"here ({e}). Build a corpus where espeak-ng exists: `knotanim data build-speech "
+                                 f"--split eval --minutes 10 --out speech_eval.npz`, and pass it: `knotanim eval "
+                                 f"--corpus speech_eval.npz` (run_knotbench(corpus=...))") from None
 
     def _utterance(self, rng: np.random.Generator):
         if self.corpus is not None and len(self.corpus):
