@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,18 @@ class KnotAnimConfig:
     def validate(self) -> "KnotAnimConfig":
         m, s, ae, a = self.model, self.stream, self.autoencoder, self.audio
         problems = []
+        positive = {"frame_size": self.frame_size, "fps": self.fps, "autoencoder.factor": ae.factor,
+                    "autoencoder.latent_channels": ae.latent_channels, "model.width": m.width, "model.depth": m.depth,
+                    "model.heads": m.heads, "model.patch": m.patch, "audio.sample_rate": a.sample_rate,
+                    "audio.hop": a.hop, "audio.n_fft": a.n_fft, "audio.n_mels": a.n_mels}
+        bad = [k for k, v in positive.items() if v <= 0]
+        if bad or a.context_frames < 0 or a.lookahead_frames < 0 or m.mlp_ratio <= 0:
+            raise ConfigError("invalid config: these must be positive: " + ", ".join(
+                bad + [k for k, v in (("audio.context_frames", a.context_frames + 1), ("audio.lookahead_frames", a.lookahead_frames + 1),
+                                     ("model.mlp_ratio", m.mlp_ratio)) if v <= 0]))
+        limits = {"frame_size": (self.frame_size, 4096), "model.width": (m.width, 16384), "model.depth": (m.depth, 512),
+                  "autoencoder.latent_channels": (ae.latent_channels, 4096), "audio.n_mels": (a.n_mels, 1024)}
+        problems += [f"{k} {v} is above the supported maximum {hi}" for k, (v, hi) in limits.items() if v > hi]
         if m.width % m.heads:
             problems.append(f"model.width {m.width} is not divisible by model.heads {m.heads}")
         head_dim = m.width // max(m.heads, 1)
@@ -129,8 +142,8 @@ class KnotAnimConfig:
             problems.append(f"latent size {self.latent_size} is not divisible by model.patch {m.patch}")
         if a.sample_rate % self.fps:
             problems.append(f"audio.sample_rate {a.sample_rate} is not a multiple of fps {self.fps}")
-        elif self.samples_per_frame % a.hop:
-            problems.append(f"samples per frame {self.samples_per_frame} is not a multiple of audio.hop {a.hop}")
+        elif self.samples_per_frame % (2 * a.hop):
+            problems.append(f"samples per frame {self.samples_per_frame} is not a multiple of 2 * audio.hop ({2 * a.hop})")
         if s.chunk < 1 or s.knot < 0 or s.window < 0:
             problems.append("stream.chunk must be >= 1, stream.knot and stream.window >= 0")
         if s.knot > 1:
@@ -204,6 +217,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
         elif isinstance(default, tuple):
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{where}.{name} must be a list")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 20 for v in value):
+                raise ConfigError(f"{where}.{name} must be a list of positive whole numbers")
             kwargs[name] = tuple(value)
         elif isinstance(default, bool):
             if not isinstance(value, bool):
@@ -212,6 +227,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
         elif isinstance(default, (int, float)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where}.{name} must be a number")
+            if not math.isfinite(value) or abs(value) > 1 << 40:
+                raise ConfigError(f"{where}.{name} must be a finite number of sensible size")
             if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
                 raise ConfigError(f"{where}.{name} must be a whole number")
             kwargs[name] = type(default)(value)

@@ -115,7 +115,8 @@ def _decoded_chunks(path: Path, sample_rate: int, channels: int) -> Iterator[np.
                     yield from _convert(resampler.resample(None), channels)
                 layout = ("mono" if channels == 1 else "stereo") if channels <= 2 else None
                 keep = src_layout if channels == 1 else layout  # mono: mean over the source channels
-                resampler = av.AudioResampler(format="fltp", layout=keep, rate=sample_rate)
+                # Packed float: PyAV's planar to_ndarray crashes on 8-channel frames (found by fuzzing).
+                resampler = av.AudioResampler(format="flt", layout=keep, rate=sample_rate)
                 layout_name = src_layout
             yield from _convert(resampler.resample(frame), channels)
         if resampler is not None:
@@ -126,9 +127,8 @@ def _decoded_chunks(path: Path, sample_rate: int, channels: int) -> Iterator[np.
 
 def _convert(frames, channels: int) -> Iterator[np.ndarray]:
     for f in frames or ():
-        x = f.to_ndarray().astype(np.float32, copy=False)  # (source or target channels, n), planar
-        if x.ndim == 1:
-            x = x[None, :]
+        n_ch = len(f.layout.channels)
+        x = f.to_ndarray().astype(np.float32, copy=False).reshape(-1, n_ch).T  # packed -> (channels, n)
         if channels == 1 and x.shape[0] > 1:
             x = x.mean(axis=0, keepdims=True)
         if x.shape[1]:
