@@ -31,10 +31,7 @@ def main() -> None:
 
     cfg = KnotAnimConfig()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = KnotDiT(cfg).to(dev)
-    for p in model.parameters():  # non-zero heads so every op does real work
-        if torch.count_nonzero(p) == 0:
-            p.data.normal_(0, 0.02)
+    model = KnotDiT(cfg).randomize_zero_init(std=0.02).to(dev)  # non-zero heads: every op does real work
     loss_fn = TeacherForcedLoss(model, 10.0)
     if args.compile:
         loss_fn = torch.compile(loss_fn, dynamic=False)

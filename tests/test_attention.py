@@ -12,10 +12,7 @@ from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
 @pytest.mark.skipif(not flex_available(), reason="this torch has no FlexAttention")
 def test_flex_block_mask_matches_dense_sdpa_in_training_mode():
     anim = KnotAnimator.from_config(tiny_config(), seed=0)
-    torch.manual_seed(0)
-    for p in anim.model.parameters():
-        if torch.count_nonzero(p) == 0:
-            p.data.normal_(0, 0.2)
+    anim.model.randomize_zero_init(seed=0)
     cfg = anim.config
     sc = cfg.stream
     layout = SequenceLayout.build(sc, 4, True, RunAhead.from_config(sc, True, True, start=4))

@@ -68,10 +68,7 @@ def test_rollout_matches_the_stream(tmp_path):
     from knotanim.stream.rollout import rollout_latents
 
     anim = KnotAnimator.from_config(tiny_config(), seed=0)
-    torch.manual_seed(1)
-    for p in anim.model.parameters():
-        if torch.count_nonzero(p) == 0:
-            p.data.normal_(0, 0.2)
+    anim.model.randomize_zero_init(seed=1)
     cfg = anim.config
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)

@@ -147,6 +147,19 @@ class KnotDiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    @torch.no_grad()
+    def randomize_zero_init(self, std: float = 0.2, seed: int = 0) -> "KnotDiT":
+        """Give the zero-initialised layers (modulation, output head) random values.
+
+        A freshly initialised DiT ignores its conditioning and outputs zeros by design (adaLN-Zero);
+        tests and benchmarks that need a random model whose output depends on every input call this.
+        """
+        g = torch.Generator().manual_seed(seed)
+        for p in self.parameters():
+            if torch.count_nonzero(p) == 0:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+        return self
+
     # --- tokens ------------------------------------------------------------------------------
     def patchify(self, z: torch.Tensor) -> torch.Tensor:
         """[B, F, ch, h, w] -> [B, F, P, ch*p*p]."""
