@@ -129,9 +129,18 @@ class KnotAnimator:
         return ReferenceCache(k=torch.stack(ks), v=torch.stack(vs))
 
     def stream(self, reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5, knot: bool = True,
-               run_ahead: bool = True, steps: int | None = None) -> KnotStream:
-        """A new stream animating `reference` (uint8 H x W x 3 face crop, resized to frame_size)."""
-        return KnotStream(self, reference, seed=seed, head_motion=head_motion, knot=knot, run_ahead=run_ahead, steps=steps)
+               run_ahead: bool = True, steps: int | None = None, backend=None) -> KnotStream:
+        """A new stream animating `reference` (uint8 H x W x 3 face crop, resized to frame_size).
+
+        backend: None (eager torch), a knotanim.engines.ChunkBackend built for the same knot/steps
+        variant, or a name for knotanim.engines.select_backend ("torch", "compiled", "onnxruntime", ...).
+        """
+        if isinstance(backend, str):
+            from knotanim.engines import select_backend
+
+            backend, _ = select_backend(backend, self, knot=knot, steps=steps)
+        return KnotStream(self, reference, seed=seed, head_motion=head_motion, knot=knot, run_ahead=run_ahead,
+                          steps=steps, backend=backend)
 
     def parameter_count(self) -> dict[str, int]:
         return {"dit": sum(p.numel() for p in self.model.parameters()),

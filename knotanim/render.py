@@ -113,6 +113,7 @@ class RenderOptions:
     knot: bool = True  # ablation: False disables the knot
     run_ahead: bool = True  # ablation: False disables the running-ahead reference
     steps: int | None = None  # sampler steps; None: config.sampler.steps
+    backend: Any = field(default=None, compare=False)  # None: eager torch; a ChunkBackend or a name (knotanim.engines)
     max_pixels: int = MAX_PIXELS  # refuse larger images (checked from the header)
     block_seconds: float = 0.5  # audio decode / push block, seconds
     mask: str = "rect"  # paste-back blend mask: "rect" or "ellipse"
@@ -237,7 +238,7 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
         width, height = sink.width, sink.height
 
     stream = animator.stream(crop, seed=opts.seed, head_motion=opts.head_motion, knot=opts.knot,
-                             run_ahead=opts.run_ahead, steps=opts.steps)
+                             run_ahead=opts.run_ahead, steps=opts.steps, backend=opts.backend)
     retimer = FrameRetimer(model_fps, out_fps)
     composed: dict[str, Any] = {"index": None, "image": None}
     samples = 0

@@ -62,7 +62,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", metavar="PATH", help="checkpoint folder (default: the embedded model)")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    m.add_argument("--backend", choices=("auto", "torch"), default="auto", help="inference backend (torch for now)")
+    m.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="auto",
+                   help="inference backend (auto: the fastest already exported/built, else torch; "
+                   "onnxruntime/tensorrt/aoti export on first use; see knotanim export)")
+    m.add_argument("--engine-dir", metavar="DIR", help="where exported graphs/engines live (default: the knotanim cache)")
     m.add_argument("--steps", type=_positive_int, help="sampler steps per chunk (default: the model's)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--head-motion", type=_unit_float, default=0.5, metavar="0..1")
@@ -134,13 +137,32 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _options(args, progress):
+def _backend_for(args, animator):
+    """The ChunkBackend for --backend (None: eager torch); says which when it is not eager torch."""
+    if args.backend == "torch":
+        return None
+    from knotanim.animator import default_model_path
+    from knotanim.engines import select_backend
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"backend: {msg}", file=sys.stderr, flush=True)
+
+    backend, reason = select_backend(args.backend, animator, knot=not args.no_knot, steps=args.steps,
+                                     model_path=args.model or default_model_path(), artifacts=args.engine_dir,
+                                     progress=say)
+    if backend.name != "torch":
+        say(reason)
+    return backend
+
+
+def _options(args, progress, backend=None):
     from knotanim.render import RenderOptions
 
     return RenderOptions(
         fps=args.fps, format=args.format, crf=args.crf, crop_only=args.crop_only, face_index=args.face_index,
         face_detect=not args.no_face_detect, seed=args.seed, head_motion=args.head_motion, knot=not args.no_knot,
-        run_ahead=not args.no_run_ahead, steps=args.steps, progress=progress)
+        run_ahead=not args.no_run_ahead, steps=args.steps, progress=progress, backend=backend)
 
 
 def _progress_for(args, label: str = "render") -> ProgressPrinter | None:
@@ -172,7 +194,8 @@ def run(args) -> int:
     animator = _load_animator(args)
     with _sigterm_as_interrupt():
         try:
-            summary = render_to_file(animator, args.image, args.audio, args.output, options=_options(args, printer))
+            options = _options(args, printer, _backend_for(args, animator))
+            summary = render_to_file(animator, args.image, args.audio, args.output, options=options)
         except RenderInterrupted as e:
             if printer:
                 printer.end()
@@ -302,7 +325,8 @@ def _run_batch(args) -> int:
     printer = _progress_for(args)
     with _sigterm_as_interrupt():
         try:
-            render_batch(animator, jobs, _options(args, printer), on_result=report)
+            backend = _backend_for(args, animator) if animator is not None else None
+            render_batch(animator, jobs, _options(args, printer, backend), on_result=report)
         except RenderInterrupted as e:
             if printer:
                 printer.end()

@@ -53,7 +53,7 @@ def clean_audio(samples: np.ndarray) -> np.ndarray:
 
 class KnotStream:
     def __init__(self, animator: "KnotAnimator", reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5,
-                 knot: bool = True, run_ahead: bool = True, steps: int | None = None):
+                 knot: bool = True, run_ahead: bool = True, steps: int | None = None, backend=None):
         cfg = animator.config
         self.animator, self.config = animator, cfg
         self.device, self.dtype = animator.device, animator.dtype
@@ -64,6 +64,11 @@ class KnotStream:
         self.span = self.chunk + (cfg.stream.knot if self.knot_enabled else 0)
         self.run_ahead = RunAhead.from_config(cfg.stream, self.knot_enabled, enabled=run_ahead)
         self.step = animator.chunk_step(steps)
+        if backend is None:  # eager torch; any knotanim.engines.ChunkBackend runs the same step
+            from knotanim.engines.base import TorchBackend
+
+            backend = TorchBackend(self.step, self.device)
+        self.backend = backend
         self.ring = HistoryRing(cfg.model.depth, 1, cfg.model.heads, cfg.stream.window, cfg.tokens_per_frame,
                                 cfg.model.width // cfg.model.heads, self.device, self.dtype)
         c, s = cfg.autoencoder.latent_channels, cfg.latent_size
@@ -140,7 +145,7 @@ class KnotStream:
         hist_pos, hist_valid = self.ring.relative_positions(s, dev)
         ref_pos = torch.tensor(float(self.run_ahead.relative(s)), device=dev)
         motion = torch.tensor([self.head_motion], device=dev)
-        committed, next_knot, new_k, new_v = self.step(
+        committed, next_knot, new_k, new_v = self.backend.run(
             self.reference.k, self.reference.v, self.ring.k, self.ring.v, hist_pos, hist_valid,
             self.knot.latent, self.knot.mask(dev), ref_pos, audio, noise, motion)
         self.ring.write(s, new_k, new_v)

@@ -1,0 +1,126 @@
+"""select_backend: a backend by name, or "auto": the fastest of those ready, by a short measurement.
+
+Names: "torch" (eager), "compiled" (torch.compile), "onnxruntime", "tensorrt", "aoti", "auto".
+A named backend whose artifact is missing is exported (and cached) first. "auto" never builds
+anything: it measures eager torch and whatever is already ready (an exported ONNX graph, a
+TensorRT engine built for this GPU, an AOTInductor package; torch.compile on CUDA, where the
+one-time compile pays for itself), and returns the fastest with a reason naming the timings and
+what was skipped. Backends are built for one static variant (knot on/off, sampler steps).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from knotanim.engines.base import ChunkBackend, CompiledTorchBackend, TorchBackend, measure
+from knotanim.engines.cache import animator_hash, aoti_path, default_cache_dir, onnx_path
+from knotanim.engines.descriptors import chunk_step_descriptor
+from knotanim.errors import BackendUnavailable, KnotAnimError
+
+BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def build_backend(name: str, animator, *, knot: bool = True, steps: int | None = None, model_path=None,
+                  artifacts: str | Path | None = None, precision: str = "auto", export: bool = True,
+                  progress: Callable[[str], None] = _quiet) -> ChunkBackend:
+    """One named backend for `animator`'s device; exports its artifact first when `export` and missing."""
+    from knotanim.engines import export as ex
+
+    if name not in BACKENDS or name == "auto":
+        raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    dev = animator.device
+    if name == "torch":
+        return TorchBackend(animator.chunk_step(steps), dev)
+    if name == "compiled":
+        return CompiledTorchBackend(animator.chunk_step(steps), dev)
+    folder = Path(artifacts) if artifacts is not None else default_cache_dir()
+    model_hash = animator_hash(animator, model_path)
+    cfg = animator.config
+    if name == "onnxruntime":
+        from knotanim.engines.onnxrt import OnnxRuntimeBackend
+
+        desc = chunk_step_descriptor(cfg, knot=knot, steps=steps)
+        path = onnx_path(folder, desc.tag, model_hash)
+        if not path.is_file():
+            if not export:
+                raise BackendUnavailable(f"no exported ONNX graph {path.name} in {folder}")
+            path = ex.ensure_onnx(animator, folder, knot=knot, steps=steps, model_hash=model_hash, progress=progress).path
+        return OnnxRuntimeBackend(path, desc, dev)
+    if name == "tensorrt":
+        from knotanim.engines.tensorrt_engine import TensorRTBackend, import_tensorrt
+
+        import_tensorrt()
+        if dev.type != "cuda":
+            raise BackendUnavailable("TensorRT needs a CUDA device (use --device cuda)")
+        desc = chunk_step_descriptor(cfg, knot=knot, steps=steps)
+        key = ex.expected_engine_key(animator, desc=desc, model_hash=model_hash, precision=precision)
+        path = folder / f"{key.stem}.engine"
+        if not path.is_file():
+            others = sorted(p.name for p in folder.glob(f"{desc.tag}-{model_hash[:12]}-*.engine"))
+            if not export:
+                hint = f" (engines for other setups: {', '.join(others)})" if others else ""
+                raise BackendUnavailable(f"no TensorRT engine {path.name} for this GPU in {folder}{hint}")
+            path = ex.ensure_engine(animator, folder, knot=knot, steps=steps, model_path=model_path,
+                                    precision=precision, device=dev, progress=progress).path
+        return TensorRTBackend(path, desc, dev, key)
+    # aoti
+    from knotanim.engines.aoti import AotiBackend
+
+    desc = chunk_step_descriptor(cfg, knot=knot, steps=steps, kv_dtype=animator.dtype)
+    path = aoti_path(folder, desc.tag, model_hash, dev.type)
+    if not path.is_file():
+        if not export:
+            raise BackendUnavailable(f"no AOTInductor package {path.name} in {folder}")
+        path = ex.ensure_aoti(animator, folder, knot=knot, steps=steps, model_path=model_path, progress=progress).path
+    return AotiBackend(path, desc, dev)
+
+
+def auto_candidates(device: torch.device, allow_compile: bool | None = None) -> list[str]:
+    """Backends "auto" considers on `device`, in order of preference for ties."""
+    names = ["tensorrt", "aoti", "onnxruntime"]
+    if allow_compile if allow_compile is not None else device.type == "cuda":
+        names.append("compiled")
+    return names + ["torch"]
+
+
+def select_backend(name: str, animator, *, knot: bool = True, steps: int | None = None, model_path=None,
+                   artifacts: str | Path | None = None, precision: str = "auto", allow_compile: bool | None = None,
+                   runs: int = 2, progress: Callable[[str], None] = _quiet) -> tuple[ChunkBackend, str]:
+    """(backend, reason). A name other than "auto" returns that backend (exporting if needed) or raises
+    BackendUnavailable; "auto" measures the ready candidates on sample inputs and keeps the fastest."""
+    if name != "auto":
+        backend = build_backend(name, animator, knot=knot, steps=steps, model_path=model_path, artifacts=artifacts,
+                                precision=precision, progress=progress)
+        return backend, f"{backend.name}: requested"
+    ready: list[ChunkBackend] = []
+    skipped: list[str] = []
+    for cand in auto_candidates(animator.device, allow_compile):
+        try:
+            ready.append(build_backend(cand, animator, knot=knot, steps=steps, model_path=model_path,
+                                       artifacts=artifacts, precision=precision, export=False))
+        except KnotAnimError as e:
+            skipped.append(f"{cand} ({e})")
+    if len(ready) == 1:
+        return ready[0], f"{ready[0].name}: the only backend ready" + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+    desc = chunk_step_descriptor(animator.config, knot=knot, steps=steps, kv_dtype=animator.dtype)
+    inputs = desc.sample_inputs(0, animator.device)
+    timings: list[tuple[float, ChunkBackend]] = []
+    for backend in ready:
+        try:
+            timings.append((measure(backend, inputs, runs=runs), backend))
+        except Exception as e:  # noqa: BLE001: a backend that fails to run is not a candidate
+            skipped.append(f"{backend.name} (failed to run: {type(e).__name__}: {str(e)[:120]})")
+    if not timings:
+        raise BackendUnavailable("no backend could run: " + "; ".join(skipped))
+    timings.sort(key=lambda tb: tb[0])
+    best = timings[0][1]
+    measured = ", ".join(f"{b.name} {t * 1000:.1f} ms" for t, b in timings)
+    reason = f"{best.name}: fastest per chunk ({measured})" + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+    return best, reason
+

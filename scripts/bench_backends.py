@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Compare inference backends on one machine: frames/s, per-chunk latency, time to first frame, peak memory.
+
+Not a test. Each backend runs in its own child process (so peak memory is its own, and compile
+caches do not leak between them); the parent prints one Markdown row per backend with the exact
+command and device, and with --append adds them to docs/benchmarks.md (`| date | command | result |`).
+
+  python scripts/bench_backends.py --tiny --seconds 4
+  python scripts/bench_backends.py --seconds 2 --backends torch,onnxruntime --append docs/benchmarks.md
+
+Timing: after a warm-up stream (compilation, allocation, graph capture), audio is pushed one
+frame at a time, faster than real time; chunk latency is the compute time of each push that
+produced frames (DiT step + decode), fps = frames / summed chunk latency, time to first frame
+counts from stream creation (reference cache included). Export/compile time is reported apart.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="checkpoint folder (default: the embedded default model)")
+    p.add_argument("--tiny", action="store_true", help="the tiny test config with random weights")
+    p.add_argument("--backends", default="torch,compiled,onnxruntime", help="comma-separated (torch, compiled, onnxruntime, tensorrt, aoti)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds of audio per timed stream")
+    p.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
+    p.add_argument("--artifacts", help="folder for exported graphs (default: a fresh temporary folder)")
+    p.add_argument("--append", metavar="MD", help="append the rows to this Markdown file")
+    p.add_argument("--only", help=argparse.SUPPRESS)  # child mode: run one backend, print JSON
+    return p.parse_args(argv)
+
+
+def run_one(args) -> dict:
+    import numpy as np
+    import torch
+
+    from knotanim.animator import KnotAnimator, default_model_path, resolve_device
+    from knotanim.config import tiny_config
+    from knotanim.engines import build_backend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.tiny:
+        anim, model_path = KnotAnimator.from_config(tiny_config(), device=device, dtype=dtype), None
+    else:
+        model_path = args.model or str(default_model_path())
+        anim = KnotAnimator.from_pretrained(model_path, device=device, dtype=dtype)
+    cfg = anim.config
+    t0 = time.perf_counter()
+    backend = build_backend(args.only, anim, model_path=model_path, artifacts=args.artifacts,
+                            progress=lambda m: print(m, file=sys.stderr))
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 255, (cfg.frame_size, cfg.frame_size, 3), dtype=np.uint8)
+    audio = (rng.standard_normal(int(args.seconds * cfg.audio.sample_rate)) * 0.1).astype(np.float32)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    spf = cfg.samples_per_frame
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    t0 = time.perf_counter()
+    warm = anim.stream(ref, backend=backend)  # warm-up: the first chunk compiles / captures
+    warm.push_audio(audio[: spf * (2 * cfg.stream.chunk + cfg.stream.knot + 2)])
+    sync()
+    warm_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    stream = anim.stream(ref, backend=backend)
+    first, chunk_times, frames = None, [], 0
+    for start in range(0, audio.size, spf):
+        c0 = time.perf_counter()
+        out = stream.push_audio(audio[start : start + spf])
+        sync()
+        if out:
+            chunk_times.append(time.perf_counter() - c0)
+            frames += len(out)
+            if first is None:
+                first = time.perf_counter() - t0
+    lat = np.array(chunk_times) * 1000
+    if device.type == "cuda":
+        peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB GPU"
+        dev_name = torch.cuda.get_device_name(device)
+    else:
+        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB RSS"
+        dev_name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    params = anim.parameter_count()
+    return {"backend": backend.name, "fps": frames / lat.sum() * 1000, "median_ms": float(np.median(lat)),
+            "p95_ms": float(np.percentile(lat, 95)), "first_ms": first * 1000, "frames": frames, "peak": peak,
+            "build_s": build_s, "warm_s": warm_s, "device": dev_name, "dtype": str(dtype).replace("torch.", ""),
+            "model": "tiny" if args.tiny else Path(model_path).name,
+            "shape": f"frame {cfg.frame_size}², {cfg.tokens_per_frame} tokens/frame, chunk {cfg.stream.chunk}+"
+                     f"{cfg.stream.knot}, window {cfg.stream.window}, steps {cfg.sampler.steps}, "
+                     f"DiT {params['dit'] / 1e6:.1f}M params",
+            "torch": torch.__version__}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.only:
+        print(json.dumps(run_one(args)))
+        return 0
+    artifacts = args.artifacts or tempfile.mkdtemp(prefix="knotanim-bench-")
+    cmd = "python scripts/bench_backends.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    rows = []
+    for name in args.backends.split(","):
+        child = [sys.executable, __file__, "--only", name, "--artifacts", artifacts, "--seconds", str(args.seconds),
+                 "--device", args.device] + (["--tiny"] if args.tiny else []) + (["--model", args.model] if args.model else []) \
+            + (["--threads", str(args.threads)] if args.threads else [])
+        proc = subprocess.run(child, capture_output=True, text=True)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            row = f"| {time.strftime('%Y-%m-%d')} | `{cmd}` | {name}: unavailable: {why} |"
+        else:
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = (f"| {time.strftime('%Y-%m-%d')} | `{cmd}` | **{r['backend']}** ({r['model']}): {r['fps']:.2f} frames/s, "
+                   f"chunk latency median {r['median_ms']:.1f} ms / p95 {r['p95_ms']:.1f} ms, time to first frame "
+                   f"{r['first_ms']:.0f} ms, peak {r['peak']}, {r['frames']} frames; export/build {r['build_s']:.1f} s, "
+                   f"warm-up {r['warm_s']:.1f} s; device {r['device']}, {r['dtype']}, {r['shape']}, torch {r['torch']} |")
+        print(row, flush=True)
+        rows.append(row)
+    if args.append:
+        with open(args.append, "a", encoding="utf-8") as f:
+            f.write("\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Backends and export: ONNX Runtime matches eager torch over a whole stream; selection and cache keys."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from knotanim import tiny_config
+from knotanim.animator import KnotAnimator
+from knotanim.engines import (BACKENDS, CompiledTorchBackend, TorchBackend, build_backend, chunk_step_descriptor,
+                              select_backend)
+from knotanim.engines.cache import EngineKey, check_engine, checkpoint_hash, resolve_precision
+from knotanim.engines.select import auto_candidates
+from knotanim.errors import BackendUnavailable
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+def _anim(seed=0):
+    anim = KnotAnimator.from_config(tiny_config(), seed=seed)
+    torch.manual_seed(seed + 1)  # random (non-zero) output layers: a real signal, not zeros
+    for p in anim.model.parameters():
+        if torch.count_nonzero(p) == 0:
+            p.data.normal_(0, 0.2)
+    return anim
+
+
+class Recording:
+    """A ChunkBackend wrapper that keeps every chunk's outputs."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.device = inner, inner.name, inner.device
+        self.outputs = []
+
+    def run(self, *inputs):
+        out = self.inner.run(*inputs)
+        self.outputs.append(tuple(t.clone() for t in out))
+        return out
+
+
+def _drive(anim, backend, ref, samples, knot=True):
+    stream = anim.stream(ref, seed=3, head_motion=0.3, knot=knot, run_ahead=True, backend=backend)
+    frames = stream.push_audio(samples) + stream.finish()
+    return frames, stream
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from threads, and they crawl on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    anim = _anim()
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 255, (anim.config.frame_size,) * 2 + (3,), dtype=np.uint8)
+    samples = (rng.standard_normal(anim.config.samples_per_frame * 15) * 0.3).astype(np.float32)
+    return anim, ref, samples
+
+
+@pytest.mark.parametrize("knot", [True, False])
+def test_onnxruntime_stream_matches_torch(tiny, tmp_path, knot):
+    anim, ref, samples = tiny
+    eager = Recording(TorchBackend(anim.chunk_step(), anim.device))
+    frames_t, _ = _drive(anim, eager, ref, samples, knot)
+    ort_backend, reason = select_backend("onnxruntime", anim, knot=knot, artifacts=tmp_path)
+    assert ort_backend.name == "onnxruntime[CPU]" and "requested" in reason
+    ort = Recording(ort_backend)
+    frames_o, stream = _drive(anim, ort, ref, samples, knot)
+    n_chunks = len(eager.outputs)
+    assert n_chunks >= 7 and len(ort.outputs) == n_chunks  # well past the window of 3 frames
+    assert stream.ring.valid.all()  # the ring filled and wrapped: its caches took part
+    for j, (a, b) in enumerate(zip(eager.outputs, ort.outputs)):
+        for name, x, y in zip(("committed", "next_knot", "new_k", "new_v"), a, b):
+            if name == "next_knot" and not knot:
+                continue
+            assert x.abs().mean() > 1e-2, (j, name)  # not trivially zeros
+            torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-4, msg=lambda m: f"chunk {j} {name}: {m}")
+    assert [f.index for f in frames_o] == [f.index for f in frames_t]
+    diff = max(int(np.abs(a.image.astype(int) - b.image.astype(int)).max()) for a, b in zip(frames_t, frames_o))
+    assert diff <= 1  # uint8 frames: at most one level of rounding
+
+
+def test_default_backend_is_eager_torch(tiny):
+    anim, ref, _ = tiny
+    stream = anim.stream(ref)
+    assert isinstance(stream.backend, TorchBackend) and stream.backend.step is stream.step
+
+
+def test_graph_variant_mismatch_is_clear(tiny, tmp_path):
+    anim, ref, samples = tiny
+    backend, _ = select_backend("onnxruntime", anim, knot=True, artifacts=tmp_path)
+    stream = anim.stream(ref, knot=False, backend=backend)
+    with pytest.raises(BackendUnavailable, match="knot1.*audio.*expects"):
+        stream.push_audio(samples)
+
+
+def test_auto_measures_ready_backends(tiny, tmp_path):
+    anim, _, _ = tiny
+    backend, reason = select_backend("auto", anim, artifacts=tmp_path)
+    assert backend.name == "torch" and "only backend ready" in reason and "onnxruntime" in reason
+    build_backend("onnxruntime", anim, artifacts=tmp_path)  # exports: now it is ready
+    backend, reason = select_backend("auto", anim, artifacts=tmp_path, runs=1)
+    assert "fastest per chunk" in reason and "onnxruntime[CPU]" in reason and "torch" in reason
+    assert backend.name in reason.split(":")[0]
+
+
+def test_auto_candidates_and_names():
+    assert set(BACKENDS) == {"torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto"}
+    assert "compiled" not in auto_candidates(torch.device("cpu"))
+    assert auto_candidates(torch.device("cuda"))[:1] == ["tensorrt"] and "compiled" in auto_candidates(torch.device("cuda"))
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        build_backend("tensorflow", _anim())
+
+
+def test_compiled_backend_falls_back_clearly(tiny, monkeypatch, capsys):
+    anim, _, _ = tiny
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    backend = CompiledTorchBackend(anim.chunk_step(), "cpu")
+    inputs = chunk_step_descriptor(anim.config).sample_inputs(0)
+    with torch.no_grad():
+        out = backend.run(*inputs)
+        ref = anim.chunk_step()(*inputs)
+    assert backend.name == "compiled->torch" and "no compiler here" in backend.fallback_reason
+    assert "running eagerly" in capsys.readouterr().err
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_descriptor_shapes_match_the_step(tiny):
+    anim, _, _ = tiny
+    for knot in (True, False):
+        desc = chunk_step_descriptor(anim.config, knot=knot)
+        inputs = desc.sample_inputs(1)
+        desc.check(inputs)
+        with torch.no_grad():
+            out = anim.chunk_step()(*inputs)
+        desc.check(out, "output")
+        assert desc.meta["frames"] == anim.config.stream.chunk + int(knot)
+
+
+# --- TensorRT engine cache keys (no GPU needed: fake device properties) -----------------------------
+def _props(major, minor, name="Fake GPU"):
+    return SimpleNamespace(major=major, minor=minor, name=name)
+
+
+def test_engine_key_and_mismatch(tmp_path):
+    key = EngineKey.for_device(_props(9, 0, "H200"), "10.9.0", "ab" * 32, "bf16", "chunk_step-knot1-steps4-b1")
+    assert key.stem == "chunk_step-knot1-steps4-b1-abababababab-bf16-sm90-trt10.9.0"
+    engine = tmp_path / f"{key.stem}.engine"
+    engine.write_bytes(b"x")
+    key.write(engine)
+    check_engine(engine, EngineKey.for_device(_props(9, 0, "Other H200 name"), "10.9.0", "ab" * 32, "bf16",
+                                              key.tag))  # the name is informative only
+    with pytest.raises(BackendUnavailable, match=r"another setup.*compute_capability: 9.0 != 8.9"):
+        check_engine(engine, EngineKey.for_device(_props(8, 9, "L40S"), "10.9.0", "ab" * 32, "bf16", key.tag))
+    with pytest.raises(BackendUnavailable, match="tensorrt: 10.9.0 != 10.13.0"):
+        check_engine(engine, EngineKey.for_device(_props(9, 0), "10.13.0", "ab" * 32, "bf16", key.tag))
+    with pytest.raises(BackendUnavailable, match="no key file"):
+        (tmp_path / "lonely.engine").write_bytes(b"x")
+        check_engine(tmp_path / "lonely.engine", key)
+
+
+def test_precision_by_capability():
+    assert resolve_precision("auto", _props(9, 0)) == "bf16"
+    assert resolve_precision("auto", _props(7, 5)) == "fp16"
+    assert resolve_precision("fp8", _props(8, 9)) == "fp8"
+    with pytest.raises(BackendUnavailable, match="FP8 needs compute capability >= 8.9"):
+        resolve_precision("fp8", _props(8, 0))
+    with pytest.raises(BackendUnavailable, match="BF16"):
+        resolve_precision("bf16", _props(7, 5))
+
+
+def test_checkpoint_hash_follows_shard_checksums(tmp_path):
+    anim = _anim()
+    a = checkpoint_hash(anim.save_pretrained(tmp_path / "a"))
+    assert a == checkpoint_hash(anim.save_pretrained(tmp_path / "b"))
+    with torch.no_grad():
+        anim.model.out.bias.add_(1.0)
+    assert a != checkpoint_hash(anim.save_pretrained(tmp_path / "c"))
+
+
+def test_tensorrt_backend_or_clear_reason(tiny, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        anim, _, _ = tiny
+        with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
+            build_backend("tensorrt", anim, artifacts=tmp_path)
+        pytest.skip("tensorrt is not installed here (its PyPI wheels only download from NVIDIA's index)")
+    if not torch.cuda.is_available():
+        pytest.skip("tensorrt is installed but there is no CUDA GPU")
+    anim = KnotAnimator.from_config(tiny_config(), device="cuda", dtype=torch.float32)
+    backend, _ = select_backend("tensorrt", anim, artifacts=tmp_path, precision="fp32")
+    desc = chunk_step_descriptor(anim.config)
+    inputs = desc.sample_inputs(0, "cuda")
+    with torch.no_grad():
+        ref = anim.chunk_step()(*inputs)
+    for a, b in zip(backend.run(*inputs), ref):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
+# --- the export CLI -----------------------------------------------------------------------------------
+def test_export_cli_writes_onnx_and_reports_parity(tmp_path, capsys):
+    from knotanim.cli.main import main
+
+    model = _anim().save_pretrained(tmp_path / "model")
+    rc = main(["export", "--format", "onnx", "--model", str(model), "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    onnx_files = list((tmp_path / "out").glob("chunk_step-knot1-steps2-b1-*.onnx"))
+    assert len(onnx_files) == 1 and onnx_files[0].with_suffix(".json").is_file()
+    assert "parity onnxruntime[CPU] vs torch: max abs error" in out and "tolerance" in out
+    worst = float(out.split("max abs error ")[1].split()[0])
+    assert worst < 1e-4
+    assert "tracing" in err and "parity check" in err  # stages are printed as they start
+    rc = main(["export", "--model", str(model), "--out", str(tmp_path / "out")])
+    assert rc == 0 and "(reused)" in capsys.readouterr().out
+
+
+def test_export_cli_tensorrt_absent_is_one_line(tmp_path, capsys):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed")
+    except ImportError:
+        pass
+    from knotanim.cli.main import main
+
+    model = _anim().save_pretrained(tmp_path / "model")
+    rc = main(["export", "--format", "tensorrt", "--model", str(model), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "TensorRT is not installed" in err and "Traceback" not in err
