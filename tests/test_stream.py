@@ -162,3 +162,17 @@ def test_empty_and_silent_audio(anim, ref):
     s2 = anim.stream(ref)
     frames = s2.push_audio(np.zeros(anim.config.samples_per_frame * 6, np.float32)) + s2.finish()
     assert len(frames) == 6
+
+
+def test_set_steps_mid_stream_keeps_the_caches(anim, ref):
+    s = anim.stream(ref, steps=2)
+    spf = anim.config.samples_per_frame
+    s.push_audio(np.zeros(spf * 6, np.float32))
+    ring, index = s.ring.k.clone(), s.chunk_index
+    s.set_steps(1)
+    calls = []
+    h = anim.model.register_forward_hook(lambda m, a, o: calls.append(1))
+    s.push_audio(np.zeros(spf * anim.config.stream.chunk, np.float32))
+    h.remove()
+    assert len(calls) == 2  # one denoising step + the cache pass (was 2 + 1)
+    assert s.chunk_index == index + 1 and not torch.equal(s.ring.k, ring)

@@ -83,8 +83,7 @@ def test_rollout_matches_the_stream(tmp_path):
     from_stream = torch.cat(committed[:n], 1)
     audio = torch.from_numpy(AudioFeatures(cfg).clip_features(samples, 30)).unsqueeze(0)
     gen = rollout_latents(stream.step, anim.encode_frames(ref[None]), audio, torch.tensor([0.4]), n, True,
-                          RunAhead.from_config(cfg.stream, True, True), cfg.stream.window,
-                          generator=torch.Generator().manual_seed(4))
+                          RunAhead.from_config(cfg.stream, True, True), generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(gen.committed, from_stream, atol=1e-5, rtol=1e-5)
 
 

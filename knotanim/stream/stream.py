@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from knotanim.errors import InputError
+from knotanim.errors import BackendUnavailable, InputError
 from knotanim.frontends.audio_features import StreamingAudioFeatures
+from knotanim.frontends.audio_io import clean_samples
 from knotanim.model.autoencoder import tensor_to_frames
 from knotanim.model.layout import RunAhead
-from knotanim.stream.caches import HistoryRing, KnotState, ReferenceCache
+from knotanim.stream.caches import ReferenceCache
+from knotanim.stream.rollout import ChunkLoop
 
 if TYPE_CHECKING:
     from knotanim.animator import KnotAnimator
@@ -48,10 +50,13 @@ def clean_audio(samples: np.ndarray) -> np.ndarray:
         a = a.mean(axis=1 if a.shape[0] >= a.shape[1] else 0)
     elif a.ndim != 1:
         raise InputError(f"audio samples must be 1-D (mono) or 2-D (channels), got shape {a.shape}")
-    return np.clip(np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    return clean_samples(a)
 
 
 class KnotStream:
+    """A live stream for one portrait. Between pushes, `head_motion` (0..1) may be set and
+    `set_reference` / `set_steps` called; each takes effect from the next chunk."""
+
     def __init__(self, animator: "KnotAnimator", reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5,
                  knot: bool = True, run_ahead: bool = True, steps: int | None = None, backend=None):
         cfg = animator.config
@@ -69,10 +74,7 @@ class KnotStream:
 
             backend = TorchBackend(self.step, self.device)
         self.backend = backend
-        self.ring = HistoryRing(cfg.model.depth, 1, cfg.model.heads, cfg.stream.window, cfg.tokens_per_frame,
-                                cfg.model.width // cfg.model.heads, self.device, self.dtype)
-        c, s = cfg.autoencoder.latent_channels, cfg.latent_size
-        self.knot = KnotState(torch.zeros(1, c, s, s, device=self.device))
+        self.loop = ChunkLoop(cfg, 1, self.knot_enabled, self.run_ahead, self.device, self.dtype)
         self.audio = StreamingAudioFeatures(cfg)
         self.reference: ReferenceCache | None = None
         self.set_reference(reference)
@@ -83,12 +85,19 @@ class KnotStream:
         """Swap the portrait; only the reference cache is recomputed, the motion carries on."""
         self.reference = self.animator.reference_cache(reference)
 
+    def set_steps(self, steps: int) -> None:
+        """Change the sampler steps mid-stream (eager torch backend only); caches and motion carry on."""
+        from knotanim.engines.base import TorchBackend
+
+        if not isinstance(self.backend, TorchBackend):
+            raise BackendUnavailable(f"the {self.backend.name} backend has its step count built in; start a new stream")
+        self.step = self.animator.chunk_step(steps)
+        self.backend = TorchBackend(self.step, self.device)
+
     def reset(self) -> None:
         """Back to frame 0 with the same reference and seed."""
-        self.ring.clear()
-        self.knot.valid = False
+        self.loop.clear()
         self.audio.reset()
-        self.chunk_index = 0
         self.frames_emitted = 0
         self._features = np.zeros((0, self.config.audio.n_mels, self.config.audio_window), np.float32)
         self._features_start = 0  # frame index of _features[0]
@@ -96,7 +105,12 @@ class KnotStream:
 
     @property
     def chunk_start(self) -> int:
-        return self.chunk_index * self.chunk
+        return self.loop.chunk_start
+
+    # The loop's state, under the names the stream has always exposed.
+    ring = property(lambda self: self.loop.ring)
+    knot = property(lambda self: self.loop.knot)
+    chunk_index = property(lambda self: self.loop.chunk_index)
 
     # --- audio in, frames out ----------------------------------------------------------------------
     def push_audio(self, samples: np.ndarray) -> list[Frame]:
@@ -142,17 +156,8 @@ class KnotStream:
         audio = torch.from_numpy(self._features[lo : lo + self.span]).unsqueeze(0).to(dev)
         c, size = cfg.autoencoder.latent_channels, cfg.latent_size
         noise = torch.randn((1, self.span, c, size, size), generator=self._noise).to(dev)
-        hist_pos, hist_valid = self.ring.relative_positions(s, dev)
-        ref_pos = torch.tensor(float(self.run_ahead.relative(s)), device=dev)
         motion = torch.tensor([self.head_motion], device=dev)
-        committed, next_knot, new_k, new_v = self.backend.run(
-            self.reference.k, self.reference.v, self.ring.k, self.ring.v, hist_pos, hist_valid,
-            self.knot.latent, self.knot.mask(dev), ref_pos, audio, noise, motion)
-        self.ring.write(s, new_k, new_v)
-        if self.knot_enabled:
-            self.knot.latent.copy_(next_knot)
-            self.knot.valid = True
-        self.chunk_index += 1
+        committed = self.loop.advance(self.backend.run, self.reference, audio, noise, motion)
         # Features before the next chunk's start are no longer needed.
         drop = self.chunk_start - self._features_start
         self._features, self._features_start = self._features[drop:], self._features_start + drop

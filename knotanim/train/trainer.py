@@ -221,7 +221,7 @@ def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.
     x0 = lat[:, idx]  # [B, n, F, c, h, w]
     if cfg.stage == "rollout":
         step = ChunkStep(anim.model, C, cfg.rollout_steps, mc.sampler.shift)
-        gen = rollout_latents(step, ref, audio, motion, n, knot, schedule, sc.window)
+        gen = rollout_latents(step, ref, audio, motion, n, knot, schedule)
         clean, knots = gen.committed, (gen.knots if knot else None)
     else:
         clean = lat[:, : layout.n_clean]
