@@ -76,19 +76,13 @@ class LiveStats:
 
 def _swap_steps(stream: Any, steps: int) -> bool:
     """Change a running KnotStream's sampler steps in place; False when its backend cannot (then a
-    new stream is made). KnotStream has no public setter yet: this sets `step` (and rebuilds an
-    eager torch backend where the stream runs through `backend`)."""
-    step = stream.animator.chunk_step(steps)
-    backend = getattr(stream, "backend", None)
-    if backend is not None:
-        try:
-            from knotanim.engines.base import TorchBackend
-        except ImportError:
-            return False
-        if type(backend) is not TorchBackend:
-            return False  # compiled / exported backends are built for one step count
-        stream.backend = TorchBackend(step, stream.device)
-    stream.step = step
+    new stream is made)."""
+    from knotanim.errors import BackendUnavailable
+
+    try:
+        stream.set_steps(steps)
+    except BackendUnavailable:
+        return False  # compiled / exported backends are built for one step count
     return True
 
 
