@@ -3,46 +3,50 @@
 #
 #   STAGE1_MIN=3 STAGE2_MIN=5.5 STAGE3_MIN=0 bash scripts/device_train.sh
 #
-# - Stage 1 (frame autoencoder) runs only if no stage-1 model exists yet (runs/stage1 on a warm
-#   machine, or .cache/carry/stage1 carried from this machine).
-# - Stage 2 resumes runs/stage2/state when the machine is still warm; otherwise it starts from the
-#   carried .cache/carry/model (the latest exported weights), or from the stage-1 autoencoder.
+# - Stage 1 (frame autoencoder) runs only if no stage-1 model exists yet (runs/${P}stage1 on a warm
+#   machine, or .cache/carry/${P}stage1 carried from this machine).
+# - Stage 2 resumes runs/${P}stage2/state when the machine is still warm; otherwise it starts from the
+#   carried .cache/carry/${P}model (the latest exported weights), or from the stage-1 autoencoder.
 # - Stage 3 (self-rollout) starts from this call's stage-2 model, or the carried one.
 # - The exported model (EMA, bf16, shards <= 16 MiB), log.csv and loss.png are copied to $OUT.
+#
+# PROFILE=lite trains the lite profile instead (configs/train/lite_*.yaml, runs/lite_*, .cache/carry/lite_model).
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+P=""
+[ "${PROFILE:-default}" = "lite" ] && P="lite_"
 OUT=${OUT:-out}
 mkdir -p "$OUT" runs
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 train() { python3 -m knotanim.cli.train "$@" --device cuda; }
 
-if [ ! -f runs/stage1/model/config.json ]; then
-  if [ -f .cache/carry/stage1/config.json ]; then
-    mkdir -p runs/stage1 && cp -r .cache/carry/stage1 runs/stage1/model
+if [ ! -f runs/${P}stage1/model/config.json ]; then
+  if [ -f .cache/carry/${P}stage1/config.json ]; then
+    mkdir -p runs/${P}stage1 && cp -r .cache/carry/${P}stage1 runs/${P}stage1/model
   elif [ "${STAGE1_MIN:-0}" != "0" ]; then
-    train configs/train/stage1_autoencoder.yaml --out runs/stage1 --set max_minutes="$STAGE1_MIN"
+    train configs/train/${P}stage1_autoencoder.yaml --out runs/${P}stage1 --set max_minutes="$STAGE1_MIN"
   fi
 fi
 
-INIT=runs/stage1/model
-if [ ! -f runs/stage2/state/state.json ] && [ -f .cache/carry/model/config.json ]; then
-  INIT=.cache/carry/model
+INIT=runs/${P}stage1/model
+if [ ! -f runs/${P}stage2/state/state.json ] && [ -f .cache/carry/${P}model/config.json ]; then
+  INIT=.cache/carry/${P}model
 fi
 if [ "${STAGE2_MIN:-0}" != "0" ]; then
-  train configs/train/stage2_teacher_forcing.yaml --out runs/stage2 --set max_minutes="$STAGE2_MIN" \
+  train configs/train/${P}stage2_teacher_forcing.yaml --out runs/${P}stage2 --set max_minutes="$STAGE2_MIN" \
     --set init_from="$INIT" ${STAGE2_SET:-}
-  cp runs/stage2/model/* "$OUT"/
-  cp runs/stage2/log.csv "$OUT"/stage2_log.csv
-  [ -f runs/stage2/loss.png ] && cp runs/stage2/loss.png "$OUT"/stage2_loss.png
+  cp runs/${P}stage2/model/* "$OUT"/
+  cp runs/${P}stage2/log.csv "$OUT"/stage2_log.csv
+  [ -f runs/${P}stage2/loss.png ] && cp runs/${P}stage2/loss.png "$OUT"/stage2_loss.png
 fi
 if [ "${STAGE3_MIN:-0}" != "0" ]; then
-  INIT3=runs/stage2/model
-  [ -f "$INIT3/config.json" ] || INIT3=.cache/carry/model
-  [ -f runs/stage3/state/state.json ] && INIT3=""  # warm machine: resume stage 3's own state
-  train configs/train/stage3_self_rollout.yaml --out runs/stage3 --set max_minutes="$STAGE3_MIN" \
+  INIT3=runs/${P}stage2/model
+  [ -f "$INIT3/config.json" ] || INIT3=.cache/carry/${P}model
+  [ -f runs/${P}stage3/state/state.json ] && INIT3=""  # warm machine: resume stage 3's own state
+  train configs/train/stage3_self_rollout.yaml --out runs/${P}stage3 --set max_minutes="$STAGE3_MIN" \
     ${INIT3:+--set init_from="$INIT3"} ${STAGE3_SET:-}
-  cp runs/stage3/model/* "$OUT"/
-  cp runs/stage3/log.csv "$OUT"/stage3_log.csv
+  cp runs/${P}stage3/model/* "$OUT"/
+  cp runs/${P}stage3/log.csv "$OUT"/stage3_log.csv
 fi
-[ -f runs/stage1/log.csv ] && cp runs/stage1/log.csv "$OUT"/stage1_log.csv
+[ -f runs/${P}stage1/log.csv ] && cp runs/${P}stage1/log.csv "$OUT"/stage1_log.csv
 ls -la "$OUT"

@@ -72,14 +72,22 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def _init_animator(cfg: TrainConfig, device: torch.device) -> KnotAnimator:
-    model_cfg = cfg.model_config()
-    anim = KnotAnimator.from_config(model_cfg, device=device, seed=cfg.seed)
+    """The model to train: sized by the config's `model` overrides, or, when it gives none, by the
+    checkpoint it starts from (so a later stage inherits the earlier stage's sizes)."""
+    tensors = None
     if cfg.init_from:
-        _, tensors, _ = load_checkpoint(cfg.init_from)
-        for prefix, module in (("dit.", anim.model), ("autoencoder.", anim.autoencoder)):
-            state = {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-            if state:
-                module.load_state_dict(state, strict=False)
+        ckpt_cfg, tensors, _ = load_checkpoint(cfg.init_from)
+    model_cfg = cfg.model_config() if cfg.model or tensors is None else ckpt_cfg
+    anim = KnotAnimator.from_config(model_cfg, device=device, seed=cfg.seed)
+    for prefix, module in (("dit.", anim.model), ("autoencoder.", anim.autoencoder)):
+        state = {k[len(prefix):]: v.float() for k, v in (tensors or {}).items() if k.startswith(prefix)}
+        if state:
+            try:
+                missing, unexpected = module.load_state_dict(state, strict=False)
+            except RuntimeError as e:  # size mismatches
+                raise ConfigError(f"{cfg.init_from} does not fit the configured model: {str(e).splitlines()[1:2]}") from None
+            if unexpected:
+                raise ConfigError(f"{cfg.init_from} does not fit the configured model (unexpected {unexpected[:3]})")
     return anim
 
 
