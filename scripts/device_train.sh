@@ -8,7 +8,7 @@
 # - Stage 2 resumes runs/${P}stage2/state when the machine is still warm; otherwise it starts from the
 #   carried .cache/carry/${P}model (the latest exported weights), or from the stage-1 autoencoder.
 # - Stage 3 (self-rollout) starts from this call's stage-2 model, or the carried one.
-# - The exported model (EMA, bf16, shards <= 16 MiB), log.csv and loss.png are copied to $OUT.
+# - The exported model (EMA, bf16, shards <= 16 MiB) and logs.tar.gz (logs, loss curves, sample strips) go to $OUT.
 #
 # PROFILE=lite trains the lite profile instead (configs/train/lite_*.yaml, runs/lite_*, .cache/carry/lite_model).
 set -euo pipefail
@@ -36,8 +36,6 @@ if [ "${STAGE2_MIN:-0}" != "0" ]; then
   train configs/train/${P}stage2_teacher_forcing.yaml --out runs/${P}stage2 --set max_minutes="$STAGE2_MIN" \
     --set init_from="$INIT" ${STAGE2_SET:-}
   cp runs/${P}stage2/model/* "$OUT"/
-  cp runs/${P}stage2/log.csv "$OUT"/stage2_log.csv
-  [ -f runs/${P}stage2/loss.png ] && cp runs/${P}stage2/loss.png "$OUT"/stage2_loss.png
 fi
 if [ "${STAGE3_MIN:-0}" != "0" ]; then
   INIT3=runs/${P}stage2/model
@@ -46,7 +44,7 @@ if [ "${STAGE3_MIN:-0}" != "0" ]; then
   train configs/train/stage3_self_rollout.yaml --out runs/${P}stage3 --set max_minutes="$STAGE3_MIN" \
     ${INIT3:+--set init_from="$INIT3"} ${STAGE3_SET:-}
   cp runs/${P}stage3/model/* "$OUT"/
-  cp runs/${P}stage3/log.csv "$OUT"/stage3_log.csv
 fi
-[ -f runs/${P}stage1/log.csv ] && cp runs/${P}stage1/log.csv "$OUT"/stage1_log.csv
+# Logs, loss curves and sample strips of every stage in one file (the $OUT file count is limited).
+tar czf "$OUT"/logs.tar.gz $(ls runs/*/log.csv runs/*/loss.png runs/*/samples.png 2>/dev/null)
 ls -la "$OUT"

@@ -38,6 +38,10 @@ def test_autoencoder_then_dit_stage_then_resume(tmp_path):
     model_dir = train(dit_cfg, out, device="cpu", progress=lambda s: None).model_dir
     state = json.loads((out / "state" / "state.json").read_text())
     assert state["step"] == 3
+    import cv2
+
+    strip = cv2.imread(str(out / "samples.png"))  # ground truth row over the model's row
+    assert strip.shape == (2 * 64, 8 * 64, 3)
     rows = (out / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and all("nan" not in r for r in rows)
     trained = KnotAnimator.from_pretrained(model_dir, device="cpu")

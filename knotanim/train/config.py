@@ -49,7 +49,6 @@ class TrainConfig:
     rollout_steps: int = 4  # sampler steps of the self-rollout that makes the history (stage 3)
     log_every: int = 50
     save_every: int = 1000
-    sample_every: int = 2000
     seed: int = 0
 
     def model_config(self, base: KnotAnimConfig | None = None) -> KnotAnimConfig:

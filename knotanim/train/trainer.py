@@ -249,8 +249,41 @@ def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator,
     if cfg.stage == "autoencoder":
         _measure_latent_stats(anim, cfg)
     anim.save_pretrained(out / "model", dtype=torch.bfloat16, extra={"trained_steps": {cfg.stage: step}})
+    _write_samples(anim, cfg, out / "samples.png")
     module.load_state_dict(live)
     log.plot()
+
+
+@torch.no_grad()
+def _write_samples(anim: KnotAnimator, cfg: TrainConfig, path: Path, n_frames: int = 16) -> None:
+    """A strip of a fixed clip: ground truth on top, the (EMA) model's output below.
+
+    Stage 1 shows autoencoder reconstructions; later stages stream the clip's audio through the
+    model with a still head, as KnotBench's still-head subset does.
+    """
+    import cv2
+
+    from knotanim.data import SpeechCorpus, make_clip
+    from knotanim.model.autoencoder import tensor_to_frames
+
+    mc = anim.config
+    corpus = SpeechCorpus(cfg.data.speech_corpus) if cfg.data.speech_corpus else None
+    clip = make_clip(424_242, n_frames, size=mc.frame_size, fps=mc.fps, head_motion=0.0, corpus=corpus, split="train")
+    was_training = anim.model.training, anim.autoencoder.training
+    anim.model.eval()
+    anim.autoencoder.eval()
+    if cfg.stage == "autoencoder":
+        x = frames_to_tensor(clip.frames, anim.device)
+        made = tensor_to_frames(anim.autoencoder.decode_raw(anim.autoencoder.encode_raw(x)))
+    else:
+        stream = anim.stream(clip.reference, seed=0, head_motion=0.0)
+        out = stream.push_audio(clip.audio) + stream.finish(total_frames=n_frames)
+        made = np.stack([f.image for f in out])
+    anim.model.train(was_training[0])
+    anim.autoencoder.train(was_training[1])
+    pick = slice(0, n_frames, 2)
+    strip = np.concatenate((np.concatenate(list(clip.frames[pick]), 1), np.concatenate(list(made[pick]), 1)), 0)
+    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
 
 
 @torch.no_grad()
