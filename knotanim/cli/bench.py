@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from knotanim.animator import KnotAnimator, resolve_device
     from knotanim.config import KnotAnimConfig, tiny_config
+    from knotanim.profiles import measure_stream
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -40,30 +41,8 @@ def run(args: argparse.Namespace) -> int:
         anim = KnotAnimator.from_pretrained(args.model, device=device, dtype=dtype)
         name = args.model or "default"
     cfg = anim.config
-    rng = np.random.default_rng(0)
-    ref = rng.integers(0, 255, (cfg.frame_size, cfg.frame_size, 3), dtype=np.uint8)
-    audio = (rng.standard_normal(int(args.seconds * cfg.audio.sample_rate)) * 0.1).astype(np.float32)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    warm = anim.stream(ref, steps=args.steps)  # warm-up: allocations, kernels, caches
-    warm.push_audio(audio[: cfg.samples_per_frame * 12])
-    sync()
-    t0 = time.perf_counter()
-    stream = anim.stream(ref, steps=args.steps)
-    spf = cfg.samples_per_frame
-    first, chunk_times, frames = None, [], 0
-    for start in range(0, audio.size, spf):  # feed one frame of audio at a time, as a microphone would
-        c0 = time.perf_counter()
-        out = stream.push_audio(audio[start : start + spf])
-        sync()
-        if out:
-            chunk_times.append(time.perf_counter() - c0)
-            frames += len(out)
-            if first is None:
-                first = time.perf_counter() - t0
-    total = time.perf_counter() - t0
-    compute = sum(chunk_times)
-    fps = frames / compute if compute else float("nan")
+    speed = measure_stream(anim, args.seconds, steps=args.steps)  # the code path the profile choice measures
+    frames, total, first, chunk_times, fps = speed.frames, speed.wall_s, speed.first_frame_s, speed.chunk_times, speed.fps
     lat = np.array(chunk_times) * 1000
     params = anim.parameter_count()
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
