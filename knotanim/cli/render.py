@@ -60,7 +60,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--face-index", type=int, default=0, metavar="N", help="which face, by size (0 = largest)")
     v.add_argument("--no-face-detect", action="store_true", help="animate the whole image (centre square crop)")
     m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="PATH", help="checkpoint folder (default: the embedded model)")
+    m.add_argument("--model", metavar="PATH", help="checkpoint folder (overrides --profile)")
+    m.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
+                   help="installed model profile (auto: the best-quality one installed; render is offline, so it "
+                   "does not need to hold 25 fps; lite: docs/lite.md)")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     m.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="auto",
                    help="inference backend (auto: the fastest already exported/built, else torch; "
@@ -141,7 +144,6 @@ def _backend_for(args, animator):
     """The ChunkBackend for --backend (None: eager torch); says which when it is not eager torch."""
     if args.backend == "torch":
         return None
-    from knotanim.animator import default_model_path
     from knotanim.engines import select_backend
 
     def say(msg: str) -> None:
@@ -149,7 +151,7 @@ def _backend_for(args, animator):
             print(f"backend: {msg}", file=sys.stderr, flush=True)
 
     backend, reason = select_backend(args.backend, animator, knot=not args.no_knot, steps=args.steps,
-                                     model_path=args.model or default_model_path(), artifacts=args.engine_dir,
+                                     model_path=_model_path(args), artifacts=args.engine_dir,
                                      progress=say)
     if backend.name != "torch":
         say(reason)
@@ -174,10 +176,19 @@ def _progress_for(args, label: str = "render") -> ProgressPrinter | None:
     return ProgressPrinter(sys.stderr, bar=tty, label=label)
 
 
+def _model_path(args):
+    """--model, else the --profile's folder (auto: the best-quality installed profile)."""
+    if args.model:
+        return args.model
+    from knotanim.profiles import find_profile
+
+    return find_profile(getattr(args, "profile", "auto")).path
+
+
 def _load_animator(args):
     from knotanim.animator import KnotAnimator
 
-    return KnotAnimator.from_pretrained(args.model, device=args.device)
+    return KnotAnimator.from_pretrained(_model_path(args), device=args.device)
 
 
 def run(args) -> int:
