@@ -153,15 +153,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
             break
         data_wait += time.time() - fetch_start
         if repeat == 0:  # a fresh batch: to the device, and (stage 2/3) into latents once for all its reuses
-            batch = _to_device(batch, d.device)
+            on_device = _to_device(batch, d.device)
             if not stage_ae:
                 with _autocast(d.device, cfg.bf16):
-                    encoded = _encode_batch(anim, batch)
+                    encoded = _encode_batch(anim, on_device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         with _autocast(d.device, cfg.bf16):
             if stage_ae:
-                frames = batch["frames"].flatten(0, 1)
+                frames = on_device["frames"].flatten(0, 1)
                 pick = torch.randperm(frames.shape[0], device=frames.device)[: cfg.batch_size]
                 loss, metric = wrapped(frames[pick].permute(0, 3, 1, 2).float() / 127.5 - 1)
             else:
