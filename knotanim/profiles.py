@@ -204,7 +204,7 @@ def _load(profile: Profile, device: Any) -> Any:
 def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: float = 25.0, budget_s: float = 2.0, *,
                    backend: str = "auto", steps: int | None = None, profiles: list[Profile] | None = None,
                    remeasure: bool = False, cache_path: str | Path | None = None,
-                   measure: Callable[..., float] = measure_profile, load: Callable[[Profile, Any], Any] = _load,
+                   measure: Callable[..., float] | None = None, load: Callable[[Profile, Any], Any] | None = None,
                    progress: Callable[[str], None] = _quiet) -> Choice:
     """Pick the installed profile and backend that hold `target_fps` on `device`.
 
@@ -217,6 +217,7 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     from knotanim.animator import resolve_device
     from knotanim.engines import select_backend
 
+    measure, load = measure or measure_profile, load or _load
     profiles = installed_profiles() if profiles is None else profiles
     candidates = [find_profile(requested, profiles)] if requested != "auto" else profiles
     if not candidates:

@@ -19,7 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="OUT.mp4", help="record video + microphone audio to this mp4")
     p.add_argument("--delayed-output", metavar="DEVICE",
                    help="play the microphone on this output device delayed by the video latency (lip sync in calls)")
-    p.add_argument("--model", help="checkpoint folder (default: the embedded default model)")
+    p.add_argument("--model", help="checkpoint folder (overrides --profile)")
+    p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
+                   help="installed model profile (auto: the best quality that holds 25 fps here, measured at start "
+                   "and cached; lite: docs/lite.md)")
+    p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
     p.add_argument("--tiny", action="store_true", help="the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's; lowered automatically when too slow)")
@@ -72,7 +76,9 @@ def _run_live(args: argparse.Namespace) -> int:
     if args.tiny:
         anim, name = KnotAnimator.from_config(tiny_config(), device=args.device), "tiny"
     else:
-        anim, name = KnotAnimator.from_pretrained(args.model, device=args.device), (args.model or "default")
+        names: list[str] = []
+        anim = _load_model(args, args.device, names)
+        name = names[-1]
     cfg = anim.config
     crop, _ = crop_face(load_image(args.image), cfg.crop, cfg.frame_size, detect=not args.no_face_detect)
     try:
@@ -116,6 +122,22 @@ def _run_live(args: argparse.Namespace) -> int:
     if stats.error:
         raise InputError(stats.error)
     return 0
+
+
+def _load_model(args: argparse.Namespace, device, names: list[str]):
+    """--model PATH as given; else the --profile choice (auto: measured, see knotanim.profiles)."""
+    from knotanim.animator import KnotAnimator
+    from knotanim.profiles import choose_profile
+
+    if args.model:
+        names.append(args.model)
+        return KnotAnimator.from_pretrained(args.model, device=device)
+    # backend "torch": the live pipeline streams with eager torch, so that is the rate to measure
+    choice = choose_profile(device, args.profile, backend="torch", steps=args.steps, remeasure=args.remeasure,
+                            progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"profile: {choice.message}", file=sys.stderr, flush=True)
+    names.append(choice.profile.name)
+    return choice.animator
 
 
 def _status_loop(pipeline, seconds: float | None) -> None:
