@@ -1,53 +1,131 @@
-"""`knotanim-gui`: the desktop app. Loads the model, then opens the window."""
+"""`knotanim-gui`: the desktop app. Loads the model (falling back to the CPU when the GPU is missing or
+out of memory), then opens the window. A model that cannot be loaded (missing, truncated or altered
+files) is reported in one line in a dialog, never as a traceback. SIGTERM / SIGINT close the window
+like the close button, so a recording in progress is finalised."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="knotanim-gui", description="Animate a portrait from your microphone, live.")
-    p.add_argument("--model", help="checkpoint folder (default: the embedded default model)")
+    p.add_argument("--model", help="checkpoint folder (overrides --profile)")
+    p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
+                   help="model profile (auto: the best that holds 25 fps here, measured in the background)")
+    p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--tiny", action="store_true", help="use the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--image", help="portrait to open at start")
     return p.parse_args(argv)
 
 
-def load_animator(args: argparse.Namespace):
-    """(animator, name) from the command line; raises KnotAnimError with a one-line reason."""
+def profile_path(args: argparse.Namespace):
+    """--model, else the --profile's folder (auto: the best-quality installed; the window then measures)."""
+    from knotanim.profiles import find_profile
+
+    return args.model or find_profile(args.profile).path
+
+
+def profile_group(args: argparse.Namespace, animator):
+    """The window's Profile box (None with --model / --tiny: the model is fixed)."""
+    if args.model or args.tiny:
+        return None
+    from knotanim.profiles import installed_profiles
+
+    from .profiles import ProfileGroup, make_chooser
+
+    chooser = make_chooser(animator, profile_path(args), remeasure=args.remeasure)
+    return ProfileGroup(chooser, [p.name for p in installed_profiles()], args.profile)
+
+
+def load_animator_with_notes(args: argparse.Namespace):
+    """(animator, name, notes) from the command line; notes explain a device fallback. Raises
+    KnotAnimError with a one-line reason."""
     from knotanim.animator import KnotAnimator
     from knotanim.config import tiny_config
+    from knotanim.live.loading import load_for_live
 
     if args.tiny:
-        return KnotAnimator.from_config(tiny_config(), device=args.device), "tiny test model"
-    return KnotAnimator.from_pretrained(args.model, device=args.device), (args.model or "default model")
+        anim, notes = load_for_live(lambda d: KnotAnimator.from_config(tiny_config(), device=d), args.device)
+        return anim, "tiny test model", notes
+    path = profile_path(args)
+    anim, notes = load_for_live(lambda d: KnotAnimator.from_pretrained(path, device=d), args.device)
+    return anim, (args.model or f"{path.name} profile"), notes
 
 
-def main(argv: list[str] | None = None) -> int:
+def load_animator(args: argparse.Namespace):
+    """(animator, name) from the command line; raises KnotAnimError with a one-line reason."""
+    anim, name, _ = load_animator_with_notes(args)
+    return anim, name
+
+
+def show_load_error(message: str) -> None:
+    """The model could not be loaded: say why in a dialog (tests replace QMessageBox.critical)."""
+    from PyQt6.QtWidgets import QMessageBox
+
+    QMessageBox.critical(None, "knotanim", message)
+
+
+def close_on_signals(window) -> None:
+    """SIGTERM / SIGINT close `window` (finalising a recording); a timer lets Python see the signal."""
+    from PyQt6.QtCore import QTimer
+
+    def handler(signum, frame):
+        window.close()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            return
+    timer = QTimer(window, interval=200)
+    timer.timeout.connect(lambda: None)  # returns to the interpreter so the handler runs
+    timer.start()
+
+
+def create_window(argv: list[str] | None = None):
+    """The app's window, shown, for these arguments; or an exit code (int) when it cannot open."""
     args = parse_args(argv)
     try:
-        from PyQt6.QtWidgets import QApplication, QMessageBox
+        from PyQt6.QtWidgets import QApplication
     except ImportError as e:
         print(f"knotanim-gui needs PyQt6 ({e}): pip install \"knotanim[gui]\"", file=sys.stderr)
         return 2
-    app = QApplication(sys.argv[:1])
+    app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("knotanim")
     from knotanim.errors import KnotAnimError
 
     try:
-        animator, name = load_animator(args)
+        animator, name, notes = load_animator_with_notes(args)
     except KnotAnimError as e:
-        QMessageBox.critical(None, "knotanim", f"Cannot load the model: {e}")
+        message = f"Cannot load the model: {str(e).splitlines()[0]}"
+        print(f"knotanim-gui: error: {message}", file=sys.stderr)
+        show_load_error(message)
         return 2
     from .window import MainWindow
 
-    window = MainWindow(animator, model_name=name)
+    window = MainWindow(animator, model_name=name, profiles=profile_group(args, animator))
+    if window.profiles is not None:
+        window.profiles.request(args.profile)  # measured on a worker thread
+    if notes:
+        window.show_error("; ".join(notes), dialog=False)
     if args.image:
         window.reference.load_path(args.image)
     window.resize(1280, 800)
     window.show()
-    return app.exec()
+    return window
+
+
+def main(argv: list[str] | None = None) -> int:
+    window = create_window(argv)
+    if isinstance(window, int):
+        return window
+    from PyQt6.QtWidgets import QApplication
+
+    close_on_signals(window)
+    return QApplication.instance().exec()
 
 
 if __name__ == "__main__":

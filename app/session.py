@@ -1,6 +1,8 @@
 """LiveSession: the Qt side of the live pipeline. It owns the LivePipeline and its outputs, polls
 them with timers on the UI thread (Qt widgets are never touched from other threads) and reports
-through signals: frame(np.ndarray), stats(LiveStats), level(dBFS), error(str), stopped()."""
+through signals: frame(np.ndarray), stats(LiveStats), level(dBFS), error(str), stopped(),
+recording_failed(str) and vcam_failed(str) (that output stopped; the stream and the other outputs
+go on). Faults the stream survives (a lost microphone, ...) are reported once each through error()."""
 from __future__ import annotations
 
 import time
@@ -49,6 +51,8 @@ class LiveSession(QObject):
     level = pyqtSignal(float)  # microphone level, dBFS
     error = pyqtSignal(str)
     stopped = pyqtSignal()
+    recording_failed = pyqtSignal(str)  # the recording stopped by itself (disk full, ...): why
+    vcam_failed = pyqtSignal(str)  # the virtual camera went away: why
 
     def __init__(self, animator: Any, source_factory: SourceFactory | None = None, vcam_backend: str | None = None,
                  parent: QObject | None = None):
@@ -67,6 +71,7 @@ class LiveSession(QObject):
         self.paint_timer = QTimer(self, interval=10, timeout=self._paint)
         self.stats_timer = QTimer(self, interval=250, timeout=self._report)
         self._last_error = ""
+        self._warned: set[str] = set()
 
     @property
     def running(self) -> bool:
@@ -87,6 +92,7 @@ class LiveSession(QObject):
             self.error.emit(f"Cannot start: {describe(e)}")
             return False
         self._last_error = ""
+        self._warned = set()
         self.paint_timer.start()
         self.stats_timer.start()
         return True
@@ -179,6 +185,16 @@ class LiveSession(QObject):
         self.stop_monitor()
         self.stop()
 
+    def _check_outputs(self, p: LivePipeline) -> None:
+        """Forget outputs the pipeline detached after a failure, and say so."""
+        for output, message in p.failed_outputs:
+            if output is self.recorder and output is not None:
+                self.recorder, self.finished_recorder = None, output
+                self.recording_failed.emit(message)
+            elif output is self.vcam and output is not None:
+                self.vcam = None
+                self.vcam_failed.emit(message)
+
     # --- timers (UI thread) ----------------------------------------------------------------------------------
     def _paint(self) -> None:
         p = self.pipeline
@@ -200,6 +216,11 @@ class LiveSession(QObject):
         self.level.emit(p.level())
         s = p.stats()
         self.stats.emit(s)
+        self._check_outputs(p)
+        for w in s.warnings:
+            if w not in self._warned:
+                self._warned.add(w)
+                self.error.emit(w)
         problem = s.error or (f"recording: {self.recorder.error}" if self.recorder and self.recorder.error else "")
         if problem and problem != self._last_error:
             self._last_error = problem

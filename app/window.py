@@ -28,9 +28,11 @@ from .settings import Settings
 
 class MainWindow(QMainWindow):
     def __init__(self, animator: Any, settings: Settings | None = None, source_factory: SourceFactory | None = None,
-                 vcam_backend: str | None = None, model_name: str = "default model", monitor_level: bool = True):
+                 vcam_backend: str | None = None, model_name: str = "default model", monitor_level: bool = True,
+                 profiles: Any = None):
         super().__init__()
         self.animator, self.model_name = animator, model_name
+        self.profiles = profiles  # app.profiles.ProfileGroup (None: the model is fixed, e.g. --model / --tiny)
         self.settings = settings or Settings()
         self.monitor_level = monitor_level
         self.setWindowTitle("knotanim — live portrait")
@@ -52,7 +54,8 @@ class MainWindow(QMainWindow):
     def _build_layout(self) -> None:
         right = QWidget()
         col = QVBoxLayout(right)
-        for group in (self.audio, self.animation, self.recording, self.vcam):
+        for group in ((self.profiles,) if self.profiles is not None else ()) + (self.audio, self.animation,
+                                                                               self.recording, self.vcam):
             col.addWidget(group)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -99,6 +102,10 @@ class MainWindow(QMainWindow):
         s.level.connect(self.audio.set_level)
         s.error.connect(lambda m: self.show_error(m, dialog=False))
         s.stopped.connect(self._stopped)
+        if self.profiles is not None:
+            self.profiles.chosen.connect(self.use_choice)
+        s.recording_failed.connect(self._recording_failed)
+        s.vcam_failed.connect(self._vcam_failed)
 
     def _shortcuts(self) -> None:
         QShortcut(QKeySequence("F5"), self, activated=self.animation.start.toggle)
@@ -190,6 +197,14 @@ class MainWindow(QMainWindow):
         if self.monitor_level:
             self.session.start_monitor(self.audio.mic.currentData() or "")
 
+    def use_choice(self, choice) -> None:
+        """Use a profile choice (knotanim.profiles.Choice) from the next Start on."""
+        self.animator = self.session.animator = choice.animator
+        self.model_name = choice.profile.name
+        when = "from the next Start" if self.session.running else "now"
+        self.statusBar().showMessage(f"Profile {choice.profile.name} on {choice.animator.device} ({when}): "
+                                     f"{choice.message}", 15000)
+
     def _stats(self, stats) -> None:
         rec = ""
         if self.session.recorder is not None:
@@ -269,6 +284,23 @@ class MainWindow(QMainWindow):
             self.last_recording = rec.path
             self.recording.status.setText(f"Saved {rec.seconds:.1f} s to {rec.path}")
             self.statusBar().showMessage(f"Recording saved: {rec.path}", 10000)
+
+    def _recording_failed(self, message: str) -> None:
+        """The recording stopped by itself (e.g. disk full): the stream goes on, the file is kept."""
+        self._finish_recording_ui()
+        if self.session.pipeline is not None:
+            self.session.pipeline.wait_closed(5.0)  # finalised before we say so
+        path = self.last_recording
+        self.recording.status.setText(f"Recording stopped: {message}. What was recorded is kept in {path}")
+        self.show_error(f"Recording stopped: {message}", dialog=False)
+
+    def _vcam_failed(self, message: str) -> None:
+        """The virtual camera went away: stop sending, explain; preview and recording go on."""
+        self.vcam.enable.blockSignals(True)
+        self.vcam.enable.setChecked(False)
+        self.vcam.enable.blockSignals(False)
+        self.vcam.diagnostics.setPlainText(f"Virtual camera stopped: {message}\nTick the box to try again.")
+        self.show_error(f"Virtual camera stopped: {message}", dialog=False)
 
     def _vcam_toggled(self, on: bool) -> None:
         if not on:

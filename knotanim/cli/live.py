@@ -1,4 +1,9 @@
-"""`knotanim live`: microphone -> animated portrait -> virtual camera and/or mp4, without a window."""
+"""`knotanim live`: microphone -> animated portrait -> virtual camera and/or mp4, without a window.
+
+Faults it survives (see docs/reliability.md): a lost microphone (silence, reconnect), a virtual
+camera or recording that fails (that output stops with a note, the rest goes on), no GPU or GPU
+out of memory (CPU fallback, noted); Ctrl+C and SIGTERM finalise the recording before exiting.
+"""
 from __future__ import annotations
 
 import argparse
@@ -69,16 +74,20 @@ def _run_live(args: argparse.Namespace) -> int:
     from knotanim.frontends.face import crop_face
     from knotanim.frontends.image import load_image
     from knotanim.live.compose import parse_colour
-    from knotanim.live.outputs import DelayedAudioOutput, RecorderOutput, VirtualCameraOutput
+    from knotanim.live.loading import load_for_live
+    from knotanim.live.outputs import RecorderOutput
     from knotanim.live.pipeline import LiveOptions, LivePipeline
     from knotanim.live.sources import ArraySource, MicrophoneSource
 
     if args.tiny:
-        anim, name = KnotAnimator.from_config(tiny_config(), device=args.device), "tiny"
+        name = "tiny"
+        anim, notes = load_for_live(lambda d: KnotAnimator.from_config(tiny_config(), device=d), args.device)
     else:
-        names: list[str] = []
-        anim = _load_model(args, args.device, names)
+        names: list[str] = []  # the model each load attempt used (the device may fall back)
+        anim, notes = load_for_live(lambda d: _load_model(args, d, names), args.device)
         name = names[-1]
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     cfg = anim.config
     crop, _ = crop_face(load_image(args.image), cfg.crop, cfg.frame_size, detect=not args.no_face_detect)
     try:
@@ -93,8 +102,27 @@ def _run_live(args: argparse.Namespace) -> int:
         source = MicrophoneSource(args.mic, cfg.audio.sample_rate)
     options = LiveOptions(head_motion=args.head_motion, steps=args.steps, background=background, output_size=args.size,
                           degrade=not args.no_degrade, model_name=name)
+    from knotanim.cli.render import _sigterm_as_interrupt
+
     pipeline = LivePipeline(anim, crop, source, options)
     outputs = []
+    with _sigterm_as_interrupt():
+        _stream(args, pipeline, source, outputs, name, anim)
+    rec = next((o for o in outputs if isinstance(o, RecorderOutput)), None)
+    if rec is not None:
+        print(f"recorded {rec.seconds:.1f} s -> {args.record}")
+    stats = pipeline.stats()
+    if stats.error:
+        raise InputError(stats.error)
+    return 0
+
+
+def _stream(args, pipeline, source, outputs: list, name: str, anim) -> None:
+    """Start, attach the outputs, show the status line until done; always stop (finalising files)."""
+    from knotanim.live.outputs import DelayedAudioOutput, RecorderOutput, VirtualCameraOutput
+
+    cfg = anim.config
+    interrupted = False
     try:
         pipeline.start()
         if args.virtual_camera:
@@ -111,17 +139,15 @@ def _run_live(args: argparse.Namespace) -> int:
             pipeline.add_output(outputs[-1])
         print(f"live: {source.name} -> {name} on {anim.device}; Ctrl+C stops", file=sys.stderr)
         _status_loop(pipeline, args.seconds)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         pipeline.stop()  # closes every added output: the recording is finalised
         if sys.stderr.isatty():
             sys.stderr.write("\n")
-    if args.record:
-        rec = next(o for o in outputs if isinstance(o, RecorderOutput))
-        print(f"recorded {rec.seconds:.1f} s -> {args.record}")
-    stats = pipeline.stats()
-    if stats.error:
-        raise InputError(stats.error)
-    return 0
+        if interrupted and args.record:
+            print(f"knotanim live: recording finalised: {args.record}", file=sys.stderr)
 
 
 def _load_model(args: argparse.Namespace, device, names: list[str]):
@@ -145,6 +171,7 @@ def _status_loop(pipeline, seconds: float | None) -> None:
     start = time.monotonic()
     tty = sys.stderr.isatty()
     last_message = ""
+    warned: set[str] = set()
     while seconds is None or time.monotonic() - start < seconds:
         time.sleep(0.5)
         s = pipeline.stats()
@@ -156,5 +183,9 @@ def _status_loop(pipeline, seconds: float | None) -> None:
         if s.message and s.message != last_message:
             last_message = s.message
             sys.stderr.write(("\n" if tty else "") + f"note: {s.message}\n")
+        for w in s.warnings:  # survived faults: said once each, the stream goes on
+            if w not in warned and w != s.message:
+                warned.add(w)
+                sys.stderr.write(("\n" if tty else "") + f"warning: {w}\n")
         if s.error:
             return

@@ -103,12 +103,16 @@ class RecorderOutput(ThreadedOutput):
     per frame at the ring's rate. Each frame is written with the next spf samples of audio, so
     video and audio durations are equal; the audio starts at the first frame's own audio and
     re-aligns (a cut) only when the pipeline skipped ahead by more than `resync` seconds.
+    sink_factory: makes the FrameSink (default VideoFileSink(path, width, height, fps, **kw); tests
+    pass one that fails like a full disk). A failing sink stops the recording (error, then send()
+    raises so the pipeline detaches it); close() still finalises what was written.
     """
 
     name = "recorder"
 
     def __init__(self, path: str | Path, ring: AudioRing, fps: int, spf: int, resync: float = 0.2,
-                 audio_rate: int = 48000, crf: int = 20, gop_seconds: float = 1.0):
+                 audio_rate: int = 48000, crf: int = 20, gop_seconds: float = 1.0,
+                 sink_factory: Callable[..., Any] | None = None):
         self.path, self.ring, self.fps, self.spf = Path(path), ring, fps, spf
         self.resync = int(resync * ring.sample_rate)
         self.audio_rate, self.crf, self.gop_seconds = audio_rate, crf, gop_seconds
@@ -116,6 +120,7 @@ class RecorderOutput(ThreadedOutput):
         if self.resampler.in_block != spf:
             raise ValueError(f"cannot resample {spf}-sample blocks from {ring.sample_rate} Hz to {audio_rate} Hz")
         self.sink = None
+        self.sink_factory = sink_factory
         self.cursor: int | None = None
         self.frames = 0
         from knotanim.sinks.base import check_output_file
@@ -137,8 +142,9 @@ class RecorderOutput(ThreadedOutput):
         image, audio = item
         if self.sink is None:
             h, w = image.shape[:2]
-            self.sink = VideoFileSink(self.path, w, h, self.fps, crf=self.crf, audio_rate=self.audio_rate,
-                                      preset="veryfast", gop_seconds=self.gop_seconds)
+            self.sink = (self.sink_factory or VideoFileSink)(self.path, w, h, self.fps, crf=self.crf,
+                                                            audio_rate=self.audio_rate, preset="veryfast",
+                                                            gop_seconds=self.gop_seconds)
             self.sink.open()
         self.sink.write(image)
         self.sink.write_audio(self.resampler(audio).copy())

@@ -44,6 +44,7 @@ class LiveOptions:
     degrade: bool = True  # step down the quality ladder when too slow
     fallback: Any = None  # a smaller KnotAnimator for the last rung of the ladder
     model_name: str = "model"  # how the model is named in messages
+    reconnect: bool = True  # a lost microphone is replaced by silence and reopened (ResilientSource)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class LiveStats:
     error: str | None = None
     rtf: float | None = None  # compute seconds per video second (<1 keeps up)
     extra: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # faults the stream survived: microphone lost, an output detached, ...
 
 
 def _swap_steps(stream: Any, steps: int) -> bool:
@@ -92,9 +94,14 @@ class LivePipeline:
     def __init__(self, animator: Any, reference: np.ndarray, source: Any, options: LiveOptions | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.options = opts = options or LiveOptions()
-        self.animator, self.source, self.clock = animator, source, clock
+        self.animator, self.clock = animator, clock
         cfg = animator.config
         self.fps, self.sample_rate, self.spf = cfg.fps, cfg.audio.sample_rate, cfg.samples_per_frame
+        if opts.reconnect and not hasattr(source, "silence_samples"):
+            from knotanim.live.resilient import ResilientSource
+
+            source = ResilientSource(source, self.sample_rate)
+        self.source = source
         self.ring = AudioRing(int(opts.ring_seconds * self.sample_rate), self.sample_rate, clock=clock)
         self.queue: DropOldestQueue[LiveFrame] = DropOldestQueue(opts.queue_frames)
         self.composer = Composer(opts.output_size or cfg.frame_size, opts.background)
@@ -111,7 +118,9 @@ class LivePipeline:
         self.shown_rate, self.generated_rate = RateMeter(clock=clock), RateMeter(window=6.0, clock=clock)
         self.skipped = 0
         self.repeated = 0
-        self.error: str | None = None
+        self.error: str | None = None  # fatal: the stream stopped
+        self.failed_outputs: list[tuple[Any, str]] = []  # (output, message): detached, the stream went on
+        self._closers: list[threading.Thread] = []  # threads finalising detached outputs
         self.running = False
         self.stream = animator.stream(self.reference, seed=opts.seed, head_motion=opts.head_motion,
                                       steps=self.controller.profile.steps)
@@ -146,6 +155,13 @@ class LivePipeline:
             outputs, self._outputs = self._outputs, []
         for o in outputs:
             self._close_output(o)
+        self.wait_closed()
+
+    def wait_closed(self, timeout: float = 60.0) -> None:
+        """Wait until every output detached after a failure is closed (its recording finalised)."""
+        for t in list(self._closers):
+            if t is not threading.current_thread():
+                t.join(timeout)
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -171,8 +187,19 @@ class LivePipeline:
     def _close_output(self, output: Any) -> None:
         try:
             output.close()
-        except Exception as e:  # noqa: BLE001
-            self.error = f"closing {type(output).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - e.g. the disk filled up while finalising a recording
+            self._output_failed(output, f"closing: {str(e).splitlines()[0] if str(e) else type(e).__name__}", close=False)
+
+    def _output_failed(self, output: Any, message: str, close: bool = True) -> None:
+        """Detach a failing output (closing it, which finalises a recording) and keep streaming."""
+        name = getattr(output, "name", type(output).__name__)
+        with self._lock:
+            self._outputs = [o for o in self._outputs if o is not output]
+        self.failed_outputs.append((output, f"{name} stopped: {message}"))
+        if close:  # on its own thread: finalising a recording must not stall the pacer (the preview)
+            closer = threading.Thread(target=self._close_output, args=(output,), name="knotanim-close", daemon=True)
+            self._closers.append(closer)
+            closer.start()
 
     # --- controls (applied by the inference thread between chunks) --------------------------------------
     def set_reference(self, reference: np.ndarray) -> None:
@@ -214,9 +241,14 @@ class LivePipeline:
     def stats(self) -> LiveStats:
         c = self.controller
         err = self.error or getattr(self.source, "error", None)
+        warnings = [m for _, m in self.failed_outputs]
+        status = getattr(self.source, "status", "")
+        if status:
+            warnings.append(status)
+        message = "; ".join(m for m in (status, c.message) if m)
         return LiveStats(self.running and not self._stop.is_set(), self.shown_rate.rate(), self.generated_rate.rate(),
                          self.latency, self.queue.dropped + self.skipped, self.repeated, c.profile.name,
-                         str(getattr(self.animator, "device", "cpu")), c.message, err, c.rtf)
+                         str(getattr(self.animator, "device", "cpu")), message, err, c.rtf, warnings=tuple(warnings))
 
     # --- threads --------------------------------------------------------------------------------------
     def _apply_pending(self) -> None:
@@ -317,5 +349,4 @@ class LivePipeline:
                 try:
                     output.send(item)
                 except Exception as e:  # noqa: BLE001 - a failing output is detached, the others go on
-                    self.error = f"{getattr(output, 'name', type(output).__name__)}: {e}"
-                    self.remove_output(output)
+                    self._output_failed(output, str(e).splitlines()[0] if str(e) else type(e).__name__)

@@ -89,7 +89,7 @@ class VideoFileSink(SinkBase):
             options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
             options["flush_packets"] = "1"  # whole fragments reach the disk as they complete
         try:
-            self._container = av.open(str(self.path), mode="w", format=self.format, options=options)
+            self._container = av.open(self._target(), mode="w", format=self.format, options=options)
         except OSError as e:
             raise output_error(e, self.path) from None
         gop = max(1, round(float(self.fps) * self.gop_seconds))
@@ -113,6 +113,11 @@ class VideoFileSink(SinkBase):
                 a = self._container.add_stream("libopus", rate=self.audio_rate, layout=layout)
                 a.bit_rate = 128_000
             self._audio = a
+
+    def _target(self) -> Any:
+        """What av.open writes to: the path (a subclass may return a binary file object instead, e.g.
+        one that fails like a full disk in the fault tests)."""
+        return str(self.path)
 
     def write(self, frame: Any) -> None:
         """Encode one frame (uint8 (H, W, 3) RGB of the size given at construction)."""

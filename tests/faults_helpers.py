@@ -1,0 +1,148 @@
+"""Fault injectors shared by tests/test_faults_*.py: a microphone that can be unplugged, a file that
+fills up like a full disk, and recording checks."""
+from __future__ import annotations
+
+import errno
+import io
+import threading
+import time
+
+import av
+import numpy as np
+
+from knotanim.errors import InputError
+from knotanim.sinks.video import VideoFileSink
+
+
+def tone(seconds: float, sr: int = 16000) -> np.ndarray:
+    """A continuous 220 Hz tone (never silent, so silence in a recording marks the microphone gap)."""
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def wait_until(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not cond():
+        time.sleep(0.02)
+    return cond()
+
+
+class UnpluggableMic:
+    """A fake microphone playing a tone in real time that the test can unplug and plug back.
+
+    unplug(mode): "error" sets `.error` like PortAudio's finished callback; "stall" just stops
+    calling back. While unplugged, start() raises InputError like a missing device does.
+    """
+
+    name = "fake usb mic"
+
+    def __init__(self, sr: int = 16000, block: int = 320):
+        self.sr, self.block = sr, block
+        self.error: str | None = None
+        self.present = threading.Event()
+        self.present.set()
+        self.starts = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, write) -> None:
+        if not self.present.is_set():
+            raise InputError(f"no input audio device matches {self.name!r}")
+        self.starts += 1
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(write,), daemon=True)
+        self._thread.start()
+
+    def _run(self, write) -> None:
+        t0, sent = time.monotonic(), 0
+        x = tone(1.0, self.sr)
+        while not self._stop.is_set() and self.present.is_set():
+            due = t0 + (sent + self.block) / self.sr
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                return
+            if not self.present.is_set():
+                return
+            pos = sent % (x.shape[0] - self.block)
+            write(x[pos:pos + self.block])
+            sent += self.block
+
+    def unplug(self, mode: str = "error") -> None:
+        self.present.clear()
+        if mode == "error":
+            self.error = f"microphone {self.name!r} stopped (device unplugged or busy?)"
+
+    def plug(self) -> None:
+        self.present.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        self._thread = None
+
+
+class FillingFile(io.RawIOBase):
+    """A binary file that raises ENOSPC once `limit` bytes were written (a disk filling up)."""
+
+    def __init__(self, path, limit: int):
+        self.f, self.limit, self.written = open(path, "wb"), int(limit), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if self.written + len(b) > self.limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.written += len(b)
+        return self.f.write(b)
+
+    def seek(self, *a) -> int:
+        return self.f.seek(*a)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+def full_disk_sink(limit: int):
+    """A VideoFileSink factory whose file fills up after `limit` bytes."""
+    class FullDiskSink(VideoFileSink):
+        def _target(self):
+            self.file = FillingFile(self.path, limit)
+            return self.file
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self.file.close()
+    return FullDiskSink
+
+
+def probe_recording(path) -> dict:
+    """Decode a recording: frames, video/audio seconds, and the audio (mono float) to check gaps."""
+    with av.open(str(path)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        chunks = [f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]
+        rate = c.streams.audio[0].rate
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return {"frames": frames, "video_s": frames / 25, "audio_s": audio.shape[0] / rate, "audio": audio, "rate": rate}
+
+
+def longest_silence(audio: np.ndarray, rate: int, threshold: float = 0.01) -> float:
+    """Seconds of the longest run of 10 ms windows quieter than `threshold` RMS."""
+    win = rate // 100
+    n = audio.shape[0] // win
+    rms = np.sqrt((audio[: n * win].reshape(n, win) ** 2).mean(axis=1))
+    best = run = 0
+    for quiet in rms < threshold:
+        run = run + 1 if quiet else 0
+        best = max(best, run)
+    return best / 100
