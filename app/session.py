@@ -188,6 +188,7 @@ class LiveSession(QObject):
     def _check_outputs(self, p: LivePipeline) -> None:
         """Forget outputs the pipeline detached after a failure, and say so."""
         for output, message in p.failed_outputs:
+            message = message.split(" stopped: ", 1)[-1]  # the window says which output stopped
             if output is self.recorder and output is not None:
                 self.recorder, self.finished_recorder = None, output
                 self.recording_failed.emit(message)
