@@ -1,0 +1,448 @@
+#!/usr/bin/env python
+"""Same-work benchmark (issue #7, benchmark 2): a Wan2.1-1.3B-shaped causal DiT run as Self Forcing runs it.
+
+Self-contained: our own compact Wan-like block (adaLN modulation from a per-frame timestep,
+self-attention with q/k RMSNorm and 3D RoPE over a KV cache, text cross-attention, GELU FFN),
+random weights, no model files. One chunk = `steps` denoising calls over `chunk` latent frames plus
+one cache-write call on the clean chunk (timestep 0), each attending to cache + chunk.
+
+Workloads: clip: 21 latent frames in 7 chunks, cache 0..18 frames before each chunk (81 video
+frames, as Self Forcing counts them); steady: a 21-frame window (18 cached + 3 new) in a ring
+buffer of fixed size, 4 video frames per latent frame. VAE decode and text encoding are excluded;
+the text K/V of cross-attention are computed once per prompt (as Self Forcing caches them).
+
+Variants: eager (PyTorch SDPA), compile (torch.compile of everything but the cache read/write and
+self-attention call), graphs (compile + CUDA graphs, preallocated in-place cache, one graph per cache
+length for clip, one for steady), fp8 (graphs + torch._scaled_mm per-tensor scales; Hopper+).
+
+  python scripts/bench_wan_shape.py --out $OUT/wan.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
+VARIANTS = ("eager", "compile", "graphs", "fp8")
+
+
+@dataclass
+class Shape:
+    layers: int = 30
+    width: int = 1536
+    heads: int = 12
+    ffn: int = 8960
+    text_tokens: int = 512
+    tokens_per_frame: int = 1560
+    chunk: int = 3
+    steps: int = 4
+    window: int = 21  # latent frames: the clip's length and the steady stream's window
+    in_dim: int = 64  # 16 latent channels x patch 1x2x2
+    freq_dim: int = 256
+
+
+def grid_for(p: int) -> tuple[int, int]:
+    if p == 1560:
+        return 30, 52  # 480/16 x 832/16
+    h = max(i for i in range(1, int(p ** 0.5) + 1) if p % i == 0)
+    return h, p // h
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------
+def pass_flops(s: Shape, kv_tokens: int) -> dict:
+    """One DiT call over a chunk of N = chunk*P tokens attending to kv_tokens keys (matmuls only)."""
+    d, n, fr = s.width, s.chunk * s.tokens_per_frame, s.chunk
+    linear = s.layers * n * (12 * d * d + 4 * d * s.ffn)  # qkv+o (8d^2), cross q+o (4d^2), FFN
+    linear += 2 * n * s.in_dim * d * 2 + 2 * fr * (s.freq_dim * d + 7 * d * d)  # embed, head, time MLP
+    attention = s.layers * 4 * n * d * (kv_tokens + s.text_tokens)  # QK^T and AV, self + cross
+    return {"linear": linear, "attention": attention}
+
+
+def chunk_flops(s: Shape, cache_frames: int) -> dict:
+    one = pass_flops(s, (cache_frames + s.chunk) * s.tokens_per_frame)
+    out = {k: v * (s.steps + 1) for k, v in one.items()}
+    out["total"] = out["linear"] + out["attention"]
+    return out
+
+
+def plan(s: Shape, workload: str) -> dict:
+    """cache frames before each chunk, and the video frames the workload produces."""
+    if workload == "clip":
+        caches = list(range(0, s.window, s.chunk))
+        return {"caches": caches, "video_frames": 4 * s.window - 3}
+    return {"caches": [s.window - s.chunk], "video_frames": 4 * s.chunk}
+
+
+def workload_flops(s: Shape, workload: str) -> float:
+    return float(sum(chunk_flops(s, c)["total"] for c in plan(s, workload)["caches"]))
+
+
+# --- model (functional; weights are plain tensors so one compiled graph serves every layer) -------
+def make_params(s: Shape, device, dtype, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    d = s.width
+
+    def w(o, i):
+        return (torch.randn(o, i, device=device) / math.sqrt(i)).to(dtype)
+
+    def b(o, std=0.02):
+        return (torch.randn(o, device=device) * std).to(dtype)
+
+    def layer():
+        return {"qkv": w(3 * d, d), "qkv_b": b(3 * d), "o": w(d, d), "o_b": b(d),
+                "nq": 1 + b(d, 0.1), "nk": 1 + b(d, 0.1), "cq": w(d, d), "cq_b": b(d),
+                "cnq": 1 + b(d, 0.1), "co": w(d, d), "co_b": b(d), "n3": 1 + b(d, 0.1), "n3_b": b(d),
+                "f1": w(s.ffn, d), "f1_b": b(s.ffn), "f2": w(d, s.ffn), "f2_b": b(d), "mod": b(6 * d, 0.2).view(6, d)}
+
+    return {"emb": w(d, s.in_dim), "emb_b": b(d), "t1": w(d, s.freq_dim), "t1_b": b(d), "t2": w(d, d),
+            "t2_b": b(d), "tp": w(6 * d, d), "tp_b": b(6 * d), "head": w(s.in_dim, d), "head_b": b(s.in_dim),
+            "head_mod": b(2 * d, 0.2).view(2, d), "layers": [layer() for _ in range(s.layers)]}
+
+
+FP8_KEYS = ("qkv", "o", "cq", "co", "f1", "f2")
+
+
+def to_fp8(params: dict) -> dict:
+    """Per-tensor scaled float8_e4m3 copies of the block linears (weights [out, in], row-major)."""
+    out = dict(params, layers=[])
+    for lp in params["layers"]:
+        q = dict(lp)
+        for k in FP8_KEYS:
+            wt = lp[k].float()
+            scale = (wt.abs().amax() / 448.0).clamp(min=1e-12)
+            q[k] = ((wt / scale).to(torch.float8_e4m3fn), scale)
+        out["layers"].append(q)
+    return out
+
+
+def lin(x, w, bias):
+    if not isinstance(w, tuple):
+        return F.linear(x, w, bias)
+    w8, ws = w  # per-tensor dynamic activation scale, computed on the device (no host sync)
+    xs = (x.abs().amax().float() / 448.0).clamp(min=1e-12)
+    x8 = (x / xs).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=x.dtype, use_fast_accum=True)
+
+
+def rms(x, weight):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * weight
+
+
+def rope(x, cos, sin):
+    """Interleaved pairs as in Wan; x: [1, H, N, Dh]; cos, sin: [N, Dh/2] float32."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    a, b = xf[..., 0], xf[..., 1]
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2).to(x.dtype)
+
+
+def rope_tables(s: Shape, first_frame: int, device):
+    dh = s.width // s.heads
+    dims = (dh - 4 * (dh // 6), 2 * (dh // 6), 2 * (dh // 6))  # time, height, width (Wan's split)
+    gh, gw = grid_for(s.tokens_per_frame)
+    f, y, x = torch.meshgrid(torch.arange(first_frame, first_frame + s.chunk), torch.arange(gh),
+                             torch.arange(gw), indexing="ij")
+    ang = [pos.reshape(-1, 1).float() / 10000.0 ** (torch.arange(0, dm, 2).float() / dm)
+           for pos, dm in zip((f, y, x), dims)]
+    ang = torch.cat(ang, 1).to(device)
+    return ang.cos(), ang.sin()
+
+
+def time_mod(p, t, s: Shape):
+    """t: [F] in [0, 1] -> e [F, d], mod [F, 6, d] (Wan's time embedding and projection)."""
+    half = s.freq_dim // 2
+    fr = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    arg = (t.float() * 1000.0).unsqueeze(-1) * fr
+    e = torch.cat((arg.cos(), arg.sin()), -1).to(p["t1"].dtype)
+    e = F.linear(F.silu(F.linear(e, p["t1"], p["t1_b"])), p["t2"], p["t2_b"])
+    return e, F.linear(F.silu(e), p["tp"], p["tp_b"]).view(-1, 6, s.width)
+
+
+def pre_attn(x, mod, lp, cos, sin, s: Shape):
+    """x: [N, d] -> q, k, v [1, H, N, Dh] for the self-attention."""
+    n, d, h = x.shape[0], s.width, s.heads
+    m = mod + lp["mod"]
+    y = (F.layer_norm(x, (d,), eps=1e-6).view(s.chunk, -1, d) * (1 + m[:, 1, None]) + m[:, 0, None]).view(n, d)
+    q, k, v = lin(y, lp["qkv"], lp["qkv_b"]).split(d, -1)
+    q, k = rms(q, lp["nq"]), rms(k, lp["nk"])
+    q, k, v = (z.reshape(n, h, d // h).transpose(0, 1).unsqueeze(0) for z in (q, k, v))
+    return rope(q, cos, sin), rope(k, cos, sin).contiguous(), v.contiguous()
+
+
+def post_attn(x, a, mod, lp, tk, tv, s: Shape):
+    """Self-attention output projection, text cross-attention and FFN; x: [N, d]; a: [1, H, N, Dh]."""
+    n, d, h = x.shape[0], s.width, s.heads
+    m = mod + lp["mod"]
+    a = lin(a[0].transpose(0, 1).reshape(n, d), lp["o"], lp["o_b"])
+    x = x + (a.view(s.chunk, -1, d) * m[:, 2, None]).view(n, d)
+    y = F.layer_norm(x, (d,), lp["n3"], lp["n3_b"], 1e-6)
+    q = rms(lin(y, lp["cq"], lp["cq_b"]), lp["cnq"]).view(n, h, d // h).transpose(0, 1).unsqueeze(0)
+    c = F.scaled_dot_product_attention(q, tk, tv)[0].transpose(0, 1).reshape(n, d)
+    x = x + lin(c, lp["co"], lp["co_b"])
+    y = (F.layer_norm(x, (d,), eps=1e-6).view(s.chunk, -1, d) * (1 + m[:, 4, None]) + m[:, 3, None]).view(n, d)
+    f = lin(F.gelu(lin(y, lp["f1"], lp["f1_b"]), approximate="tanh"), lp["f2"], lp["f2_b"])
+    return x + (f.view(s.chunk, -1, d) * m[:, 5, None]).view(n, d)
+
+
+def embed(x, p):
+    return F.linear(x, p["emb"], p["emb_b"])
+
+
+def head(x, e, p, s: Shape):
+    sh, sc = (p["head_mod"][None] + e[:, None]).unbind(1)
+    y = F.layer_norm(x, (s.width,), eps=1e-6).view(s.chunk, -1, s.width) * (1 + sc[:, None]) + sh[:, None]
+    return F.linear(y.view(x.shape[0], -1), p["head"], p["head_b"])
+
+
+# --- the stream: static buffers, in-place cache ----------------------------------------------------
+class Stream:
+    """Preallocated state: KV cache [layers, 1, H, window*P, Dh] (K and V), chunk inputs, text K/V."""
+
+    def __init__(self, s: Shape, params: dict, device, dtype, seed: int = 1):
+        self.s, self.p, self.device, self.dtype = s, params, device, dtype
+        h, dh, P, n = s.heads, s.width // s.heads, s.tokens_per_frame, s.chunk * s.tokens_per_frame
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        rnd = lambda *shape: torch.randn(*shape, generator=g).to(device, dtype)  # noqa: E731
+        self.k_cache = torch.full((s.layers, 1, h, s.window * P, dh), float("nan"), device=device, dtype=dtype)
+        self.v_cache = torch.full_like(self.k_cache, float("nan"))
+        self.x_in, self.noise, self.out = rnd(n, s.in_dim), rnd(s.steps, n, s.in_dim), torch.empty(n, s.in_dim, device=device, dtype=dtype)
+        shift, ts = 5.0, [1.0 - i / s.steps for i in range(s.steps)]  # Self Forcing: 1000, 750, 500, 250
+        self.sigmas = [shift * t / (1 + (shift - 1) * t) for t in ts]
+        self.t = [torch.full((s.chunk,), t, device=device) for t in self.sigmas] + [torch.zeros(s.chunk, device=device)]
+        self.idx = torch.zeros(n, dtype=torch.long, device=device)  # cache slots written by this chunk
+        self.cos, self.sin = (t.contiguous() for t in rope_tables(s, s.window - s.chunk, device))
+        text = rnd(s.text_tokens, s.width)
+        self.tk, self.tv = [], []
+        for lp in params["layers"]:  # once per prompt, as Self Forcing's cross-attention cache
+            kw, vw = rnd(s.width, s.width) / math.sqrt(s.width), rnd(s.width, s.width) / math.sqrt(s.width)
+            self.tk.append(rms(F.linear(text, kw), 1.0).view(-1, h, dh).transpose(0, 1).unsqueeze(0).contiguous())
+            self.tv.append(F.linear(text, vw).view(-1, h, dh).transpose(0, 1).unsqueeze(0).contiguous())
+        self.fns = {"pre": pre_attn, "post": post_attn, "embed": embed, "head": head, "time": time_mod}
+        self.trace: list[dict] = []  # per chunk: slot start, kv tokens (for tests)
+
+    def randomize_cache(self):
+        self.k_cache.normal_()
+        self.v_cache.normal_()
+
+    def set_slot(self, start_frame: int):
+        P, n = self.s.tokens_per_frame, self.s.chunk * self.s.tokens_per_frame
+        self.idx.copy_(torch.arange(start_frame * P, start_frame * P + n, device=self.device))
+
+    def forward(self, x, t, kv: int):
+        s, p, fn = self.s, self.p, self.fns
+        e, mod = fn["time"](p, t, s)
+        h = fn["embed"](x, p)
+        for i, lp in enumerate(p["layers"]):
+            q, k, v = fn["pre"](h, mod, lp, self.cos, self.sin, s)
+            self.k_cache[i].index_copy_(2, self.idx, k)
+            self.v_cache[i].index_copy_(2, self.idx, v)
+            a = F.scaled_dot_product_attention(q, self.k_cache[i][:, :, :kv], self.v_cache[i][:, :, :kv])
+            h = fn["post"](h, a, mod, lp, self.tk[i], self.tv[i], s)
+        return fn["head"](h, e, p, s)
+
+    def chunk(self, kv: int):
+        """steps denoising calls + one cache-write call; reads x_in/noise, writes out (all static)."""
+        x = self.x_in
+        for i, sig in enumerate(self.sigmas):
+            x0 = x - sig * self.forward(x, self.t[i], kv)
+            x = (1 - self.sigmas[i + 1]) * x0 + self.sigmas[i + 1] * self.noise[i] if i + 1 < len(self.sigmas) else x0
+        self.forward(x0, self.t[-1], kv)
+        self.out.copy_(x0)
+
+
+def runners(st: Stream, workload: str, graphs: bool):
+    """A list of callables, one per chunk of the workload (clip: 7 cache lengths; steady: 1)."""
+    s, P = st.s, st.s.tokens_per_frame
+    if workload == "clip":
+        jobs = [(c, (c + s.chunk) * P) for c in plan(s, "clip")["caches"]]
+    else:
+        ring = [0]  # rotating slot of the steady window: the oldest chunk is overwritten
+
+        def steady_slot():
+            start = ring[0] * s.chunk
+            ring[0] = (ring[0] + 1) % (s.window // s.chunk)
+            return start
+        jobs = [(steady_slot, s.window * P)]
+    out = []
+    for slot, kv in jobs:
+        pick = slot if callable(slot) else (lambda c=slot: c)
+
+        def step(pick=pick, kv=kv, graph=None):
+            start = pick()
+            st.set_slot(start)
+            st.trace.append({"slot": start, "kv": kv})  # host-side record, for the tests
+            graph.replay() if graph is not None else st.chunk(kv)
+        if not graphs:
+            out.append(step)
+            continue
+        st.set_slot(0)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                st.chunk(kv)  # warm-up: compile, cuBLAS handles, allocator
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            st.chunk(kv)
+        out.append(lambda step=step, g=g: step(graph=g))
+    return out
+
+
+# --- measurement ---------------------------------------------------------------------------------
+def sync(device):
+    torch.cuda.synchronize(device) if device.type == "cuda" else None
+
+
+def timed(fn, device) -> float:
+    """Milliseconds of fn: CUDA events on the GPU, a synchronized host clock elsewhere."""
+    if device.type == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def matmul_rate(device, dtype, n: int = 8192, iters: int = 10) -> float:
+    """TFLOP/s of an n^3 matmul on random data, median of iters after 3 warm-ups."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    [a @ b for _ in range(3)]
+    sync(device)
+    ms = statistics.median(timed(lambda: a @ b, device) for _ in range(iters))
+    return 2 * n ** 3 / (ms * 1e-3) / 1e12
+
+
+def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int) -> dict:
+    s, dev = st.s, st.device
+    pl = plan(s, workload)
+    st.randomize_cache()  # graph warm-ups and the steady window read the whole cache
+    chunks = runners(st, workload, graphs=variant in ("graphs", "fp8"))
+    if workload == "clip":  # poison: a clip chunk must read only what this clip wrote
+        st.k_cache.fill_(float("nan"))
+        st.v_cache.fill_(float("nan"))
+    st.trace.clear()
+    check = None
+    if workload == "clip":  # first chunk from the fixed inputs: compared with eager's output
+        chunks[0]()
+        check = st.out.float().clone()
+    for _ in range(warmup):
+        for c in chunks:
+            c()
+    sync(dev)
+    totals, per = [], []
+    for _ in range(iters):
+        ms = [timed(c, dev) for c in chunks]
+        totals.append(sum(ms))
+        per.append(ms)
+    med = statistics.median(totals)
+    flops = workload_flops(s, workload)
+    return {"variant": variant, "workload": workload, "ms_total": med, "ms_per_chunk": med / len(chunks),
+            "chunk_ms_median": [statistics.median(col) for col in zip(*per)],
+            "fps": pl["video_frames"] / (med * 1e-3), "tflops": flops / (med * 1e-3) / 1e12,
+            "finite": bool(torch.isfinite(st.out).all()), "check": check}
+
+
+def save(res: dict, path: str | None):
+    if path:
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    fields = ("layers", "width", "heads", "ffn", "text_tokens", "tokens_per_frame", "chunk", "steps", "window")
+    for name in fields:
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(Shape(), name))
+    ap.add_argument("--workloads", default="clip,steady")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--out", help="write the JSON results here")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = ap.parse_args(argv)
+    s = Shape(**{k: getattr(a, k) for k in fields})
+    dev = torch.device(a.device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"device {name}, {dtype}, torch {torch.__version__}; shape {asdict(s)}")
+    rate = matmul_rate(dev, dtype, 8192 if dev.type == "cuda" else 1024)
+    print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
+    res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
+           "matmul_tflops": rate, "floors": {}, "runs": [], "skipped": []}
+    workloads = a.workloads.split(",")
+    for w in workloads:
+        pl, fl = plan(s, w), workload_flops(s, w)
+        per = [chunk_flops(s, c) for c in pl["caches"]]
+        lin_share = sum(c["linear"] for c in per) / fl
+        floor = res["floors"][w] = {"tflop": fl / 1e12, "linear_share": lin_share, "chunks": len(per),
+                                    "video_frames": pl["video_frames"], "ms_at_measured": fl / rate / 1e9,
+                                    "ms_at_800": fl / PUBLISHED_TFLOPS / 1e9, "fps_at_measured": pl["video_frames"]
+                                    * rate * 1e12 / fl, "fps_at_800": pl["video_frames"] * PUBLISHED_TFLOPS * 1e12 / fl}
+        print(f"floor {w}: {fl / 1e12:.1f} TFLOP over {len(per)} chunk(s) ({lin_share:.0%} linear), "
+              f"{floor['ms_at_measured']:.1f} ms -> {floor['fps_at_measured']:.1f} FPS at measured rate; "
+              f"{floor['ms_at_800']:.1f} ms -> {floor['fps_at_800']:.1f} FPS at 800 TFLOP/s (VAE decode excluded)")
+    params = make_params(s, dev, dtype)
+    ref = None
+    for v in a.variants.split(","):
+        if v in ("graphs", "fp8") and dev.type != "cuda":
+            res["skipped"].append({"variant": v, "reason": "CUDA graphs need a CUDA device"})
+            continue
+        if v == "fp8" and not (hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability(dev) >= (8, 9)):
+            res["skipped"].append({"variant": v, "reason": "needs torch._scaled_mm on sm_89+ (Ada/Hopper)"})
+            continue
+        st = Stream(s, to_fp8(params) if v == "fp8" else params, dev, dtype)
+        if v != "eager":
+            for knob in ("cache_size_limit", "recompile_limit"):  # the name differs between versions
+                setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob, 8), 64))
+            st.fns = {k: torch.compile(f, dynamic=False) for k, f in st.fns.items()}
+        for w in workloads:
+            t0 = time.perf_counter()
+            try:
+                r = run_variant(st, v, w, a.iters, a.warmup)
+            except Exception as exc:  # one variant failing must not lose the others' numbers
+                res["skipped"].append({"variant": v, "workload": w, "reason": f"{type(exc).__name__}: {exc}"[:500]})
+                print(f"{v}/{w} FAILED: {exc}", file=sys.stderr)
+                continue
+            chk = r.pop("check")
+            if chk is not None and v == "eager":
+                ref = chk
+            if chk is not None and ref is not None:
+                r["rel_err_vs_eager"] = float((chk - ref).norm() / ref.norm())
+            fl = res["floors"][w]
+            r["pct_floor_measured"] = 100 * fl["ms_at_measured"] / r["ms_total"]
+            r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
+            r["wall_s"] = time.perf_counter() - t0
+            res["runs"].append(r)
+            save(res, a.out)  # after every run: a run cut short by the time limit keeps what it measured
+            print(f"{v}/{w}: {r['fps']:.1f} FPS, {r['ms_per_chunk']:.1f} ms/chunk, {r['tflops']:.0f} TFLOP/s, "
+                  f"rel err {r.get('rel_err_vs_eager', float('nan')):.2e}, {r['wall_s']:.0f} s incl. compile", flush=True)
+        del st
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    save(res, a.out)
+    print(f"\nDiT only (VAE decode excluded); floor = FLOPs / measured matmul rate ({rate:.0f} TFLOP/s)")
+    print("| variant | workload | FPS | ms per chunk | achieved TFLOP/s | % of floor | % of 800 TFLOP/s | rel err vs eager |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in res["runs"]:
+        print(f"| {r['variant']} | {r['workload']} | {r['fps']:.1f} | {r['ms_per_chunk']:.1f} | {r['tflops']:.1f} "
+              f"| {r['pct_floor_measured']:.0f}% | {r['pct_floor_800']:.0f}% | {r.get('rel_err_vs_eager', float('nan')):.1e} |")
+    for sk in res["skipped"]:
+        print(f"| {sk['variant']} | {sk.get('workload', 'all')} | skipped: {sk['reason'][:120]} | | | | | |")
+    return res
+
+
+if __name__ == "__main__":
+    main()

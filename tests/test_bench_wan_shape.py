@@ -1,0 +1,98 @@
+"""scripts/bench_wan_shape.py on the CPU: FLOP formula, cache behaviour of both workloads, the CLI path."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_wan_shape", Path(__file__).resolve().parents[1] / "scripts" / "bench_wan_shape.py")
+bw = importlib.util.module_from_spec(_spec)
+sys.modules["bench_wan_shape"] = bw  # dataclasses look the module up
+_spec.loader.exec_module(bw)
+
+TINY = dict(layers=2, width=64, heads=2, ffn=128, text_tokens=8, tokens_per_frame=16, chunk=3, steps=4)
+
+
+def counted_chunk_flops(s, cache_frames: int) -> int:
+    """Brute force: run one chunk on meta tensors under FlopCounterMode."""
+    dev = torch.device("meta")
+    st = bw.Stream(s, bw.make_params(s, dev, torch.float32), dev, torch.float32)
+    st.set_slot(cache_frames)
+    with FlopCounterMode(display=False) as fc:
+        st.chunk((cache_frames + s.chunk) * s.tokens_per_frame)
+    return fc.get_total_flops()
+
+
+@pytest.mark.parametrize("shape", [TINY, dict(layers=2)])  # tiny, and two layers of the Wan shape
+@pytest.mark.parametrize("cache_frames", [0, 9, 18])
+def test_flop_formula_matches_flop_counter(shape, cache_frames):
+    s = bw.Shape(**shape)
+    formula = bw.chunk_flops(s, cache_frames)["total"]
+    counted = counted_chunk_flops(s, cache_frames)
+    assert counted > 0
+    assert abs(formula - counted) / counted < 0.05, (formula, counted)
+
+
+def test_wan_shape_floor_numbers():
+    s = bw.Shape()
+    assert bw.plan(s, "clip") == {"caches": [0, 3, 6, 9, 12, 15, 18], "video_frames": 81}
+    assert bw.plan(s, "steady") == {"caches": [18], "video_frames": 12}
+    assert math.isclose(bw.workload_flops(s, "steady") / 1e12, 202.03, rel_tol=1e-3)
+    assert math.isclose(bw.workload_flops(s, "clip") / 1e12, 990.35, rel_tol=1e-3)
+
+
+def test_clip_cache_grows_and_reads_only_what_it_wrote():
+    s = bw.Shape(**TINY)
+    st = bw.Stream(s, bw.make_params(s, "cpu", torch.float32), torch.device("cpu"), torch.float32)
+    P, C = s.tokens_per_frame, s.chunk
+    shape, ptr = st.k_cache.shape, st.k_cache.data_ptr()
+    assert torch.isnan(st.k_cache).all()  # poisoned
+    for j, run in enumerate(bw.runners(st, "clip", graphs=False)):
+        run()
+        assert st.trace[-1] == {"slot": C * j, "kv": (j + 1) * C * P}
+        written = (j + 1) * C * P
+        assert torch.isfinite(st.out).all()  # never read an unwritten (NaN) slot
+        for cache in (st.k_cache, st.v_cache):
+            assert torch.isfinite(cache[:, :, :, :written]).all()
+            assert torch.isnan(cache[:, :, :, written:]).all()
+    assert len(st.trace) == s.window // C and st.trace[-1]["kv"] == s.window * P
+    assert st.k_cache.shape == shape and st.k_cache.data_ptr() == ptr
+
+
+def test_steady_cache_fixed_size_ring():
+    s = bw.Shape(**TINY)
+    st = bw.Stream(s, bw.make_params(s, "cpu", torch.float32), torch.device("cpu"), torch.float32)
+    st.randomize_cache()
+    P, C, slots = s.tokens_per_frame, s.chunk, s.window // s.chunk
+    shape, ptr = st.k_cache.shape, st.k_cache.data_ptr()
+    (run,) = bw.runners(st, "steady", graphs=False)
+    for i in range(slots + 2):
+        before = st.k_cache.clone()
+        run()
+        start = C * (i % slots)
+        assert st.trace[-1] == {"slot": start, "kv": s.window * P}
+        changed = (st.k_cache != before).any(dim=(0, 1, 2, 4)).nonzero().flatten()
+        assert changed.min() >= start * P and changed.max() < (start + C) * P  # only the oldest chunk replaced
+        assert st.k_cache.shape == shape and st.k_cache.data_ptr() == ptr
+        assert torch.isfinite(st.out).all()
+
+
+def test_cli_eager_tiny(tmp_path, capsys):
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    out = tmp_path / "wan.json"
+    res = bw.main(args + ["--variants", "eager,graphs", "--iters", "2", "--warmup", "1", "--device", "cpu",
+                          "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert {(r["variant"], r["workload"]) for r in saved["runs"]} == {("eager", "clip"), ("eager", "steady")}
+    assert saved["skipped"][0]["variant"] == "graphs"
+    for r in res["runs"]:
+        assert r["finite"] and r["fps"] > 0 and r["ms_per_chunk"] > 0
+    assert res["runs"][0]["rel_err_vs_eager"] == 0.0
+    assert "| variant | workload | FPS |" in capsys.readouterr().out
