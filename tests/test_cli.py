@@ -30,3 +30,10 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "not found" in r.stderr
+
+
+def test_info_lists_versions_profiles_and_optional_parts(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "profiles installed:" in out and "assets/default" in out
+    assert "optional parts:" in out and "TensorRT backend" in out

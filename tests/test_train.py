@@ -45,6 +45,8 @@ def test_autoencoder_then_dit_stage_then_resume(tmp_path):
     rows = (out / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and all("nan" not in r for r in rows)
     trained = KnotAnimator.from_pretrained(model_dir, device="cpu")
+    meta = json.loads((model_dir / "config.json").read_text())
+    assert meta["trained_steps"] == {"autoencoder": 3, "dit": 3}  # the history accumulates across stages
     # The autoencoder came through from stage 1 unchanged.
     assert torch.equal(trained.autoencoder.latent_std, anim.autoencoder.latent_std)
 

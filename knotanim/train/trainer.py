@@ -248,10 +248,22 @@ def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator,
     ema.copy_to(module)
     if cfg.stage == "autoencoder":
         _measure_latent_stats(anim, cfg)
-    anim.save_pretrained(out / "model", dtype=torch.bfloat16, extra={"trained_steps": {cfg.stage: step}})
+    trained = dict(_trained_steps(cfg.init_from))
+    trained[cfg.stage] = trained.get(cfg.stage, 0) + step
+    anim.save_pretrained(out / "model", dtype=torch.bfloat16, extra={"trained_steps": trained})
     _write_samples(anim, cfg, out / "samples.png")
     module.load_state_dict(live)
     log.plot()
+
+
+def _trained_steps(init_from: str) -> dict:
+    """Optimiser steps per stage behind the checkpoint a run starts from (its manifest's record)."""
+    if not init_from:
+        return {}
+    from knotanim.checkpoint import read_manifest
+
+    steps = read_manifest(init_from)[1].get("trained_steps", {})
+    return {str(k): int(v) for k, v in steps.items()} if isinstance(steps, dict) else {}
 
 
 @torch.no_grad()
