@@ -12,8 +12,6 @@ pytest.importorskip("pytestqt")
 
 from PyQt6.QtCore import QSettings  # noqa: E402
 
-from knotanim import tiny_config  # noqa: E402
-from knotanim.animator import KnotAnimator  # noqa: E402
 from knotanim.app.gallery import gallery_images  # noqa: E402
 from knotanim.app.settings import Settings  # noqa: E402
 from knotanim.app.window import MainWindow  # noqa: E402
@@ -21,11 +19,6 @@ from knotanim.frontends.audio_io import load_audio  # noqa: E402
 from knotanim.frontends.face import detect_faces  # noqa: E402
 from knotanim.frontends.image import load_image  # noqa: E402
 from knotanim.live.sources import ArraySource  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def anim():
-    return KnotAnimator.from_config(tiny_config(), seed=0)
 
 
 @pytest.fixture()

@@ -45,14 +45,6 @@ def _drive(anim, backend, ref, samples, knot=True):
     return frames, stream
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from threads, and they crawl on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     anim = _anim()

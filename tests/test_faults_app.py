@@ -20,11 +20,6 @@ from knotanim.app.settings import Settings  # noqa: E402
 from knotanim.app.window import MainWindow  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def anim():
-    return KnotAnimator.from_config(tiny_config(), seed=0)
-
-
 @pytest.fixture()
 def mic():
     return UnpluggableMic()

@@ -4,25 +4,11 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from faults_helpers import UnpluggableMic, full_disk_sink, longest_silence, probe_recording, tone, wait_until
-from knotanim import tiny_config
-from knotanim.animator import KnotAnimator
+from faults_helpers import UnpluggableMic, full_disk_sink, longest_silence, probe_recording, wait_until
 from knotanim.live import LiveOptions, LivePipeline
 from knotanim.live.outputs import FrameSlot, RecorderOutput
 from knotanim.live.resilient import ResilientSource
-
-
-@pytest.fixture(scope="module")
-def anim():
-    torch.set_num_threads(1)
-    return KnotAnimator.from_config(tiny_config(), seed=0)
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
 
 
 class Collect:

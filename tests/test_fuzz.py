@@ -5,7 +5,6 @@ one-line user message). Nothing else escapes, nothing hangs. The example counts 
 docs/reliability.md; raise them locally with KNOTANIM_FUZZ_EXAMPLES=2000.
 """
 import io
-import json
 import os
 import struct
 import zlib

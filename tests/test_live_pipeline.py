@@ -4,25 +4,11 @@ import time
 import av
 import numpy as np
 import pytest
-import torch
 
-from knotanim import tiny_config
-from knotanim.animator import KnotAnimator
 from knotanim.live import (ArraySource, AudioRing, Composer, DegradeController, DropOldestQueue, LiveOptions,
                            LivePipeline, Pacer, build_ladder, letterbox, parse_colour)
 from knotanim.live.outputs import FrameSlot, RecorderOutput
 from knotanim.live.sources import BlockResampler
-
-
-@pytest.fixture(scope="module")
-def anim():
-    torch.set_num_threads(1)
-    return KnotAnimator.from_config(tiny_config(), seed=0)
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
 
 
 def speech_like(seconds: float, sr: int = 16000) -> np.ndarray:

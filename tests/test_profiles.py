@@ -35,16 +35,6 @@ def only_default(assets):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from threads, and they crawl on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("KNOTANIM_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"

@@ -20,14 +20,9 @@ from knotanim.frontends.audio_io import write_wav
 def model_dir(tmp_path_factory):
     from knotanim import KnotAnimator, tiny_config
 
-    import torch
-
     folder = tmp_path_factory.mktemp("model") / "tiny"
     KnotAnimator.from_config(tiny_config(), device="cpu", seed=0).save_pretrained(folder)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from threads, and they crawl on a busy machine
-    yield folder
-    torch.set_num_threads(threads)
+    return folder
 
 
 def _image(path, size=(90, 72)):

@@ -4,19 +4,8 @@ import pytest
 import torch
 
 from knotanim import tiny_config
-from knotanim.animator import KnotAnimator
 from knotanim.errors import InputError
 from knotanim.model.layout import RunAhead
-
-
-@pytest.fixture(scope="module")
-def anim():
-    return KnotAnimator.from_config(tiny_config(), seed=0)
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
 
 
 def test_frames_have_indices_timestamps_and_shape(anim, ref):

@@ -40,7 +40,7 @@ class FeatureDrawer:
     def __init__(self, spec: FaceSpec, head_rgba: np.ndarray, overlay: np.ndarray, overlay_alpha: np.ndarray,
                  ct: ColorTransform) -> None:
         self.spec = spec
-        f, s = spec.face_px, spec.size
+        s = spec.size
         self.c = {k: np.array(ct.color(getattr(spec, k)), np.float32) for k in ("iris", "sclera", "lip", "brow", "skin")}
         self.c["dark"] = np.array(ct.color((45, 14, 16)), np.float32)
         self.c["teeth"] = np.array(ct.color((228, 222, 205)), np.float32)

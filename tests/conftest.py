@@ -1,0 +1,28 @@
+"""Shared fixtures. Every model in the suite is tiny and random, so the suite runs on any CPU."""
+import numpy as np
+import pytest
+import torch
+
+from knotanim import tiny_config
+from knotanim.animator import KnotAnimator
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and threads crawl on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def anim():
+    """The tiny random-weights animator (64x64 frames, 2 blocks), shared read-only by the suite."""
+    return KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def ref():
+    """A random 64x64 'portrait' for the tiny animator."""
+    return np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
