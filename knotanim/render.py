@@ -228,7 +228,7 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
     sr = cfg.audio.sample_rate
     channels = max(1, min(info.channels or 1, 2))
     mux_rate = info.sample_rate if fmt == "png" and info.sample_rate > 0 else output_audio_rate(fmt, info.sample_rate)
-    expected = round(info.duration * float(out_fps)) if info.duration else None
+    expected = math.floor(info.duration * float(out_fps) + 0.5) if info.duration else None  # half up, like n below
 
     paster = None if opts.crop_only else Paster(image, face, reference_crop=crop, mask=opts.mask,
                                                    feather=opts.feather, colour_match=opts.colour_match)
