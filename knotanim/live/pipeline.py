@@ -45,6 +45,7 @@ class LiveOptions:
     fallback: Any = None  # a smaller KnotAnimator for the last rung of the ladder
     model_name: str = "model"  # how the model is named in messages
     reconnect: bool = True  # a lost microphone is replaced by silence and reopened (ResilientSource)
+    drain_seconds: float = 2.0  # a queued frame left over at every tick this long is dropped (latency stays flat)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class LivePipeline:
         self.shown_rate, self.generated_rate = RateMeter(clock=clock), RateMeter(window=6.0, clock=clock)
         self.skipped = 0
         self.repeated = 0
+        self.drained = 0  # frames dropped by the pacer to drain a standing backlog
         self.error: str | None = None  # fatal: the stream stopped
         self.failed_outputs: list[tuple[Any, str]] = []  # (output, message): detached, the stream went on
         self._closers: list[threading.Thread] = []  # threads finalising detached outputs
@@ -247,7 +249,7 @@ class LivePipeline:
             warnings.append(status)
         message = "; ".join(m for m in (status, c.message) if m)
         return LiveStats(self.running and not self._stop.is_set(), self.shown_rate.rate(), self.generated_rate.rate(),
-                         self.latency, self.queue.dropped + self.skipped, self.repeated, c.profile.name,
+                         self.latency, self.queue.dropped + self.skipped + self.drained, self.repeated, c.profile.name,
                          str(getattr(self.animator, "device", "cpu")), message, err, c.rtf, warnings=tuple(warnings))
 
     # --- threads --------------------------------------------------------------------------------------
@@ -330,14 +332,26 @@ class LivePipeline:
         pacer = Pacer(self.fps, clock=self.clock)
         last: LiveFrame | None = None
         tick = 0
+        spare_ticks = 0  # consecutive ticks after which a frame was still waiting in the queue
         while not self._stop.is_set():
             pacer.wait()
             item = self.queue.get(0)
             if item is None:
+                spare_ticks = 0
                 if last is None:
                     continue
                 item = replace(last, repeated=True)
                 self.repeated += 1
+            else:
+                # A frame left waiting at every tick for `drain_seconds` is backlog that generation and
+                # pacing, both at fps, would carry for ever (latency up one frame per hiccup): drop one.
+                spare_ticks = spare_ticks + 1 if len(self.queue) else 0
+                if spare_ticks >= self.options.drain_seconds * self.fps:
+                    newer = self.queue.get(0)
+                    if newer is not None:
+                        item = newer
+                        self.drained += 1
+                    spare_ticks = 0
             item.tick = tick
             tick += 1
             last = item
