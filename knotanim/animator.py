@@ -10,6 +10,7 @@ import torch
 from knotanim.checkpoint import load_checkpoint, save_checkpoint
 from knotanim.config import KnotAnimConfig
 from knotanim.errors import BackendUnavailable, CheckpointError, InputError
+from knotanim.frontends.image import to_rgb8
 from knotanim.model.autoencoder import build_autoencoder, frames_to_tensor
 from knotanim.model.dit import KnotDiT
 from knotanim.stream.caches import ReferenceCache
@@ -34,29 +35,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def prepare_reference(image: np.ndarray, size: int) -> np.ndarray:
-    """Validate a face crop and resize it to size x size. uint8 [H, W, 3] RGB (gray/RGBA accepted)."""
-    a = np.asarray(image)
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.size == 0:
-        raise InputError(f"reference must be an H x W x 3 image, got shape {a.shape}")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    if a.shape[2] == 4:  # composite RGBA over white
-        alpha = a[:, :, 3:4].astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)
-        rgb = a[:, :, :3].astype(np.float32)
-        a = rgb * alpha + (255.0 if a.dtype == np.uint8 else 1.0) * (1 - alpha)
-    if a.dtype != np.uint8:
-        a = a.astype(np.float64)
-        if a.max() <= 1.0:
-            a = a * 255.0
-        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+    """Validate a face crop and resize it to size x size: uint8 [H, W, 3] RGB.
+
+    Gray, gray+alpha, RGBA (over white), 16-bit and float inputs are converted by the frontend's
+    documented rules (`knotanim.frontends.image.to_rgb8`).
+    """
+    a = to_rgb8(image)
     if min(a.shape[:2]) < 32:
         raise InputError(f"reference image is too small to animate ({a.shape[1]}x{a.shape[0]}; need at least 32x32)")
     if a.shape[0] != size or a.shape[1] != size:
         interp = cv2.INTER_AREA if min(a.shape[:2]) > size else cv2.INTER_CUBIC
-        a = cv2.resize(np.ascontiguousarray(a[:, :, :3]), (size, size), interpolation=interp)
-    return np.ascontiguousarray(a[:, :, :3])
+        a = cv2.resize(a, (size, size), interpolation=interp)
+    return a
 
 
 class KnotAnimator:

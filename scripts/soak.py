@@ -138,7 +138,7 @@ def run_stream(args, out: Path) -> dict:
                      "chunk_cpu_ms": float(np.median(cpu)), "load1": os.getloadavg()[0], "feature_frames": len(stream._features),
                      "audio_buffer_samples": int(stream.audio._buffer.size),
                      "ring_valid_slots": int(stream.ring.valid.sum()), "ring_mb": stream.ring.nbytes() / 2**20,
-                     "ref_pos": stream.run_ahead.relative(stream.chunk_start),
+                     "ref_pos": stream.loop.run_ahead.relative(stream.chunk_start),
                      "ref_drift": float(np.mean(drifts)), "frame_diff": float(np.mean(diffs)) if diffs else 0.0,
                      "gc_objects": len(gc.get_objects())})
             times, drifts, diffs, cpu = [], [], [], []

@@ -65,16 +65,14 @@ class KnotStream:
         self.seed = seed
         self.head_motion = float(np.clip(head_motion, 0.0, 1.0))
         self.knot_enabled = knot and cfg.stream.knot > 0
-        self.chunk = cfg.stream.chunk
-        self.span = self.chunk + (cfg.stream.knot if self.knot_enabled else 0)
-        self.run_ahead = RunAhead.from_config(cfg.stream, self.knot_enabled, enabled=run_ahead)
         self.step = animator.chunk_step(steps)
         if backend is None:  # eager torch; any knotanim.engines.ChunkBackend runs the same step
             from knotanim.engines.base import TorchBackend
 
             backend = TorchBackend(self.step, self.device)
         self.backend = backend
-        self.loop = ChunkLoop(cfg, 1, self.knot_enabled, self.run_ahead, self.device, self.dtype)
+        schedule = RunAhead.from_config(cfg.stream, self.knot_enabled, enabled=run_ahead)
+        self.loop = ChunkLoop(cfg, 1, self.knot_enabled, schedule, self.device, self.dtype)
         self.audio = StreamingAudioFeatures(cfg)
         self.reference: ReferenceCache | None = None
         self.set_reference(reference)
@@ -108,6 +106,7 @@ class KnotStream:
         return self.loop.chunk_start
 
     # The loop's state, under the names the stream has always exposed.
+    span = property(lambda self: self.loop.span)  # frames denoised per chunk: C + k (k = 0 without the knot)
     ring = property(lambda self: self.loop.ring)
     knot = property(lambda self: self.loop.knot)
     chunk_index = property(lambda self: self.loop.chunk_index)
