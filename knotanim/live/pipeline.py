@@ -197,11 +197,12 @@ class LivePipeline:
         name = getattr(output, "name", type(output).__name__)
         with self._lock:
             self._outputs = [o for o in self._outputs if o is not output]
-        self.failed_outputs.append((output, f"{name} stopped: {message}"))
         if close:  # on its own thread: finalising a recording must not stall the pacer (the preview)
             closer = threading.Thread(target=self._close_output, args=(output,), name="knotanim-close", daemon=True)
+            closer.start()  # started before it is listed, so wait_closed never joins an unstarted thread
             self._closers.append(closer)
-            closer.start()
+        # reported last: whoever sees the failure can wait_closed() on its closer at once
+        self.failed_outputs.append((output, f"{name} stopped: {message}"))
 
     # --- controls (applied by the inference thread between chunks) --------------------------------------
     def set_reference(self, reference: np.ndarray) -> None:
