@@ -55,6 +55,7 @@ class ModelConfig:
     rope_theta: float = 10000.0  # RoPE base
     audio_hidden: int = 256  # width of the per-frame audio encoder
     qk_norm: bool = True  # RMS-normalise queries and keys (stable bf16 training)
+    audio_attention: bool = True  # per-frame cross-attention from image tokens to the frame's audio window
 
 
 @dataclass(frozen=True)

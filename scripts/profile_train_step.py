@@ -49,12 +49,13 @@ def main() -> None:
     knots = torch.randn(B, layout.n_chunks, c, h, h, device=dev)
     audio = torch.randn(B, layout.n_frames, cfg.audio.n_mels, cfg.audio_window, device=dev)
     motion = torch.rand(B, device=dev)
+    region_weight = torch.ones(B, layout.n_chunks, layout.span, 1, h, h, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
         t = torch.rand(B, layout.n_chunks, device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            loss = loss_fn(layout, mask, ref, clean, x0, knots, t, torch.randn_like(x0), audio, motion)
+            loss = loss_fn(layout, mask, ref, clean, x0, knots, t, torch.randn_like(x0), audio, motion, region_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

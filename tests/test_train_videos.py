@@ -92,7 +92,10 @@ def test_batches_have_the_generated_clips_contract(folder):
     loader = clip_loader(cfg, DataConfig(source="videos", video_folder=str(folder), workers=0), ClipRequest(T), 2)
     batch = next(iter(loader))
     W = AudioFeatures(cfg).window
-    assert set(batch) == {"frames", "reference", "audio", "motion"}
+    assert set(batch) == {"frames", "reference", "audio", "motion", "mouth_box"}
+    assert tuple(batch["mouth_box"].shape) == (2, T, 4)
+    x0, y0, x1, y1 = batch["mouth_box"][0, 0].tolist()
+    assert 0 < x0 < x1 < 64 and 32 < y0 < y1 <= 64  # the lower middle of the crop
     assert tuple(batch["frames"].shape) == (2, T, 64, 64, 3) and str(batch["frames"].dtype) == "torch.uint8"
     assert tuple(batch["reference"].shape) == (2, 64, 64, 3) and str(batch["reference"].dtype) == "torch.uint8"
     assert tuple(batch["audio"].shape) == (2, T, cfg.audio.n_mels, W) and str(batch["audio"].dtype) == "torch.float32"

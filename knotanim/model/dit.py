@@ -5,7 +5,10 @@ Read top to bottom: conditioning embeddings, attention, block, model. Shapes use
   c latent channels, h = w latent side, p patch.
 
 Every frame carries its own conditioning vector (flow-matching time + audio window + head-motion
-intensity) that modulates all of its tokens (adaLN). Attention is over tokens of several frames at
+intensity) that modulates all of its tokens (adaLN). With `audio_attention`, each block also lets
+every image token of a frame attend to that frame's audio window as W tokens (one per mel column),
+so the mouth tokens can read the sound directly instead of through a frame-wide modulation; it is
+per frame, so it adds nothing across time. Self-attention is over tokens of several frames at
 once; keys that come from elsewhere (the reference cache, the history ring, or the reference
 copies of a training sequence) arrive as `ExtraKeys`, already rotated spatially but not in time,
 with the temporal position to rotate them to.
@@ -90,24 +93,55 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, N, -1)), k, v
 
 
+class AudioCrossAttention(nn.Module):
+    """Each frame's image tokens attend to that frame's audio tokens (no mixing across frames).
+
+    The output projection starts at zero, so adding this to a trained model changes nothing until
+    it is trained.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, audio_tokens: torch.Tensor) -> torch.Tensor:
+        """x: [B, F, P, d]; audio_tokens: [B, F, W, d] -> [B, F, P, d] (to add to x)."""
+        B, Fr, P, d = x.shape
+        W, H, Dh = audio_tokens.shape[2], self.heads, self.head_dim
+        q = self.q(self.norm(x)).view(B * Fr, P, H, Dh).transpose(1, 2)
+        k, v = self.kv(audio_tokens).view(B * Fr, W, 2, H, Dh).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(B, Fr, P, d))
+
+
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, audio_attention: bool):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(width, heads, qk_norm)
+        self.audio_attn = AudioCrossAttention(width, heads) if audio_attention else None
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         # adaLN-single: the model computes one 6*d modulation per frame; each block adds its own table.
         self.modulation = nn.Parameter(torch.zeros(6, width))
 
-    def forward(self, x, mod, rope, q_pos, extra_k=None, extra_v=None, extra_pos=None, mask=None):
-        """x: [B, F, P, d]; mod: [B, F, 6, d]. Returns (x, k, v) as Attention does."""
+    def forward(self, x, mod, rope, q_pos, extra_k=None, extra_v=None, extra_pos=None, mask=None, audio_tokens=None):
+        """x: [B, F, P, d]; mod: [B, F, 6, d]; audio_tokens: [B, F, W, d] or None (the reference).
+        Returns (x, k, v) as Attention does."""
         B, Fr, P, d = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = (mod + self.modulation).unbind(2)
         h = modulate(self.norm1(x), sh1, sc1).reshape(B, Fr * P, d)
         a, k, v = self.attn(h, rope, q_pos, extra_k, extra_v, extra_pos, mask)
         x = x + g1.unsqueeze(2) * a.view(B, Fr, P, d)
+        if self.audio_attn is not None and audio_tokens is not None:
+            x = x + self.audio_attn(x, audio_tokens)
         x = x + g2.unsqueeze(2) * self.mlp(modulate(self.norm2(x), sh2, sc2))
         return x, k, v
 
@@ -136,8 +170,12 @@ class KnotDiT(nn.Module):
             nn.LayerNorm(audio_in), nn.Linear(audio_in, m.audio_hidden), nn.GELU(), nn.Linear(m.audio_hidden, d)
         )
         self.motion_embed = nn.Sequential(nn.Linear(1, d), nn.SiLU(), nn.Linear(d, d))
+        if m.audio_attention:  # one token per mel column of the frame's window, with its place in it
+            self.audio_tokens = nn.Sequential(nn.LayerNorm(cfg.audio.n_mels), nn.Linear(cfg.audio.n_mels, d),
+                                              nn.GELU(), nn.Linear(d, d))
+            self.audio_token_pos = nn.Parameter(torch.randn(cfg.audio_window, d) * 0.02)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
-        self.blocks = nn.ModuleList(Block(d, m.heads, m.mlp_ratio, m.qk_norm) for _ in range(m.depth))
+        self.blocks = nn.ModuleList(Block(d, m.heads, m.mlp_ratio, m.qk_norm, m.audio_attention) for _ in range(m.depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.out = nn.Linear(d, c * p * p)
@@ -182,6 +220,13 @@ class KnotDiT(nn.Module):
         c = c + self.audio_embed(audio.flatten(2).to(dtype))
         return c + self.motion_embed(motion.to(dtype).view(-1, 1, 1))
 
+    def audio_token_sequence(self, audio: torch.Tensor) -> torch.Tensor | None:
+        """audio: [B, F, n_mels, W] -> [B, F, W, d] tokens for the blocks' audio attention (or None)."""
+        if not self.cfg.model.audio_attention:
+            return None
+        columns = audio.transpose(2, 3).to(self.x_embed.weight.dtype)  # [B, F, W, n_mels]
+        return self.audio_tokens(columns) + self.audio_token_pos
+
     # --- the two entry points -------------------------------------------------------------------
     def reference_kv(self, ref_latent: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The reference cache: per-layer K/V of the reference frame's tokens.
@@ -211,11 +256,12 @@ class KnotDiT(nn.Module):
         x = self.x_embed(self.patchify(x_in.to(self.x_embed.weight.dtype))) + self.pos_embed
         cond = self.frame_conditions(t, audio, motion)
         mod = self.ada(cond).view(B, Fr, 6, -1)
+        audio_tokens = self.audio_token_sequence(audio)
         q_pos = positions.to(x.device).float().repeat_interleave(x.shape[2])
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             ek, ev = (extra.k[i], extra.v[i]) if extra is not None else (None, None)
-            args = (x, mod, self.rope, q_pos, ek, ev, extra.pos if extra is not None else None, mask)
+            args = (x, mod, self.rope, q_pos, ek, ev, extra.pos if extra is not None else None, mask, audio_tokens)
             if self.grad_checkpointing and self.training:
                 x, k, v = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:

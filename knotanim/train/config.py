@@ -42,6 +42,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     flex_attention: bool = True  # block-sparse FlexAttention on CUDA (dense SDPA mask otherwise)
     moving_weight: float = 10.0  # loss weight where the target differs from the reference (mouth, eyes)
+    mouth_weight: float = 1.0  # extra loss factor inside each frame's mouth box (1 = no extra weight)
     knot_probability: float = 0.85  # share of batches trained with the knot (the rest: plain causal chunks)
     run_ahead_probability: float = 0.85  # share of batches with the running-ahead reference
     context_noise: float = 0.05  # max std of noise added to clean history latents (exposure-bias guard)

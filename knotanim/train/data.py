@@ -6,6 +6,7 @@ Each item is a dict of numpy arrays:
   reference uint8 [H, W, 3]
   audio     float32 [T, n_mels, W] per-frame audio windows
   motion    float32 []             head-motion intensity the clip was made with
+  mouth_box float32 [T, 4]         mouth box per frame (x0, y0, x1, y1 pixels), for the loss weighting
 Seeds never repeat across ranks, workers or steps: seed = base + (step * world + rank) * workers + worker.
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ class GeneratedClips(IterableDataset):
                 "reference": clip.reference,
                 "audio": features.clip_features(clip.audio, rq.n_frames),
                 "motion": np.float32(motion),
+                "mouth_box": np.asarray(clip.params["mouth_box"], np.float32).reshape(rq.n_frames, 4),
             }
 
 

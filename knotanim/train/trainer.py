@@ -47,21 +47,35 @@ class AutoencoderLoss(nn.Module):
 
 
 class TeacherForcedLoss(nn.Module):
-    """Flow-matching loss over all chunks of a clip in one pass, weighted towards the moving regions."""
+    """Flow-matching loss over all chunks of a clip in one pass, weighted towards the moving regions
+    and (region_weight) the mouth."""
 
     def __init__(self, model: nn.Module, moving_weight: float):
         super().__init__()
         self.model, self.moving_weight = model, moving_weight
 
-    def forward(self, layout, mask, ref_latent, clean, x0, knots, t, noise, audio, motion):
+    def forward(self, layout, mask, ref_latent, clean, x0, knots, t, noise, audio, motion, region_weight):
         n, span = layout.n_chunks, layout.span
         noisy = add_noise(x0, noise, t.view(*t.shape, 1, 1, 1, 1))
         cond = knot_conditioning(knots, n, span, ref_latent.shape, x0.device).to(x0.dtype)
         v = teacher_forced_forward(self.model, layout, ref_latent, clean, noisy, cond, t, audio, motion, mask)
         target = velocity_target(x0, noise)
         diff = (x0 - ref_latent[:, None, None]).abs().mean(3, keepdim=True)  # [B, n, F, 1, h, w]
-        weight = 1 + (self.moving_weight - 1) * (diff / 0.5).clamp(0, 1)
+        weight = (1 + (self.moving_weight - 1) * (diff / 0.5).clamp(0, 1)) * region_weight
         return (weight * (v - target).pow(2)).mean()
+
+
+def mouth_weight_map(boxes: torch.Tensor, frame_size: int, latent_size: int, weight: float) -> torch.Tensor:
+    """Per-latent-cell loss factor: `weight` where a cell's centre lies in the frame's mouth box, else 1.
+
+    boxes: [B, T, 4] (x0, y0, x1, y1 pixels) -> [B, T, 1, h, w] with h = w = latent_size.
+    """
+    centres = (torch.arange(latent_size, device=boxes.device, dtype=torch.float32) + 0.5) * (frame_size / latent_size)
+    x0, y0, x1, y1 = (boxes[..., i, None].float() for i in range(4))  # [B, T, 1]
+    in_x = (centres >= x0) & (centres <= x1)  # [B, T, w]
+    in_y = (centres >= y0) & (centres <= y1)  # [B, T, h]
+    inside = in_y.unsqueeze(-1) & in_x.unsqueeze(-2)  # [B, T, h, w]
+    return (1 + (weight - 1) * inside.float()).unsqueeze(2)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -71,12 +85,14 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def _init_animator(cfg: TrainConfig, device: torch.device) -> KnotAnimator:
-    """The model to train: sized by the config's `model` overrides, or, when it gives none, by the
-    checkpoint it starts from (so a later stage inherits the earlier stage's sizes)."""
+    """The model to train: the checkpoint it starts from (so a later stage inherits the earlier
+    stage's sizes) with the config's `model` overrides on top, or the defaults with them when it
+    starts from nothing. Layers the checkpoint lacks (e.g. audio attention switched on for a model
+    trained without it) keep their initialisation; the new ones start as no-ops."""
     tensors = None
     if cfg.init_from:
         ckpt_cfg, tensors, _ = load_checkpoint(cfg.init_from)
-    model_cfg = cfg.model_config() if cfg.model or tensors is None else ckpt_cfg
+    model_cfg = cfg.model_config(base=ckpt_cfg if tensors is not None else None)
     anim = KnotAnimator.from_config(model_cfg, device=device, seed=cfg.seed)
     for prefix, module in (("dit.", anim.model), ("autoencoder.", anim.autoencoder)):
         state = {k[len(prefix):]: v.float() for k, v in (tensors or {}).items() if k.startswith(prefix)}
@@ -200,7 +216,8 @@ def _encode_batch(anim: KnotAnimator, batch: dict) -> dict:
     x = batch["frames"].flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1
     lat = anim.autoencoder.encode(x).float()
     ref = anim.autoencoder.encode(batch["reference"].permute(0, 3, 1, 2).float() / 127.5 - 1).float()
-    return {"latents": lat.view(B, T, *lat.shape[1:]), "reference": ref, "audio": batch["audio"], "motion": batch["motion"]}
+    return {"latents": lat.view(B, T, *lat.shape[1:]), "reference": ref, "audio": batch["audio"], "motion": batch["motion"],
+            "mouth_box": batch["mouth_box"]}
 
 
 def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.Generator, masks: dict):
@@ -238,7 +255,8 @@ def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.
             knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
     t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
     noise = torch.randn_like(x0)
-    return wrapped(layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion)
+    region = mouth_weight_map(enc["mouth_box"][:, : layout.n_frames], mc.frame_size, mc.latent_size, cfg.mouth_weight)
+    return wrapped(layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion, region[:, idx])
 
 
 def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator, cfg: TrainConfig, log: TrainLog) -> None:

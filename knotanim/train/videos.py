@@ -185,16 +185,22 @@ def _audio_window(container, t0: float, n_samples: int, rate: int) -> np.ndarray
     return clean_samples(out)
 
 
-def mouth_mask(size: int, face_scale: float, face_center_y: float) -> np.ndarray:
-    """bool [size, size]: True OUTSIDE the mouth area of a crop made with this CropConfig geometry.
+def mouth_area_box(size: int, face_scale: float, face_center_y: float) -> np.ndarray:
+    """float32 [4] (x0, y0, x1, y1 pixels): the mouth area of a crop made with this CropConfig geometry.
 
     The face box (side size / face_scale) is centred at (size / 2, face_center_y * size); the mouth
     area is its lower-middle part: x within +-0.3 box sides of the centre, y from 0.1 to 0.55 box
     sides below the centre (covers jaw opening too)."""
     side = size / face_scale
     cx, cy = size / 2, face_center_y * size
+    return np.array([cx - 0.3 * side, cy + 0.1 * side, cx + 0.3 * side, cy + 0.55 * side], np.float32)
+
+
+def mouth_mask(size: int, face_scale: float, face_center_y: float) -> np.ndarray:
+    """bool [size, size]: True OUTSIDE `mouth_area_box`."""
+    x0, y0, x1, y1 = mouth_area_box(size, face_scale, face_center_y)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    inside = (np.abs(x - cx) <= 0.3 * side) & (y >= cy + 0.1 * side) & (y <= cy + 0.55 * side)
+    inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
     return ~inside
 
 
@@ -313,6 +319,8 @@ class VideoClips(IterableDataset):
             "reference": warp_to_crop(ref, fc),
             "audio": features.clip_features(audio, T),
             "motion": np.float32(motion_intensity(crops, cfg.fps, cfg.crop.face_scale, cfg.crop.face_center_y)),
+            # no landmarks here: the crop geometry's mouth area stands in for the mouth box
+            "mouth_box": np.tile(mouth_area_box(cfg.frame_size, cfg.crop.face_scale, cfg.crop.face_center_y), (T, 1)),
         }
         return item, {"path": entry.path, "t0": t0, "t_ref": t_ref, "face": face}
 
