@@ -1,5 +1,5 @@
 """Fault injectors shared by tests/test_faults_*.py: a microphone that can be unplugged, a file that
-fills up like a full disk, and recording checks."""
+fills up like a full disk, a GPU whose memory fills up, and recording checks."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +9,7 @@ import time
 
 import av
 import numpy as np
+import torch
 
 from knotanim.errors import InputError
 from knotanim.sinks.video import VideoFileSink
@@ -146,3 +147,37 @@ def longest_silence(audio: np.ndarray, rate: int, threshold: float = 0.01) -> fl
         run = run + 1 if quiet else 0
         best = max(best, run)
     return best / 100
+
+
+class FillingGpu:
+    """Stands in for a KnotAnimator on a CUDA GPU whose memory fills up: it runs the real (tiny, CPU)
+    model, but once `chunks_before_full` chunks were generated, push_audio raises
+    torch.OutOfMemoryError (like a CUDA allocation failing) and so does making a new stream."""
+
+    def __init__(self, real, chunks_before_full: int):
+        self.real, self.chunks_before_full = real, chunks_before_full
+        self.config, self.model, self.autoencoder = real.config, real.model, real.autoencoder
+        self.device = torch.device("cuda", 0)
+        self.chunks = 0  # chunks generated
+        self.failures = 0  # OutOfMemoryErrors raised
+
+    def _out_of_memory(self):
+        self.failures += 1
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity "
+                                     "of 4.00 GiB of which 3.50 MiB is free.\nIncluding non-PyTorch memory ...")
+
+    def stream(self, reference, **kw):
+        if self.chunks >= self.chunks_before_full:
+            self._out_of_memory()  # the reference cache no longer fits either
+        stream = self.real.stream(reference, **kw)
+        push = stream.push_audio
+
+        def push_audio(samples):
+            if self.chunks >= self.chunks_before_full:
+                self._out_of_memory()
+            frames = push(samples)
+            self.chunks += len(frames) // self.config.stream.chunk
+            return frames
+
+        stream.push_audio = push_audio
+        return stream

@@ -1,6 +1,7 @@
 """Faults in the desktop app (offscreen, tiny model): a damaged model is shown in one line, the
 microphone vanishing is reported and survived, the disk filling up stops only the recording, the
-virtual camera going away stops only that output, closing the window mid-recording finalises the file."""
+virtual camera going away stops only that output, the GPU running out of memory mid-stream switches to
+the CPU (said in the status bar), closing the window mid-recording finalises the file."""
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -12,7 +13,7 @@ pytest.importorskip("pytestqt")
 
 from PyQt6.QtCore import QSettings  # noqa: E402
 
-from faults_helpers import UnpluggableMic, full_disk_sink, probe_recording  # noqa: E402
+from faults_helpers import FillingGpu, UnpluggableMic, full_disk_sink, probe_recording  # noqa: E402
 from knotanim import tiny_config  # noqa: E402
 from knotanim.animator import KnotAnimator  # noqa: E402
 from knotanim.app import main as app_main  # noqa: E402
@@ -25,16 +26,22 @@ def mic():
     return UnpluggableMic()
 
 
-@pytest.fixture()
-def window(qtbot, anim, mic, tmp_path):
+def open_streaming_window(qtbot, animator, mic, tmp_path) -> MainWindow:
+    """The window on `animator`, streaming from `mic` (5 frames painted)."""
     settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(anim, settings=settings, monitor_level=False, model_name="tiny", source_factory=lambda name: mic)
+    w = MainWindow(animator, settings=settings, monitor_level=False, model_name="tiny", source_factory=lambda name: mic)
     settings.set("record/folder", str(tmp_path))
     qtbot.addWidget(w)
     w.show()
     assert w.reference.load_path("assets/examples/avatar.png")
     w.animation.start.setChecked(True)
     qtbot.waitUntil(lambda: w.preview.view.frames_painted >= 5, timeout=10_000)
+    return w
+
+
+@pytest.fixture()
+def window(qtbot, anim, mic, tmp_path):
+    w = open_streaming_window(qtbot, anim, mic, tmp_path)
     yield w
     w.session.shutdown()
 
@@ -59,6 +66,28 @@ def test_app_says_when_it_falls_back_to_the_cpu(qtbot, monkeypatch):
     qtbot.addWidget(w)
     assert "no CUDA GPU available: running on the CPU" in w.statusBar().currentMessage()
     w.close()
+
+
+def test_gpu_out_of_memory_mid_stream_is_shown_and_the_stream_goes_on(qtbot, anim, mic, tmp_path):
+    gpu = FillingGpu(anim, chunks_before_full=15)
+    w = open_streaming_window(qtbot, gpu, mic, tmp_path)
+    try:
+        qtbot.waitUntil(lambda: gpu.failures > 0, timeout=15_000)
+        qtbot.waitUntil(lambda: "GPU out of memory" in w.statusBar().currentMessage(), timeout=5000)
+        assert w.statusBar().currentMessage() == ("GPU out of memory with tiny on cuda:0: "
+                                                  "switched to tiny on the CPU (slower)")
+        painted = w.preview.view.frames_painted
+        qtbot.waitUntil(lambda: w.preview.view.frames_painted >= painted + 15, timeout=5000)  # the stream goes on
+        assert w.session.running and "on cpu" in w.preview.figures.text()
+    finally:
+        w.session.shutdown()
+
+
+def test_unknown_device_is_shown_in_one_line(qtbot, monkeypatch):
+    shown = []
+    monkeypatch.setattr(app_main, "show_load_error", shown.append)
+    assert app_main.create_window(["--tiny", "--device", "gpu0"]) == 2
+    assert shown == ["Cannot load the model: unknown device 'gpu0': use auto, cpu or cuda"]
 
 
 def test_mic_lost_is_reported_and_the_stream_resumes(qtbot, window, mic):

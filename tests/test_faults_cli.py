@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from faults_helpers import probe_recording
+from faults_helpers import FillingGpu, probe_recording
 from knotanim import KnotAnimator, tiny_config
 from knotanim.cli.main import main
 from knotanim.live.loading import load_for_live
@@ -120,6 +120,37 @@ def test_live_cli_says_when_it_falls_back_to_the_cpu(capsys, monkeypatch):
     rc = main(["live", "--tiny", "--image", AVATAR, "--audio-file", SPEECH, "--seconds", "0.6", "--device", "cuda"])
     err = capsys.readouterr().err
     assert rc == 0 and "note: no CUDA GPU available: running on the CPU" in err
+
+
+def test_unknown_device_and_missing_gpu_are_one_line(model_dir, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv, expected in (
+            (["live", "--tiny", "--image", AVATAR, "--audio-file", SPEECH, "--seconds", "0.5", "--device", "gpu0"],
+             "knotanim live: error: unknown device 'gpu0': use auto, cpu or cuda"),
+            (["render", "--model", str(model_dir), "-i", AVATAR, "-a", SPEECH, "-o", str(tmp_path / "o.mp4"),
+              "--device", "cuda"],
+             "knotanim render: error: CUDA was requested but no CUDA GPU is available (use --device cpu)")):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.strip().splitlines() == [expected], err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_live_cli_gpu_oom_mid_stream_falls_back_to_the_cpu_and_says_so(tmp_path, capsys, monkeypatch):
+    import knotanim.live.loading as loading
+
+    gpu = FillingGpu(KnotAnimator.from_config(tiny_config(), device="cpu", seed=0), chunks_before_full=15)
+    monkeypatch.setattr(loading, "load_for_live", lambda load, device: (gpu, []))  # "loaded on the GPU"
+    out = tmp_path / "live.mp4"
+    rc = main(["live", "--tiny", "--image", AVATAR, "--audio-file", SPEECH, "--record", str(out), "--seconds", "3",
+               "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "GPU out of memory" in line]
+    assert lines == ["warning: GPU out of memory with tiny on cuda:0: switched to tiny on the CPU (slower)"], err
+    assert gpu.failures == 1
+    info = probe_recording(out)
+    assert info["video_s"] >= 2.0 and info["audio_s"] == pytest.approx(info["video_s"], abs=0.1)
 
 
 # --- virtual camera goes away ------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def _run_live(args: argparse.Namespace) -> int:
     else:
         source = MicrophoneSource(args.mic, cfg.audio.sample_rate)
     options = LiveOptions(head_motion=args.head_motion, steps=args.steps, background=background, output_size=args.size,
-                          degrade=not args.no_degrade, model_name=name)
+                          degrade=not args.no_degrade, model_name=name,
+                          profile=None if args.tiny or args.model else name)  # GPU out of memory: smaller profiles next
     from knotanim.cli.render import _sigterm_as_interrupt
 
     pipeline = LivePipeline(anim, crop, source, options)

@@ -11,6 +11,13 @@ Keeping live when the machine is too slow: the DegradeController steps down the 
 unprocessed, the inference thread skips ahead to the newest audio (the stream carries on, so the
 head motion stays continuous) instead of falling further behind.
 
+GPU out of memory mid-stream: the inference thread frees what the failed stream held, then rebuilds
+the stream (same reference, seed, head motion and requested steps) on the first fallback that works:
+a smaller installed profile on the same GPU, else the model on the CPU (`LiveOptions.memory_fallbacks`,
+default `knotanim.live.loading.gpu_memory_fallbacks`). The outputs stay attached (the pacer repeats
+the last frame meanwhile) and stats() says what happened; with nothing left to fall back to, the
+stream stops with a one-line error.
+
 Latency = the moment a frame is shown minus the moment the last audio sample it depends on was
 captured (the ring records when each block arrived).
 """
@@ -20,12 +27,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from knotanim.live.compose import Composer
 from knotanim.live.degrade import DegradeController, Profile, build_ladder
+from knotanim.live.loading import MemoryFallback, first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
 from knotanim.live.ring import AudioRing
 from knotanim.live.timing import DropOldestQueue, LatencyMeter, Pacer, RateMeter
 
@@ -46,6 +54,10 @@ class LiveOptions:
     model_name: str = "model"  # how the model is named in messages
     reconnect: bool = True  # a lost microphone is replaced by silence and reopened (ResilientSource)
     drain_seconds: float = 2.0  # a queued frame left over at every tick this long is dropped (latency stays flat)
+    profile: str | None = None  # the installed profile the animator was loaded from (None: --model / --tiny)
+    # GPU out of memory mid-stream: (animator, model_name, profile) -> what to switch to, in order
+    # (None: gpu_memory_fallbacks: smaller installed profiles on the same GPU, then the CPU)
+    memory_fallbacks: Callable[[Any, str, str | None], Sequence[MemoryFallback]] | None = None
 
 
 @dataclass
@@ -74,7 +86,7 @@ class LiveStats:
     error: str | None = None
     rtf: float | None = None  # compute seconds per video second (<1 keeps up)
     extra: dict = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()  # faults the stream survived: microphone lost, an output detached, ...
+    warnings: tuple[str, ...] = ()  # faults the stream survived: microphone lost, an output detached, GPU out of memory
 
 
 def _swap_steps(stream: Any, steps: int) -> bool:
@@ -93,9 +105,12 @@ class LivePipeline:
     """animator: KnotAnimator. reference: uint8 face crop. source: an AudioSource (not started)."""
 
     def __init__(self, animator: Any, reference: np.ndarray, source: Any, options: LiveOptions | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] = time.sleep):
         self.options = opts = options or LiveOptions()
-        self.animator, self.clock = animator, clock
+        self.animator, self.clock, self.sleep = animator, clock, sleep  # animator: the one streaming now
+        self.model_name, self.profile = opts.model_name, opts.profile  # change with a GPU memory fallback
+        self._requested_steps = opts.steps  # the quality ladder's first rung (set_steps changes it)
+        self._ladder_fallback = opts.fallback  # the ladder's last rung; dropped by a GPU memory fallback
         cfg = animator.config
         self.fps, self.sample_rate, self.spf = cfg.fps, cfg.audio.sample_rate, cfg.samples_per_frame
         if opts.reconnect and not hasattr(source, "silence_samples"):
@@ -106,8 +121,7 @@ class LivePipeline:
         self.ring = AudioRing(int(opts.ring_seconds * self.sample_rate), self.sample_rate, clock=clock)
         self.queue: DropOldestQueue[LiveFrame] = DropOldestQueue(opts.queue_frames)
         self.composer = Composer(opts.output_size or cfg.frame_size, opts.background)
-        self.controller = DegradeController(build_ladder(animator, opts.steps, opts.fallback, opts.model_name),
-                                            self.fps, enabled=opts.degrade)
+        self.controller = self._new_controller()
         self.reference = np.ascontiguousarray(reference)
         self._outputs: list[Any] = []
         self._lock = threading.Lock()
@@ -122,10 +136,22 @@ class LivePipeline:
         self.drained = 0  # frames dropped by the pacer to drain a standing backlog
         self.error: str | None = None  # fatal: the stream stopped
         self.failed_outputs: list[tuple[Any, str]] = []  # (output, message): detached, the stream went on
+        self.memory_fallbacks: list[str] = []  # one message per switch after the GPU ran out of memory
         self._closers: list[threading.Thread] = []  # threads finalising detached outputs
         self.running = False
-        self.stream = animator.stream(self.reference, seed=opts.seed, head_motion=opts.head_motion,
-                                      steps=self.controller.profile.steps)
+        self._segments: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
+        self._stream_samples = 0
+        self.stream: Any = None
+        try:
+            self.stream = animator.stream(self.reference, seed=opts.seed, head_motion=opts.head_motion,
+                                          steps=self.controller.profile.steps)
+            out_of_memory = None
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest propagates
+            if not is_out_of_memory(e):
+                raise
+            out_of_memory = first_line(e)
+        if out_of_memory is not None:  # outside the except: its traceback no longer holds GPU tensors
+            self._fall_back(out_of_memory)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -170,7 +196,9 @@ class LivePipeline:
             try:
                 fn()
             except Exception as e:  # noqa: BLE001 - reported to the user through stats().error
-                self.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                from knotanim.errors import KnotAnimError
+
+                self.error = first_line(e) if isinstance(e, KnotAnimError) else f"{type(e).__name__}: {first_line(e)}"
                 self._stop.set()
         return run
 
@@ -244,7 +272,7 @@ class LivePipeline:
     def stats(self) -> LiveStats:
         c = self.controller
         err = self.error or getattr(self.source, "error", None)
-        warnings = [m for _, m in self.failed_outputs]
+        warnings = [m for _, m in self.failed_outputs] + self.memory_fallbacks
         status = getattr(self.source, "status", "")
         if status:
             warnings.append(status)
@@ -252,6 +280,63 @@ class LivePipeline:
         return LiveStats(self.running and not self._stop.is_set(), self.shown_rate.rate(), self.generated_rate.rate(),
                          self.latency, self.queue.dropped + self.skipped + self.drained, self.repeated, c.profile.name,
                          str(getattr(self.animator, "device", "cpu")), message, err, c.rtf, warnings=tuple(warnings))
+
+    # --- GPU out of memory ------------------------------------------------------------------------------
+    def _new_controller(self) -> DegradeController:
+        ladder = build_ladder(self.animator, self._requested_steps, self._ladder_fallback, self.model_name)
+        return DegradeController(ladder, self.fps, enabled=self.options.degrade)
+
+    def _try_fallback(self, fallback: MemoryFallback, head_motion: float) -> tuple[Any, Any] | str:
+        """(animator, stream) on `fallback`, or why it cannot be used (it ran out of memory too, or
+        its timing differs, or its model folder cannot be loaded). Other errors propagate."""
+        from knotanim.errors import KnotAnimError
+
+        try:
+            animator = fallback.load()
+            cfg = animator.config
+            if (cfg.fps, cfg.audio.sample_rate, cfg.samples_per_frame) != (self.fps, self.sample_rate, self.spf):
+                return f"{fallback.model_name} cannot take over ({cfg.fps} fps, {cfg.audio.sample_rate} Hz audio)"
+            stream = animator.stream(self.reference, seed=self.options.seed, head_motion=head_motion,
+                                     steps=self._requested_steps)  # the new ladder's first rung
+        except KnotAnimError as e:  # e.g. a damaged smaller profile: the next fallback may still work
+            return f"{fallback.model_name} cannot be loaded ({first_line(e)})"
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest propagates
+            if not is_out_of_memory(e):
+                raise
+            return f"{fallback.model_name} ran out of memory too"
+        return animator, stream
+
+    def _fall_back(self, reason: str) -> None:
+        """The GPU ran out of memory (`reason`: torch's message): drop the failed stream, free the GPU's
+        cached memory, and carry on with the first fallback that works; BackendUnavailable when none does."""
+        from knotanim.errors import BackendUnavailable
+
+        failed = f"{self.model_name} on {getattr(self.animator, 'device', 'cpu')}"
+        head_motion = self.stream.head_motion if self.stream is not None else self.options.head_motion
+        self.stream = None  # the failed stream's caches are released before anything new is allocated
+        free_gpu_memory()
+        choose = self.options.memory_fallbacks or gpu_memory_fallbacks
+        problems: list[str] = []
+        for fallback in choose(self.animator, self.model_name, self.profile):
+            result = self._try_fallback(fallback, head_motion)
+            if isinstance(result, str):
+                problems.append(result)
+                free_gpu_memory()
+                continue
+            self.animator, self.stream = result
+            self.model_name, self.profile = fallback.model_name, fallback.profile
+            self._ladder_fallback = None  # it was chosen for the old device and model
+            self._segments.clear()
+            self._stream_samples = 0
+            device = self.animator.device
+            where = "the CPU (slower)" if str(device) == "cpu" else str(device)
+            tried = "".join(f"; {p}" for p in problems)
+            note = f"GPU out of memory with {failed}{tried}: switched to {fallback.model_name} on {where}"
+            self.controller = self._new_controller()
+            self.memory_fallbacks.append(note)  # a warning: the CLI prints it once, the app's status bar shows it
+            return
+        tried = "".join(f"; {p}" for p in problems)
+        raise BackendUnavailable(f"GPU out of memory with {failed}{tried}; nothing left to fall back to ({reason})")
 
     # --- threads --------------------------------------------------------------------------------------
     def _apply_pending(self) -> None:
@@ -265,8 +350,8 @@ class LivePipeline:
             elif key == "background":
                 self.composer.set_background(value)
             elif key == "steps":
-                ladder = build_ladder(self.animator, value, self.options.fallback, self.options.model_name)
-                self.controller = DegradeController(ladder, self.fps, enabled=self.options.degrade)
+                self._requested_steps = value
+                self.controller = self._new_controller()
                 self._use_profile(self.controller.profile)
 
     def _use_profile(self, profile: Profile) -> None:
@@ -288,49 +373,64 @@ class LivePipeline:
         return ring_start + (stream_sample - start)
 
     def _inference_loop(self) -> None:
-        sr, spf = self.sample_rate, self.spf
         cursor = self.ring.position
-        self._segments: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
+        self._segments.clear()
         self._stream_samples = 0
+        while not self._stop.is_set():
+            try:
+                cursor = self._infer_next(cursor)
+                continue
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest stops the stream
+                if not is_out_of_memory(e):
+                    raise
+                out_of_memory = first_line(e)
+            # Outside the except: its traceback (holding the failed chunk's GPU tensors) is gone. The
+            # audio of the failed push is not consumed: the fallback's stream starts from it.
+            self._fall_back(out_of_memory)
+
+    def _infer_next(self, cursor: int) -> int:
+        """Apply pending controls, push the audio after ring position `cursor` (at most one push) and
+        queue the frames it makes; returns the new cursor."""
+        sr, spf = self.sample_rate, self.spf
         cfg = self.animator.config
         max_push = (self.options.push_frames or cfg.stream.chunk) * spf
         keep = (cfg.stream.chunk + cfg.stream.knot + 2) * spf  # audio the next chunk needs after a skip
-        while not self._stop.is_set():
-            self._apply_pending()
-            available = self.ring.position - cursor
-            if available < spf:
-                self._stop.wait(0.005)
-                continue
-            if available > self.options.max_backlog * sr:  # too far behind: skip to the newest audio
-                jump = (available - keep) // spf * spf
-                cursor += jump
-                self.skipped += jump // spf
-                available -= jump
-            n = min(available, max_push)
-            block = self.ring.read(cursor, n)
-            self._segments.append((self._stream_samples, cursor))
-            t0 = time.perf_counter()
-            frames = self.stream.push_audio(block)
-            compute = time.perf_counter() - t0
-            cursor += n
-            self._stream_samples += n
-            if not frames:
-                continue
-            if self.controller.observe(len(frames), compute):
-                self._use_profile(self.controller.profile)
-            self.generated_rate.add(len(frames))
-            for f in frames:
-                pos = self._ring_position(f.index * spf)
-                captured = self.ring.capture_time(pos + spf)
-                self.queue.put(LiveFrame(self.composer(f.image), f.index, pos,
-                                         captured if captured is not None else self.clock()))
-            # Forget push records the stream can no longer emit frames for.
-            done = self.stream.frames_emitted * spf
-            while len(self._segments) > 1 and self._segments[1][0] <= done:
-                self._segments.popleft()
+        self._apply_pending()
+        available = self.ring.position - cursor
+        if available < spf:
+            self._stop.wait(0.005)
+            return cursor
+        if available > self.options.max_backlog * sr:  # too far behind: skip to the newest audio
+            jump = (available - keep) // spf * spf
+            cursor += jump
+            self.skipped += jump // spf
+            available -= jump
+        n = min(available, max_push)
+        block = self.ring.read(cursor, n)
+        self._segments.append((self._stream_samples, cursor))
+        t0 = time.perf_counter()
+        frames = self.stream.push_audio(block)
+        compute = time.perf_counter() - t0
+        cursor += n
+        self._stream_samples += n
+        if not frames:
+            return cursor
+        if self.controller.observe(len(frames), compute):
+            self._use_profile(self.controller.profile)
+        self.generated_rate.add(len(frames))
+        for f in frames:
+            pos = self._ring_position(f.index * spf)
+            captured = self.ring.capture_time(pos + spf)
+            self.queue.put(LiveFrame(self.composer(f.image), f.index, pos,
+                                     captured if captured is not None else self.clock()))
+        # Forget push records the stream can no longer emit frames for.
+        done = self.stream.frames_emitted * spf
+        while len(self._segments) > 1 and self._segments[1][0] <= done:
+            self._segments.popleft()
+        return cursor
 
     def _pacer_loop(self) -> None:
-        pacer = Pacer(self.fps, clock=self.clock)
+        pacer = Pacer(self.fps, clock=self.clock, sleep=self.sleep)
         last: LiveFrame | None = None
         tick = 0
         spare_ticks = 0  # consecutive ticks after which a frame was still waiting in the queue
