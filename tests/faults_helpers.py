@@ -1,11 +1,16 @@
 """Fault injectors shared by tests/test_faults_*.py: a microphone that can be unplugged, a file that
-fills up like a full disk, a GPU whose memory fills up, and recording checks."""
+fills up like a full disk, a GPU whose memory fills up, SIGTERM to a running command, and recording
+checks."""
 from __future__ import annotations
 
 import errno
 import io
+import os
+import signal
+import subprocess
 import threading
 import time
+from typing import Callable
 
 import av
 import numpy as np
@@ -147,6 +152,28 @@ def longest_silence(audio: np.ndarray, rate: int, threshold: float = 0.01) -> fl
         run = run + 1 if quiet else 0
         best = max(best, run)
     return best / 100
+
+
+def sigterm_when_ready(cmd: list[str], ready: Callable[[list[str]], bool], settle_s: float,
+                       timeout: float = 60.0) -> tuple[int, str]:
+    """Run `cmd` (one OpenMP thread), read its stderr line by line until `ready(lines read so far)`,
+    let it run `settle_s` seconds more, send SIGTERM and wait up to `timeout` s for it to exit.
+    Returns (exit code, all of stderr). Fails, showing what was read, if stderr ends before `ready`."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        lines: list[str] = []
+        while not ready(lines):
+            line = proc.stderr.readline()
+            assert line, "the command ended before it was ready:\n" + "".join(lines)
+            lines.append(line)
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, "".join(lines) + rest
 
 
 class FillingGpu:

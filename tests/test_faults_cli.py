@@ -2,18 +2,14 @@
 GPU out of memory / no GPU (CPU fallback, said), the virtual camera going away during `knotanim live`,
 and SIGTERM during `knotanim live --record` (the file is finalised)."""
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import av
 import numpy as np
 import pytest
 import torch
 
-from faults_helpers import FillingGpu, probe_recording
+from faults_helpers import FillingGpu, probe_recording, sigterm_when_ready
 from knotanim import KnotAnimator, tiny_config
 from knotanim.cli.main import main
 from knotanim.live.loading import load_for_live
@@ -196,21 +192,9 @@ def test_sigterm_during_live_record_finalises_the_file(tmp_path):
     out = tmp_path / "live.mp4"
     cmd = [sys.executable, "-m", "knotanim.cli.main", "live", "--tiny", "--image", AVATAR, "--audio-file", SPEECH,
            "--record", str(out), "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        lines = []
-        while len(lines) < 4:  # "live: ..." then status lines every 0.5 s: recording is under way
-            line = proc.stderr.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    # "live: ..." then status lines every 0.5 s: once 4 lines are out, recording is under way
+    returncode, err = sigterm_when_ready(cmd, lambda lines: len(lines) >= 4, settle_s=0.3)
+    assert returncode == 130, err
     assert "recording finalised" in err and "interrupted" in err
     info = probe_recording(out)
     assert info["frames"] >= 10 and info["audio_s"] == pytest.approx(info["video_s"], abs=0.08)

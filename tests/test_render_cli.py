@@ -1,10 +1,6 @@
 """`knotanim render` through the CLI: messages, exit codes, progress, batch mode, SIGTERM."""
 import csv
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -12,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faults_helpers import sigterm_when_ready
 from knotanim.cli.main import main
 from knotanim.frontends.audio_io import write_wav
 
@@ -117,18 +114,10 @@ def test_sigterm_leaves_a_playable_file(model_dir, tmp_path):
     out = tmp_path / "long.mp4"
     cmd = [sys.executable, "-m", "knotanim.cli.main"] + _base(model_dir) + [
         "-i", str(_image(tmp_path / "f.png")), "-a", str(_audio(tmp_path / "long.wav", 120.0)), "-o", str(out), "--progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=os.getcwd(), env=env)
-    try:
-        first = proc.stderr.readline()  # the first progress line: frames are being written
-        assert first.startswith("render: "), first
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    # the first progress line: frames are being written
+    returncode, err = sigterm_when_ready(cmd, lambda lines: len(lines) >= 1, settle_s=1.0)
+    assert err.startswith("render: "), err
+    assert returncode == 130, err
     assert "interrupted" in err and "playable" in err
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) > 0
