@@ -5,8 +5,8 @@ import av
 import numpy as np
 import pytest
 
-from knotanim.live import (ArraySource, AudioRing, Composer, DegradeController, DropOldestQueue, LiveOptions,
-                           LivePipeline, Pacer, build_ladder, letterbox, parse_colour)
+from knotanim.live import (ArraySource, AudioRing, Composer, DegradeController, DropOldestQueue, LiveFrame,
+                           LiveOptions, LivePipeline, Pacer, build_ladder, letterbox, parse_colour)
 from knotanim.live.outputs import FrameSlot, RecorderOutput
 from knotanim.live.sources import BlockResampler
 
@@ -92,6 +92,60 @@ def test_pacer_skips_missed_ticks_instead_of_bursting():
 
 
 # --- degradation ------------------------------------------------------------------------------------------
+class GenerateOnePerTick:
+    """An output standing in for the inference thread at exactly the pacing rate: each frame the
+    pacer sends, it queues one new frame (captured now), except at the ticks in `miss`. It stops
+    the pipeline after `ticks` frames were sent."""
+
+    name = "generator"
+
+    def __init__(self, pipeline, clock, ticks, miss=()):
+        self.p, self.clock, self.ticks, self.miss = pipeline, clock, ticks, set(miss)
+        self.made = 0
+        self.shown = []  # (source_index, latency in periods) of every frame sent
+
+    def make(self):
+        self.p.queue.put(LiveFrame(np.zeros((2, 2, 3), np.uint8), self.made, 0, self.clock()))
+        self.made += 1
+
+    def send(self, frame):
+        self.shown.append((frame.source_index, round((self.clock() - frame.captured_at) * self.p.fps, 6)))
+        if len(self.shown) >= self.ticks:
+            self.p._stop.set()
+        elif len(self.shown) not in self.miss:
+            self.make()
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("backlog, miss, drained_at", [
+    (0, (), []),  # no backlog: never drained
+    (1, (), [10]),  # one frame left over at every tick: dropped after drain_seconds (10 ticks)
+    (3, (), [10, 20, 30]),  # a deeper backlog drains one frame at a time, back to the floor
+    (1, (6,), []),  # the backlog was consumed (generation missed a tick): nothing to drain
+])
+def test_pacer_drains_a_standing_queue_backlog_one_frame_at_a_time(anim, ref, backlog, miss, drained_at):
+    clock = FakeClock()
+    p = LivePipeline(anim, ref, ArraySource(np.zeros(16000, np.float32)), LiveOptions(drain_seconds=0.4, reconnect=False),
+                     clock=clock, sleep=clock.sleep)
+    gen = GenerateOnePerTick(p, clock, ticks=80, miss=miss)
+    for _ in range(1 + backlog):  # the frame due now plus `backlog` late ones, all ready at the first tick
+        gen.make()
+    p.add_output(gen)
+    p._pacer_loop()  # on this thread, against the fake clock: fully deterministic
+    indices = [i for i, _ in gen.shown]
+    skipped_at = [tick for tick, (a, b) in enumerate(zip(indices, indices[1:]), 1) if b != a + 1]
+    assert skipped_at == [t - 1 for t in drained_at]  # the frame after tick t-1's was dropped at tick t
+    assert p.drained == len(drained_at) and p.stats().dropped == len(drained_at) and p.repeated == 0
+    # Latency in frame periods, once the frames made together at the start are out: 1 + the frames
+    # standing in the queue; each drain takes one period off, for good (no repeat, no second drop).
+    latency = [periods for _, periods in gen.shown]
+    expected = [1 + backlog - sum(t <= tick for t in drained_at) - sum(m + 2 <= tick for m in miss)
+                for tick in range(backlog + 2, 81)]
+    assert latency[backlog + 1:] == expected and expected[-1] == 1
+
+
 def test_degrade_steps_down_the_ladder_then_repeats(anim):
     ladder = build_ladder(anim, steps=4, fallback=anim, name="tiny")
     assert [p.steps for p in ladder] == [4, 2, 1, 2] and "fallback" in ladder[-1].name
