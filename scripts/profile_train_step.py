@@ -37,7 +37,7 @@ def main() -> None:
         loss_fn = torch.compile(loss_fn, dynamic=False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
     sc = cfg.stream
-    layout = SequenceLayout.build(sc, args.chunks, True, RunAhead.from_config(sc, True, True))
+    layout = SequenceLayout.build(sc, args.chunks, RunAhead.from_config(sc, True, True))
     if not args.no_flex and dev.type == "cuda" and flex_available():
         mask = BlockMaskAttention(layout.frame_mask(), cfg.tokens_per_frame, dev, compiled=True)
     else:

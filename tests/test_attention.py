@@ -15,7 +15,7 @@ def test_flex_block_mask_matches_dense_sdpa_in_training_mode():
     anim.model.randomize_zero_init(seed=0)
     cfg = anim.config
     sc = cfg.stream
-    layout = SequenceLayout.build(sc, 4, True, RunAhead.from_config(sc, True, True, start=4))
+    layout = SequenceLayout.build(sc, 4, RunAhead.from_config(sc, True, True, start=4))
     c, h = cfg.autoencoder.latent_channels, cfg.latent_size
     B = 2
     ref = torch.randn(B, c, h, h)

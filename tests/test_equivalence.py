@@ -55,7 +55,7 @@ def test_stream_equals_full_sequence(knot, run_ahead):
     # The clean frames are the inputs of each chunk's cache pass.
     clean = torch.cat([recorder.calls[j * per_chunk + steps][0][:, :, :c] for j in range(n_chunks)], 1)
 
-    layout = SequenceLayout.build(cfg.stream, n_chunks, knot, RunAhead.from_config(cfg.stream, knot, run_ahead))
+    layout = SequenceLayout.build(cfg.stream, n_chunks, RunAhead.from_config(cfg.stream, knot, run_ahead))
     audio = torch.from_numpy(AudioFeatures(cfg).clip_features(samples, layout.n_frames)).unsqueeze(0)
     ref_latent = anim.encode_frames(ref[None])
     motion = torch.tensor([0.3])

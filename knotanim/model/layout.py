@@ -68,10 +68,10 @@ class SequenceLayout:
     ref_positions: tuple[int, ...]  # per chunk, absolute
 
     @classmethod
-    def build(cls, s: StreamConfig, n_chunks: int, knot: bool, run_ahead: RunAhead) -> "SequenceLayout":
-        span = s.chunk + (s.knot if knot else 0)
+    def build(cls, s: StreamConfig, n_chunks: int, run_ahead: RunAhead) -> "SequenceLayout":
+        """The layout of `n_chunks` chunks under `run_ahead`, whose span says whether the knot is on."""
         refs = tuple(run_ahead.position(j * s.chunk) for j in range(n_chunks))
-        return cls(n_chunks=n_chunks, chunk=s.chunk, span=span, window=s.window, ref_positions=refs)
+        return cls(n_chunks=n_chunks, chunk=s.chunk, span=run_ahead.span, window=s.window, ref_positions=refs)
 
     @property
     def n_clean(self) -> int:

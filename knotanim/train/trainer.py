@@ -7,6 +7,7 @@ training state) and model/ (the EMA weights as a shippable checkpoint folder).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,10 +228,10 @@ def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.
     sc = mc.stream
     knot = bool(rng.random() < cfg.knot_probability)
     run_ahead = bool(rng.random() < cfg.run_ahead_probability)
-    span = sc.chunk + (sc.knot if knot else 0)
-    start = span + int(rng.integers(0, sc.run_ahead_stride))  # every phase of the reference's lead
-    schedule = RunAhead.from_config(sc, knot, run_ahead, start=start)
-    layout = SequenceLayout.build(sc, cfg.chunks, knot, schedule)
+    schedule = RunAhead.from_config(sc, knot, run_ahead)
+    start = schedule.span + int(rng.integers(0, sc.run_ahead_stride))  # every phase of the reference's lead
+    schedule = dataclasses.replace(schedule, start=start)
+    layout = SequenceLayout.build(sc, cfg.chunks, schedule)
     key = (layout.span, layout.ref_positions)
     if key not in masks:
         if cfg.flex_attention and dev.type == "cuda" and flex_available():
@@ -240,7 +241,7 @@ def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.
     lat, ref = enc["latents"][:, : layout.n_frames], enc["reference"]
     audio, motion = enc["audio"][:, : layout.n_frames], enc["motion"]
     B = lat.shape[0]
-    n, C = layout.n_chunks, layout.chunk
+    n, C, span = layout.n_chunks, layout.chunk, layout.span
     idx = (torch.arange(n).unsqueeze(1) * C + torch.arange(span)).to(dev)  # [n, F]
     x0 = lat[:, idx]  # [B, n, F, c, h, w]
     if cfg.stage == "rollout":
