@@ -24,7 +24,8 @@ Output in --out: scaling.json (every measurement, raw per-chunk times, device an
 scaling.png (four panels; needs matplotlib).
 
   python3 scripts/bench_scaling.py --device cuda --out $OUT/scaling     # the H200 run (~1.5-3 min)
-  python scripts/bench_scaling.py --quick --out /tmp/scaling            # a short CPU check
+  python scripts/bench_scaling.py --quick --base-frame-size 128 --frame-sizes 64,128,192 --out /tmp/scaling
+                                            # a CPU check (~8 min on the shared 2-core machine)
   python scripts/bench_scaling.py --tiny --quick --out /tmp/scaling     # tiny sizes (what the test runs)
 """
 from __future__ import annotations
