@@ -56,6 +56,7 @@ class ModelConfig:
     audio_hidden: int = 256  # width of the per-frame audio encoder
     qk_norm: bool = True  # RMS-normalise queries and keys (stable bf16 training)
     audio_attention: bool = True  # per-frame cross-attention from image tokens to the frame's audio window
+    audio_attention_dim: int = 128  # width of that cross-attention and of the audio tokens (heads of 32)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class KnotAnimConfig:
         limits = {"frame_size": (self.frame_size, 4096), "model.width": (m.width, 16384), "model.depth": (m.depth, 512),
                   "autoencoder.latent_channels": (ae.latent_channels, 4096), "audio.n_mels": (a.n_mels, 1024)}
         problems += [f"{k} {v} is above the supported maximum {hi}" for k, (v, hi) in limits.items() if v > hi]
+        if m.audio_attention and (m.audio_attention_dim < 32 or m.audio_attention_dim % 32):
+            problems.append(f"model.audio_attention_dim {m.audio_attention_dim} must be a positive multiple of 32")
         if m.width % m.heads:
             problems.append(f"model.width {m.width} is not divisible by model.heads {m.heads}")
         head_dim = m.width // max(m.heads, 1)
@@ -248,7 +251,7 @@ def tiny_config(**overrides: Any) -> KnotAnimConfig:
         name="tiny",
         frame_size=64,
         autoencoder=AutoencoderConfig(kind="conv", factor=8, latent_channels=4, base_channels=8, channel_mult=(1, 2, 2, 2)),
-        model=ModelConfig(width=48, depth=2, heads=2, patch=2, rope_dims=(8, 8, 8), audio_hidden=32),
+        model=ModelConfig(width=48, depth=2, heads=2, patch=2, rope_dims=(8, 8, 8), audio_hidden=32, audio_attention_dim=32),
         audio=AudioConfig(n_mels=16),
         stream=StreamConfig(chunk=2, knot=1, window=3, run_ahead_start=4, run_ahead_stride=2),
         sampler=SamplerConfig(steps=2),

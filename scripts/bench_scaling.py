@@ -162,11 +162,11 @@ def dit_call_flops(cfg: KnotAnimConfig, frames: int, extra_keys: int) -> dict:
     conditions = frames * per_frame + 2 * (d + d * d)  # t/audio embeddings, adaLN tables; motion once per call
     blocks = depth * N * (2 * 3 * d * d + 2 * d * d + 2 * 2 * d * hidden)  # qkv, proj, MLP
     attention = depth * 4 * N * keys * d  # QK^T + AV over all heads (H * Dh = d)
-    if getattr(m, "audio_attention", False):  # per-frame cross-attention to W audio tokens
-        W = cfg.audio_window
-        blocks += depth * (2 * N * d * d * 2 + 2 * frames * W * d * 2 * d)  # q, proj; kv
-        conditions += 2 * frames * W * (a.n_mels * d + d * d)  # audio token encoder
-        attention += depth * 4 * N * W * d
+    if getattr(m, "audio_attention", False):  # per-frame cross-attention to W audio tokens of width ad
+        W, ad = cfg.audio_window, m.audio_attention_dim
+        blocks += depth * (2 * N * d * ad * 2 + 2 * frames * W * ad * 2 * ad)  # q, proj; kv
+        conditions += 2 * frames * W * (a.n_mels * ad + ad * ad)  # audio token encoder
+        attention += depth * 4 * N * W * ad
     return {"linear": embed + conditions + blocks, "attention": attention}
 
 

@@ -13,10 +13,10 @@ from knotanim.train.trainer import _init_animator, mouth_weight_map
 
 def test_audio_attention_reads_only_its_own_frame():
     torch.manual_seed(0)
-    attn = AudioCrossAttention(width=16, heads=2)
+    attn = AudioCrossAttention(width=16, inner=64)
     torch.nn.init.normal_(attn.proj.weight)  # zero at start; give it weights so the output shows
     x = torch.randn(2, 3, 5, 16)
-    audio = torch.randn(2, 3, 4, 16)
+    audio = torch.randn(2, 3, 4, 64)
     base = attn(x, audio)
     changed = audio.clone()
     changed[:, 1] += 1.0

@@ -96,36 +96,37 @@ class Attention(nn.Module):
 class AudioCrossAttention(nn.Module):
     """Each frame's image tokens attend to that frame's audio tokens (no mixing across frames).
 
-    The output projection starts at zero, so adding this to a trained model changes nothing until
-    it is trained.
+    Narrower than the transformer (`inner` wide, heads of 32): it reads a few dozen audio tokens, so
+    it needs little width. The output projection starts at zero, so adding this to a trained model
+    changes nothing until it is trained.
     """
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, inner: int):
         super().__init__()
-        self.heads, self.head_dim = heads, width // heads
+        self.heads, self.head_dim = inner // 32, 32
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.q = nn.Linear(width, width)
-        self.kv = nn.Linear(width, 2 * width)
-        self.proj = nn.Linear(width, width)
+        self.q = nn.Linear(width, inner)
+        self.kv = nn.Linear(inner, 2 * inner)
+        self.proj = nn.Linear(inner, width)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, audio_tokens: torch.Tensor) -> torch.Tensor:
-        """x: [B, F, P, d]; audio_tokens: [B, F, W, d] -> [B, F, P, d] (to add to x)."""
-        B, Fr, P, d = x.shape
+        """x: [B, F, P, d]; audio_tokens: [B, F, W, inner] -> [B, F, P, d] (to add to x)."""
+        B, Fr, P, _ = x.shape
         W, H, Dh = audio_tokens.shape[2], self.heads, self.head_dim
         q = self.q(self.norm(x)).view(B * Fr, P, H, Dh).transpose(1, 2)
         k, v = self.kv(audio_tokens).view(B * Fr, W, 2, H, Dh).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
-        return self.proj(out.transpose(1, 2).reshape(B, Fr, P, d))
+        return self.proj(out.transpose(1, 2).reshape(B, Fr, P, H * Dh))
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, audio_attention: bool):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, audio_dim: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(width, heads, qk_norm)
-        self.audio_attn = AudioCrossAttention(width, heads) if audio_attention else None
+        self.audio_attn = AudioCrossAttention(width, audio_dim) if audio_dim else None
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
@@ -170,12 +171,13 @@ class KnotDiT(nn.Module):
             nn.LayerNorm(audio_in), nn.Linear(audio_in, m.audio_hidden), nn.GELU(), nn.Linear(m.audio_hidden, d)
         )
         self.motion_embed = nn.Sequential(nn.Linear(1, d), nn.SiLU(), nn.Linear(d, d))
-        if m.audio_attention:  # one token per mel column of the frame's window, with its place in it
-            self.audio_tokens = nn.Sequential(nn.LayerNorm(cfg.audio.n_mels), nn.Linear(cfg.audio.n_mels, d),
-                                              nn.GELU(), nn.Linear(d, d))
-            self.audio_token_pos = nn.Parameter(torch.randn(cfg.audio_window, d) * 0.02)
+        a = m.audio_attention_dim if m.audio_attention else 0
+        if a:  # one token per mel column of the frame's window, with its place in it
+            self.audio_tokens = nn.Sequential(nn.LayerNorm(cfg.audio.n_mels), nn.Linear(cfg.audio.n_mels, a),
+                                              nn.GELU(), nn.Linear(a, a))
+            self.audio_token_pos = nn.Parameter(torch.randn(cfg.audio_window, a) * 0.02)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
-        self.blocks = nn.ModuleList(Block(d, m.heads, m.mlp_ratio, m.qk_norm, m.audio_attention) for _ in range(m.depth))
+        self.blocks = nn.ModuleList(Block(d, m.heads, m.mlp_ratio, m.qk_norm, a) for _ in range(m.depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.out = nn.Linear(d, c * p * p)
@@ -221,7 +223,7 @@ class KnotDiT(nn.Module):
         return c + self.motion_embed(motion.to(dtype).view(-1, 1, 1))
 
     def audio_token_sequence(self, audio: torch.Tensor) -> torch.Tensor | None:
-        """audio: [B, F, n_mels, W] -> [B, F, W, d] tokens for the blocks' audio attention (or None)."""
+        """audio: [B, F, n_mels, W] -> [B, F, W, audio_attention_dim] tokens for the blocks (or None)."""
         if not self.cfg.model.audio_attention:
             return None
         columns = audio.transpose(2, 3).to(self.x_embed.weight.dtype)  # [B, F, W, n_mels]
