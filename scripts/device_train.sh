@@ -29,12 +29,14 @@ if [ ! -f runs/${P}stage1/model/config.json ]; then
 fi
 
 INIT=runs/${P}stage1/model
+WARMUP=""
 if [ ! -f runs/${P}stage2/state/state.json ] && [ -f .cache/carry/${P}model/config.json ]; then
   INIT=.cache/carry/${P}model
+  WARMUP="--set warmup=100"  # trained weights, fresh optimiser: a short warm-up is enough
 fi
 if [ "${STAGE2_MIN:-0}" != "0" ]; then
   train configs/train/${P}stage2_teacher_forcing.yaml --out runs/${P}stage2 --set max_minutes="$STAGE2_MIN" \
-    --set init_from="$INIT" ${STAGE2_SET:-}
+    --set init_from="$INIT" $WARMUP ${STAGE2_SET:-}
   cp runs/${P}stage2/model/* "$OUT"/
 fi
 if [ "${STAGE3_MIN:-0}" != "0" ]; then
