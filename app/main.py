@@ -28,6 +28,15 @@ def profile_path(args: argparse.Namespace):
     return args.model or find_profile(args.profile).path
 
 
+def profile_name(args: argparse.Namespace) -> str | None:
+    """The installed profile the model is loaded from (None with --model / --tiny: not a profile)."""
+    if args.model or args.tiny:
+        return None
+    from knotanim.profiles import find_profile
+
+    return find_profile(args.profile).name
+
+
 def profile_group(args: argparse.Namespace, animator):
     """The window's Profile box (None with --model / --tiny: the model is fixed)."""
     if args.model or args.tiny:
@@ -68,6 +77,13 @@ def show_load_error(message: str) -> None:
     QMessageBox.critical(None, "knotanim", message)
 
 
+def refuse_to_start(message: str) -> int:
+    """The app cannot open: say why in one line (stderr and a dialog); returns the exit code."""
+    print(f"knotanim-gui: error: {message}", file=sys.stderr)
+    show_load_error(message)
+    return 2
+
+
 def close_on_signals(window) -> None:
     """SIGTERM / SIGINT close `window` (finalising a recording); a timer lets Python see the signal."""
     from PyQt6.QtCore import QTimer
@@ -95,18 +111,21 @@ def create_window(argv: list[str] | None = None):
         return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("knotanim")
-    from knotanim.errors import KnotAnimError
+    from knotanim.errors import InputError, KnotAnimError
+    from knotanim.live.loading import check_device, first_line
 
+    try:
+        check_device(args.device)
+    except InputError as e:  # not a model problem: say what is wrong with the device
+        reason = first_line(e)
+        return refuse_to_start(reason[:1].upper() + reason[1:])  # "Unknown device 'gpu0': use auto, cpu or cuda"
     try:
         animator, name, notes = load_animator_with_notes(args)
     except KnotAnimError as e:
-        message = f"Cannot load the model: {str(e).splitlines()[0]}"
-        print(f"knotanim-gui: error: {message}", file=sys.stderr)
-        show_load_error(message)
-        return 2
+        return refuse_to_start(f"Cannot load the model: {first_line(e)}")
     from .window import MainWindow
 
-    window = MainWindow(animator, model_name=name, profiles=profile_group(args, animator))
+    window = MainWindow(animator, model_name=name, profile=profile_name(args), profiles=profile_group(args, animator))
     if window.profiles is not None:
         window.profiles.request(args.profile)  # measured on a worker thread
     if notes:

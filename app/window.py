@@ -29,10 +29,14 @@ from .settings import Settings
 class MainWindow(QMainWindow):
     def __init__(self, animator: Any, settings: Settings | None = None, source_factory: SourceFactory | None = None,
                  vcam_backend: str | None = None, model_name: str = "default model", monitor_level: bool = True,
-                 profiles: Any = None):
+                 profiles: Any = None, profile: str | None = None):
         super().__init__()
         self.animator, self.model_name = animator, model_name
         self.profiles = profiles  # app.profiles.ProfileGroup (None: the model is fixed, e.g. --model / --tiny)
+        # The installed profile `animator` was loaded from (None: not a profile, e.g. --model / --tiny); the
+        # Profile box changes it. The live pipeline tries the smaller installed profiles first when the GPU
+        # runs out of memory (LiveOptions.profile).
+        self.profile = profile
         self.settings = settings or Settings()
         self.monitor_level = monitor_level
         self.setWindowTitle("knotanim — live portrait")
@@ -152,7 +156,7 @@ class MainWindow(QMainWindow):
     def live_options(self) -> LiveOptions:
         return LiveOptions(head_motion=self.animation.motion.value() / 100, steps=self._steps(),
                            background=self.animation.background_value(), model_name=self.model_name,
-                           output_size=max(self.animator.config.frame_size, 256))
+                           profile=self.profile, output_size=max(self.animator.config.frame_size, 256))
 
     def _steps(self) -> int | None:
         value = QUALITY[self.animation.quality.currentData()][1]
@@ -200,7 +204,7 @@ class MainWindow(QMainWindow):
     def use_choice(self, choice) -> None:
         """Use a profile choice (knotanim.profiles.Choice) from the next Start on."""
         self.animator = self.session.animator = choice.animator
-        self.model_name = choice.profile.name
+        self.model_name = self.profile = choice.profile.name
         when = "from the next Start" if self.session.running else "now"
         self.statusBar().showMessage(f"Profile {choice.profile.name} on {choice.animator.device} ({when}): "
                                      f"{choice.message}", 15000)

@@ -45,3 +45,37 @@ def test_profile_box_measures_off_the_ui_thread_and_switches_the_model(qtbot, tm
     qtbot.waitUntil(lambda: not group.busy, timeout=5000)
     assert group.rate.text().startswith("Cannot use profile 'lite'") and w.animator is second
     w.session.shutdown()
+
+
+def test_live_options_carry_the_profile_the_window_uses(qtbot, tmp_path, anim):
+    """The pipeline tries the smaller installed profiles first when the GPU runs out of memory, so the
+    window passes the profile its model was loaded from, and the one the Profile box switched to."""
+    def chooser(requested):
+        return Choice(Profile("lite", tmp_path, "l"), anim, None, 30.0, "lite holds 25 fps", holds=True)
+
+    group = ProfileGroup(chooser, ["default", "lite"], "default")
+    w = MainWindow(anim, settings=Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)),
+                   monitor_level=False, model_name="default profile", profiles=group, profile="default")
+    qtbot.addWidget(w)
+    assert w.live_options().profile == "default" and w.live_options().model_name == "default profile"
+    with qtbot.waitSignal(group.chosen, timeout=5000):
+        group.request("lite")
+    assert w.live_options().profile == "lite" and w.live_options().model_name == "lite"
+    w.session.shutdown()
+
+
+def test_the_app_starts_with_the_profile_it_loaded(qtbot, anim, monkeypatch):
+    from knotanim.app import main as app_main
+    from knotanim.profiles import installed_profiles
+
+    installed = installed_profiles()
+    if not installed:
+        pytest.skip("no model profile is installed")
+    monkeypatch.setattr(app_main, "load_animator_with_notes", lambda args: (anim, "default profile", []))
+    monkeypatch.setattr(app_main, "profile_group", lambda args, animator: None)  # no measuring here
+    w = app_main.create_window(["--profile", "auto", "--device", "cpu"])
+    qtbot.addWidget(w)
+    assert w.live_options().profile == installed[0].name  # auto loads the best-quality installed profile
+    w.close()
+    args = app_main.parse_args
+    assert app_main.profile_name(args(["--tiny"])) is None and app_main.profile_name(args(["--model", "x"])) is None

@@ -87,7 +87,7 @@ def test_unknown_device_is_shown_in_one_line(qtbot, monkeypatch):
     shown = []
     monkeypatch.setattr(app_main, "show_load_error", shown.append)
     assert app_main.create_window(["--tiny", "--device", "gpu0"]) == 2
-    assert shown == ["Cannot load the model: unknown device 'gpu0': use auto, cpu or cuda"]
+    assert shown == ["Unknown device 'gpu0': use auto, cpu or cuda"]  # the device is wrong, not the model
 
 
 def test_mic_lost_is_reported_and_the_stream_resumes(qtbot, window, mic):

@@ -59,11 +59,14 @@ def free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
+    """InputError (one line) for a device string torch does not know ("gpu0"); "auto" is accepted."""
     import torch
 
     from knotanim.errors import InputError
 
+    if device == "auto":
+        return
     try:
         torch.device(device)
     except (RuntimeError, ValueError):
@@ -78,7 +81,7 @@ def load_for_live(load: Callable[[str], Any], device: str | None = "auto", small
     import torch
 
     if device not in (None, "auto"):
-        _check_device(str(device))
+        check_device(str(device))
     has_gpu = (cuda_available or torch.cuda.is_available)()
     notes: list[str] = []
     wanted = "cuda" if device in (None, "auto") and has_gpu else str(device or "cpu")
