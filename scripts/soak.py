@@ -200,6 +200,28 @@ def run_stream(args, out: Path) -> dict:
 
 
 # --- live mode -----------------------------------------------------------------------------------
+class GeneratedFrames:
+    """Frames the live pipeline's streams generated so far, across GPU out-of-memory fallbacks.
+
+    A fallback drops `pipe.stream` (None for a moment) and makes a new stream that counts from 0, so
+    the count is kept per stream: the frames of the streams before the current one, plus the current
+    one's `frames_emitted`. Frames a failed stream made after the last reading are not counted."""
+
+    def __init__(self):
+        self.earlier = 0  # frames of the streams before `self.stream`
+        self.stream = None
+        self.current = 0  # self.stream.frames_emitted at the last reading
+
+    def read(self, pipe) -> int:
+        stream = pipe.stream  # read once: the inference thread may replace it meanwhile
+        if stream is not None and stream is not self.stream:
+            self.earlier += self.current
+            self.stream, self.current = stream, 0
+        if stream is not None:
+            self.current = stream.frames_emitted
+        return self.earlier + self.current
+
+
 LIVE_FIELDS = ["wall_s", "rss_mb", "cuda_alloc_mb", "cuda_max_mb", "queue_depth", "recorder_queue", "segments",
                "frames_generated", "ticks", "dropped", "drained", "repeated", "latency_s", "fps_shown", "fps_generated", "rtf",
                "recorded_frames", "camera_queue",
@@ -241,6 +263,7 @@ def run_live(args, out: Path) -> dict:
     if cam is not None:
         pipe.add_output(cam)
     log = rep.CsvLog(out / "soak_live.csv", LIVE_FIELDS)
+    generated = GeneratedFrames()
     t0 = time.monotonic()
     pipe.start()
     end = t0 + args.minutes * 60
@@ -253,7 +276,7 @@ def run_live(args, out: Path) -> dict:
             alloc, peak = rep.cuda_mb(dev)
             log.add({"wall_s": time.monotonic() - t0, "rss_mb": rep.rss_mb(), "cuda_alloc_mb": alloc, "cuda_max_mb": peak,
                      "queue_depth": len(pipe.queue), "recorder_queue": len(rec.queue),
-                     "segments": len(getattr(pipe, "_segments", ())), "frames_generated": pipe.stream.frames_emitted,
+                     "segments": len(getattr(pipe, "_segments", ())), "frames_generated": generated.read(pipe),
                      "ticks": slot.received, "dropped": s.dropped,
                      "drained": getattr(pipe, "drained", 0), "repeated": s.repeated,
                      "latency_s": s.latency if s.latency is not None else float("nan"), "fps_shown": s.fps_shown,
@@ -295,6 +318,7 @@ def run_live(args, out: Path) -> dict:
         "frames_generated": last["frames_generated"], "frames_shown": last["ticks"], "dropped": last["dropped"],
         "repeated": last["repeated"], "median_latency_s": round(float(np.nanmedian(log.col("latency_s"))), 4),
         "virtual_camera": args.vcam, "camera_frames": last["camera_frames"], "recorded_frames": last["recorded_frames"],
+        "gpu_memory_fallbacks": list(pipe.memory_fallbacks), "device_at_end": str(pipe.animator.device),
         "warmup": "first 10% of the samples"}, checks)
     rep.plot(out / "soak_live_memory.png", w, [("process RSS (MB)", log.col("rss_mb"))], "wall time (minutes)", "RSS (MB)",
              "Live pipeline memory")

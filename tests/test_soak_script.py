@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +39,21 @@ def test_soak_stream_mode_writes_csv_json_pngs_and_checks(tmp_path):
     for name in ("memory", "chunk_time", "drift", "buffers"):
         png = out / f"soak_stream_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_live_mode_counts_frames_across_a_gpu_memory_fallback():
+    """A GPU out-of-memory fallback sets pipe.stream to None for a moment, then a new stream counts
+    from 0: the soak's frames_generated must neither crash nor go backwards."""
+    spec = importlib.util.spec_from_file_location("soak_script", ROOT / "scripts" / "soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    first, second = SimpleNamespace(frames_emitted=0), SimpleNamespace(frames_emitted=0)
+    pipe = SimpleNamespace(stream=first)
+    generated = soak.GeneratedFrames()
+    readings = []
+    for stream, emitted in ((first, 10), (first, 30), (None, None), (second, 4), (None, None), (second, 12)):
+        pipe.stream = stream
+        if stream is not None:
+            stream.frames_emitted = emitted
+        readings.append(generated.read(pipe))
+    assert readings == [10, 30, 30, 34, 34, 42]
