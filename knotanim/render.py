@@ -12,6 +12,15 @@ frame j shows the model frame nearest in time, round(j * config.fps / fps), clam
 Interrupts: a KeyboardInterrupt (Ctrl-C; the CLI maps SIGTERM to it) or one raised by the progress
 callback finalises the output (mp4 is fragmented, so the file stays playable) and is re-raised as
 `RenderInterrupted`, which carries the summary of what was written.
+
+GPU out of memory mid-render: `render_to_file` finalises and keeps what it wrote and raises
+`RenderOutOfMemory`. `FallbackRenderer` (used by `knotanim render`) then says so in one line and
+renders the same file again from the start on the first fallback that works, as the live pipeline
+chooses them (`knotanim.live.loading.gpu_memory_fallbacks`: each installed profile smaller than the
+one in use on the same GPU, then the model copied to the CPU), with eager torch. The new render goes
+to a hidden file beside the output (`.NAME.retry.mp4`; a folder for PNG) and replaces the output only
+once it is complete, so the output path always holds a playable file: the partial one, then the
+complete one (video: one atomic rename; PNG folders: two renames).
 """
 from __future__ import annotations
 
@@ -19,14 +28,15 @@ import math
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from knotanim.errors import InputError, KnotAnimError
+from knotanim.errors import BackendUnavailable, InputError, KnotAnimError, OutputError
 from knotanim.frontends.audio_io import iter_audio_blocks, probe_audio
 from knotanim.frontends.face import Paster, crop_face
 from knotanim.frontends.image import MAX_PIXELS, load_image
@@ -97,6 +107,16 @@ class RenderInterrupted(KeyboardInterrupt):
     def __init__(self, summary: RenderSummary):
         super().__init__(summary.line())
         self.summary = summary
+
+
+class RenderOutOfMemory(BackendUnavailable):
+    """The GPU ran out of memory mid-render. What was written is finalised and kept (`summary`);
+    `reason` is torch's message (first line). FallbackRenderer renders again on a fallback."""
+
+    def __init__(self, summary: RenderSummary, device: Any, reason: str):
+        super().__init__(f"out of memory on {device} after {summary.frames} frames ({reason}); "
+                         f"what was rendered is finalised in {summary.output}")
+        self.summary, self.reason = summary, reason
 
 
 @dataclass(frozen=True)
@@ -237,13 +257,12 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
     if fmt != "png":
         width, height = sink.width, sink.height
 
-    stream = animator.stream(crop, seed=opts.seed, head_motion=opts.head_motion, knot=opts.knot,
-                             run_ahead=opts.run_ahead, steps=opts.steps, backend=opts.backend)
     retimer = FrameRetimer(model_fps, out_fps)
     composed: dict[str, Any] = {"index": None, "image": None}
     samples = 0
     created = not output.exists()
     finished = False
+    out_of_memory: str | None = None  # torch's message when the GPU ran out of memory
 
     def summary(interrupted: bool) -> RenderSummary:
         return RenderSummary(output, fmt, sink.frames_written, float(out_fps), width, height,
@@ -258,6 +277,8 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
                 opts.progress(RenderProgress(sink.frames_written, expected, time.monotonic() - start, float(out_fps)))
 
     try:
+        stream = animator.stream(crop, seed=opts.seed, head_motion=opts.head_motion, knot=opts.knot,
+                                 run_ahead=opts.run_ahead, steps=opts.steps, backend=opts.backend)
         sink.open()
         track = _AudioTrack(iter_audio_blocks(audio_path, mux_rate, opts.block_seconds, channels), sink, mux_rate)
         try:
@@ -279,10 +300,17 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
             sink.close()
     except KeyboardInterrupt:
         raise RenderInterrupted(summary(True)) from None
-    except BaseException:
-        if created and not finished:
-            _remove_partial(output, fmt)
-        raise
+    except BaseException as e:
+        from knotanim.live.loading import first_line, is_out_of_memory
+
+        if not is_out_of_memory(e):
+            if created and not finished:
+                _remove_partial(output, fmt)
+            raise
+        out_of_memory = first_line(e)  # the sink was closed: what was written is finalised, and kept
+    if out_of_memory is not None:  # outside the except: its traceback no longer holds the failed chunk's tensors
+        stream = None  # nor does this frame, which the new exception's traceback keeps
+        raise RenderOutOfMemory(summary(True), animator.device, out_of_memory)
     return summary(False)
 
 
@@ -293,6 +321,122 @@ def _remove_partial(output: Path, fmt: str) -> None:
             output.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+def _retry_path(output: Path) -> Path:
+    """A hidden name beside `output` that nothing uses yet, for rendering it again."""
+    for n in range(1000):
+        candidate = output.with_name(f".{output.stem}.retry{n or ''}{output.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise OutputError(f"cannot find a free name beside {output} to render it again")
+
+
+def _discard(path: Path) -> None:
+    """Remove a render of ours (a file, or a PNG folder) that is not kept."""
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _move_into_place(new: Path, output: Path) -> None:
+    """Replace `output` by the complete render `new`: one atomic rename for a file; for a PNG folder,
+    the old folder is renamed aside, the new one into place, then the old one removed."""
+    try:
+        if not new.is_dir() or not output.exists():
+            os.replace(new, output)
+            return
+        old = _retry_path(output.with_name(output.name + "-old"))
+        os.replace(output, old)
+        os.replace(new, output)
+    except OSError as e:
+        raise OutputError(f"cannot move the new render {new} to {output}: {e.strerror or e}") from None
+    _discard(old)
+
+
+class FallbackRenderer:
+    """render_to_file on `animator`; when its GPU runs out of memory mid-render, says so in one line
+    (`say`) and renders the same file again from the start on the first fallback that works, which it
+    then keeps using (a batch goes on with it).
+
+    model_name: how messages name the model; profile: the installed profile `animator` was loaded
+    from (None: --model), so smaller installed profiles are tried first. memory_fallbacks:
+    (animator, model_name, profile) -> [MemoryFallback], default gpu_memory_fallbacks."""
+
+    def __init__(self, animator: Any, model_name: str = "model", profile: str | None = None,
+                 say: Callable[[str], None] | None = None, memory_fallbacks: Callable[..., Any] | None = None):
+        self.animator, self.model_name, self.profile = animator, model_name, profile
+        self.say = say or (lambda message: None)
+        self.memory_fallbacks = memory_fallbacks
+
+    def render(self, image_path: str | os.PathLike, audio_path: str | os.PathLike, output_path: str | os.PathLike,
+               options: RenderOptions | None = None) -> RenderSummary:
+        from knotanim.live.loading import first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
+
+        opts = options or RenderOptions()
+        start = time.monotonic()
+        try:
+            return render_to_file(self.animator, image_path, audio_path, output_path, options=opts)
+        except RenderOutOfMemory as e:
+            kept, reason = e.summary, e.reason  # the partial output, finalised at output_path
+        # Outside the except: the failed render's stream (GPU caches) is gone before anything new is loaded.
+        output = kept.output
+        failed = f"{self.model_name} on {self.animator.device}"
+        choose = self.memory_fallbacks or gpu_memory_fallbacks
+        problems: list[str] = []
+        for fallback in list(choose(self.animator, self.model_name, self.profile)):
+            free_gpu_memory()
+            try:
+                animator = fallback.load()
+            except KnotAnimError as e:  # e.g. a damaged smaller profile: the next fallback may still work
+                problems.append(f"{fallback.model_name} cannot be loaded ({first_line(e)})")
+                continue
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest propagates
+                if not is_out_of_memory(e):
+                    raise
+                problems.append(f"{fallback.model_name} ran out of memory too")
+                continue
+            where = "the CPU (slower)" if str(animator.device) == "cpu" else str(animator.device)
+            tried = "".join(f"; {p}" for p in problems)
+            self.say(f"GPU out of memory with {failed} after {kept.frames} frames{tried}: rendering again from "
+                      f"the start with {fallback.model_name} on {where}; {output} keeps what was rendered until "
+                      f"the new render is complete")
+            problems = []
+            retry = _retry_path(output)
+            try:
+                summary = render_to_file(animator, image_path, audio_path, retry,
+                                         options=replace(opts, format=kept.format, backend=None))
+            except RenderOutOfMemory as e:
+                retry_frames = e.summary.frames
+            except RenderInterrupted as e:
+                raise RenderInterrupted(self._keep_longer(kept, e.summary)) from None
+            except BaseException:
+                _discard(retry)  # the partial output stays
+                raise
+            else:
+                _move_into_place(retry, output)
+                self.animator, self.model_name, self.profile = animator, fallback.model_name, fallback.profile
+                return replace(summary, output=output, elapsed=time.monotonic() - start)
+            _discard(retry)
+            problems.append(f"{fallback.model_name} on {animator.device} ran out of memory too after {retry_frames} frames")
+            del animator
+        tried = "".join(f"; {p}" for p in problems)
+        raise BackendUnavailable(f"GPU out of memory with {failed}{tried}; nothing left to fall back to ({reason}); "
+                                 f"the {kept.frames} frames rendered are kept in {output}")
+
+    @staticmethod
+    def _keep_longer(kept: RenderSummary, retried: RenderSummary) -> RenderSummary:
+        """The render again was interrupted: keep whichever of the two partial outputs is longer, at the
+        output path; returns its summary."""
+        if retried.frames > kept.frames:
+            _move_into_place(retried.output, kept.output)
+            return replace(retried, output=kept.output)
+        _discard(retried.output)
+        return kept
 
 
 @dataclass(frozen=True)
@@ -310,15 +454,20 @@ class BatchResult:
 
 
 def render_batch(animator: "KnotAnimator", jobs: list[BatchJob], options: RenderOptions | None = None,
-                 on_result: Callable[[BatchResult], None] | None = None) -> list[BatchResult]:
+                 on_result: Callable[[BatchResult], None] | None = None,
+                 renderer: FallbackRenderer | None = None) -> list[BatchResult]:
     """Render every job; a failing job (any KnotAnimError or decode error) is recorded and skipped.
+    renderer: renders the jobs instead of `animator` (GPU out of memory: falls back, then keeps the fallback).
 
     A KeyboardInterrupt stops the batch (after finalising the current output) and propagates.
     """
     results = []
     for job in jobs:
         try:
-            s = render_to_file(animator, job.image, job.audio, job.output, options=options)
+            if renderer is not None:
+                s = renderer.render(job.image, job.audio, job.output, options)
+            else:
+                s = render_to_file(animator, job.image, job.audio, job.output, options=options)
             result = BatchResult(job, s, None)
         except KnotAnimError as e:
             result = BatchResult(job, None, str(e))
@@ -331,6 +480,6 @@ def render_batch(animator: "KnotAnimator", jobs: list[BatchJob], options: Render
 
 
 __all__ = [
-    "BatchJob", "BatchResult", "FrameRetimer", "RenderInterrupted", "RenderOptions", "RenderProgress",
-    "RenderSummary", "output_format", "render_batch", "render_to_file",
+    "BatchJob", "BatchResult", "FallbackRenderer", "FrameRetimer", "RenderInterrupted", "RenderOptions",
+    "RenderOutOfMemory", "RenderProgress", "RenderSummary", "output_format", "render_batch", "render_to_file",
 ]

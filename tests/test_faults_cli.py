@@ -149,6 +149,49 @@ def test_live_cli_gpu_oom_mid_stream_falls_back_to_the_cpu_and_says_so(tmp_path,
     assert info["video_s"] >= 2.0 and info["audio_s"] == pytest.approx(info["video_s"], abs=0.1)
 
 
+def test_render_gpu_oom_mid_render_renders_again_on_the_cpu_and_says_so(model_dir, tmp_path, capsys, monkeypatch):
+    import knotanim.cli.render as render_cli
+
+    gpu = FillingGpu(KnotAnimator.from_config(tiny_config(), device="cpu", seed=0), chunks_before_full=5)
+    monkeypatch.setattr(render_cli, "_load_animator", lambda args: gpu)  # "loaded on the GPU"
+    out = tmp_path / "o.mp4"
+    rc = main(["render", "--model", str(model_dir), "--backend", "torch", "--no-face-detect", "-i", AVATAR,
+               "-a", SPEECH, "-o", str(out), "--progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "out of memory" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: GPU out of memory with {model_dir} on cuda:0 after "), err
+    assert "rendering again from the start with" in lines[0] and "on the CPU (slower)" in lines[0]
+    assert gpu.failures == 1 and err.strip().splitlines()[-1].startswith("rendered ")
+    info = probe_recording(out)
+    with av.open(SPEECH) as c:
+        speech_s = float(c.duration / 1e6)
+    assert info["video_s"] == pytest.approx(speech_s, abs=0.05) and info["audio_s"] == pytest.approx(speech_s, abs=0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+def test_render_batch_goes_on_on_the_cpu_after_a_gpu_oom(model_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import knotanim.cli.render as render_cli
+
+    gpu = FillingGpu(KnotAnimator.from_config(tiny_config(), device="cpu", seed=0), chunks_before_full=5)
+    monkeypatch.setattr(render_cli, "_load_animator", lambda args: gpu)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for stem in ("a", "b"):
+        shutil.copy(AVATAR, jobs / f"{stem}.png")
+        shutil.copy(SPEECH, jobs / f"{stem}.wav")
+    rc = main(["render", "--model", str(model_dir), "--backend", "torch", "--no-face-detect", "--batch", str(jobs),
+               "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "batch: 2 of 2 rendered, 0 failed" in err, err
+    assert len([line for line in err.splitlines() if "out of memory" in line]) == 1  # b renders on the CPU at once
+    assert gpu.failures == 1
+    for stem in ("a", "b"):
+        assert probe_recording(tmp_path / "out" / f"{stem}.mp4")["frames"] >= 50
+
+
 # --- virtual camera goes away ------------------------------------------------------------------------------
 def test_virtual_camera_lost_during_live_keeps_recording(tmp_path, capsys):
     pyvirtualcam = pytest.importorskip("pyvirtualcam")

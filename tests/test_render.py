@@ -197,3 +197,110 @@ def test_real_photo_with_face_detection(animator, tmp_path):
     s = render_to_file(animator, tmp_path / "gh.jpg", tmp_path / "s.wav", tmp_path / "gh.mp4")
     assert (s.width, s.height, s.frames) == (512, 600, 10)
     assert _probe(tmp_path / "gh.mp4")[:3] == ((512, 600), 25, 10)
+
+
+# --- GPU out of memory mid-render ------------------------------------------------------------------------
+def _decoded(path):
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "png"])
+def test_gpu_out_of_memory_mid_render_renders_again_from_the_start_on_the_cpu(animator, inputs, tmp_path, fmt):
+    from faults_helpers import FillingGpu
+    from knotanim.render import FallbackRenderer
+
+    gpu = FillingGpu(animator, chunks_before_full=5)  # "cuda:0"; out of memory after 5 chunks (10 frames)
+    out = tmp_path / ("out.mp4" if fmt == "mp4" else "frames")
+    said, during_retry = [], []
+
+    def progress(p):  # while the render runs again, the output path still holds the first attempt's frames
+        if said and p.frames in (1, 40):
+            during_retry.append(_probe(out)[2] if fmt == "mp4" else len(list(out.glob("frame_*.png"))))
+
+    renderer = FallbackRenderer(gpu, model_name="tiny", say=said.append)
+    s = renderer.render(*inputs, out, RenderOptions(progress=progress, format=fmt, **FAST))
+    assert gpu.failures == 1 and len(said) == 1 and "\n" not in said[0]
+    assert said[0].startswith("GPU out of memory with tiny on cuda:0 after 10 frames: rendering again from the start "
+                              "with tiny on the CPU (slower)"), said[0]
+    assert during_retry == [10, 10]
+    assert (s.output, s.frames, s.interrupted) == (out, 50, False)
+    assert renderer.animator.device.type == "cpu" and renderer.animator is not gpu  # kept for a batch's next jobs
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no retry file left beside it
+    reference = tmp_path / "direct"
+    reference.mkdir()
+    render_to_file(animator, *inputs, reference / out.name, options=RenderOptions(format=fmt, **FAST))
+    if fmt == "mp4":  # complete and playable, and the same video as a render on the CPU from the start
+        size, rate, frames, has_audio, audio_s = _probe(out)
+        assert frames == 50 and has_audio and abs(audio_s - 2.0) <= 1 / 25
+        assert np.array_equal(_decoded(out), _decoded(reference / out.name))
+    else:
+        names = sorted(p.name for p in out.iterdir())
+        assert names == sorted(p.name for p in (reference / out.name).iterdir()) and len(names) == 51
+        for name in names:
+            assert (out / name).read_bytes() == (reference / out.name / name).read_bytes(), name
+
+
+def test_render_again_interrupted_keeps_the_longer_output(animator, inputs, tmp_path):
+    from faults_helpers import FillingGpu
+    from knotanim.render import FallbackRenderer
+
+    out = tmp_path / "out.mp4"
+    said = []
+
+    def stop_early(p):
+        if said and p.frames == 4:  # the render again is cut after 4 frames: the first attempt had 10
+            raise KeyboardInterrupt
+
+    renderer = FallbackRenderer(FillingGpu(animator, chunks_before_full=5), model_name="tiny", say=said.append)
+    with pytest.raises(RenderInterrupted) as info:
+        renderer.render(*inputs, out, RenderOptions(progress=stop_early, **FAST))
+    assert (info.value.summary.output, info.value.summary.frames) == (out, 10)
+    assert _probe(out)[2] == 10 and sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_gpu_out_of_memory_with_nothing_to_fall_back_to_keeps_what_was_rendered(animator, inputs, tmp_path):
+    from faults_helpers import FillingGpu
+    from knotanim.errors import BackendUnavailable
+    from knotanim.render import FallbackRenderer, RenderOutOfMemory
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RenderOutOfMemory) as plain:  # render_to_file alone: finalises and keeps the frames
+        render_to_file(FillingGpu(animator, chunks_before_full=5), *inputs, out, options=RenderOptions(**FAST))
+    assert plain.value.summary.frames == 10 and _probe(out)[2] == 10
+    out = tmp_path / "again.mp4"
+    renderer = FallbackRenderer(FillingGpu(animator, chunks_before_full=5), model_name="tiny",
+                                memory_fallbacks=lambda animator, name, profile: [])
+    with pytest.raises(BackendUnavailable) as info:
+        renderer.render(*inputs, out, RenderOptions(**FAST))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("GPU out of memory with tiny on cuda:0; nothing left to fall back to")
+    assert message.endswith(f"the 10 frames rendered are kept in {out}") and _probe(out)[2] == 10
+
+
+def test_gpu_out_of_memory_tries_each_fallback_in_turn(animator, inputs, tmp_path):
+    from faults_helpers import FillingGpu
+    from knotanim.errors import CheckpointError
+    from knotanim.live.loading import MemoryFallback
+    from knotanim.render import FallbackRenderer
+
+    def damaged():
+        raise CheckpointError("model-00001.safetensors is truncated")
+
+    fallbacks = [MemoryFallback("broken", "broken", damaged),
+                 MemoryFallback("small", "small", lambda: FillingGpu(animator, chunks_before_full=5)),
+                 MemoryFallback("tiny", None, lambda: animator)]
+    said = []
+    renderer = FallbackRenderer(FillingGpu(animator, chunks_before_full=10), model_name="big", profile="big",
+                                say=said.append, memory_fallbacks=lambda anim, name, profile: fallbacks)
+    out = tmp_path / "out.mp4"
+    s = renderer.render(*inputs, out, RenderOptions(**FAST))
+    assert said == [
+        "GPU out of memory with big on cuda:0 after 22 frames; broken cannot be loaded (model-00001.safetensors is "
+        f"truncated): rendering again from the start with small on cuda:0; {out} keeps what was rendered until the new "
+        "render is complete",
+        "GPU out of memory with big on cuda:0 after 22 frames; small on cuda:0 ran out of memory too after 10 frames: "
+        f"rendering again from the start with tiny on the CPU (slower); {out} keeps what was rendered until the new "
+        "render is complete"]
+    assert s.frames == 50 and _probe(out)[2] == 50 and (renderer.model_name, renderer.profile) == ("tiny", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]

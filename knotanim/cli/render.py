@@ -2,6 +2,10 @@
 
 Exit codes: 0 done; 2 bad input/output (one-line message); 1 some batch rows failed; 130 interrupted
 (Ctrl-C or SIGTERM: the partial output is finalised and playable).
+
+GPU out of memory mid-render: a `warning:` line says so and the file is rendered again from the start
+on a smaller installed profile on the same GPU, else on the CPU (knotanim.render.FallbackRenderer);
+the partial file stays at the output path until the new one is complete.
 """
 from __future__ import annotations
 
@@ -191,6 +195,21 @@ def _load_animator(args):
     return KnotAnimator.from_pretrained(_model_path(args), device=args.device)
 
 
+def _renderer(args, animator, printer: ProgressPrinter | None):
+    """Renders with `animator`; GPU out of memory: says so in a `warning:` line (even with --quiet)
+    and renders again on a smaller installed profile, else on the CPU."""
+    from knotanim.profiles import find_profile
+    from knotanim.render import FallbackRenderer
+
+    profile = None if args.model else find_profile(getattr(args, "profile", "auto")).name
+
+    def say(message: str) -> None:
+        if printer:
+            printer.end()
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    return FallbackRenderer(animator, model_name=profile or str(args.model), profile=profile, say=say)
+
+
 def run(args) -> int:
     if args.batch:
         if args.image or args.audio or args.output:
@@ -199,14 +218,14 @@ def run(args) -> int:
     missing = [name for name, value in (("--image", args.image), ("--audio", args.audio), ("--output", args.output)) if not value]
     if missing:
         raise InputError(f"render needs {', '.join(missing)} (or --batch FILE_OR_FOLDER --out-dir DIR)")
-    from knotanim.render import RenderInterrupted, render_to_file
+    from knotanim.render import RenderInterrupted
 
     printer = _progress_for(args)
     animator = _load_animator(args)
     with _sigterm_as_interrupt():
         try:
             options = _options(args, printer, _backend_for(args, animator))
-            summary = render_to_file(animator, args.image, args.audio, args.output, options=options)
+            summary = _renderer(args, animator, printer).render(args.image, args.audio, args.output, options)
         except RenderInterrupted as e:
             if printer:
                 printer.end()
@@ -337,7 +356,8 @@ def _run_batch(args) -> int:
     with _sigterm_as_interrupt():
         try:
             backend = _backend_for(args, animator) if animator is not None else None
-            render_batch(animator, jobs, _options(args, printer, backend), on_result=report)
+            renderer = _renderer(args, animator, printer) if animator is not None else None
+            render_batch(animator, jobs, _options(args, printer, backend), on_result=report, renderer=renderer)
         except RenderInterrupted as e:
             if printer:
                 printer.end()
