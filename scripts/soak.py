@@ -37,11 +37,14 @@ import soak_report as rep  # noqa: E402
 from knotanim import tiny_config  # noqa: E402
 from knotanim.animator import KnotAnimator, prepare_reference, resolve_device  # noqa: E402
 
-STOP = {"signal": None}
+class StopRequest:
+    """Why the soak was asked to stop early (a signal's name, or the wall-clock limit); None: it was not."""
 
+    def __init__(self) -> None:
+        self.reason: str | None = None
 
-def _on_signal(signum, _frame):
-    STOP["signal"] = signal.Signals(signum).name
+    def on_signal(self, signum, _frame) -> None:
+        self.reason = signal.Signals(signum).name
 
 
 def load_animator(args) -> KnotAnimator:
@@ -86,7 +89,7 @@ STREAM_FIELDS = ["stream_s", "stream_h", "wall_s", "realtime_x", "frames", "chun
                  "audio_buffer_samples", "ring_valid_slots", "ring_mb", "ref_pos", "ref_drift", "frame_diff", "gc_objects"]
 
 
-def run_stream(args, out: Path) -> dict:
+def run_stream(args, out: Path, stop: StopRequest) -> dict:
     anim = load_animator(args)
     cfg, dev = anim.config, anim.device
     ref = load_reference(cfg.frame_size)
@@ -106,7 +109,7 @@ def run_stream(args, out: Path) -> dict:
     frames = chunks = 0
     next_sample = every
     t_start = time.perf_counter()
-    while frames < target_frames and STOP["signal"] is None:
+    while frames < target_frames and stop.reason is None:
         block = feed.take(push)
         c0, p0 = time.perf_counter(), time.process_time()
         out_frames = stream.push_audio(block)
@@ -147,7 +150,7 @@ def run_stream(args, out: Path) -> dict:
                 print(f"stream {r['stream_s'] / 60:7.1f} min  wall {wall:7.1f} s  x{r['realtime_x']:.1f}  "
                       f"rss {r['rss_mb']:.1f} MB  chunk {r['chunk_ms_median']:.2f} ms", flush=True)
             if args.max_wall_s and wall > args.max_wall_s:
-                STOP["signal"] = f"--max-wall-s {args.max_wall_s:g}"
+                stop.reason = f"--max-wall-s {args.max_wall_s:g}"
     log.close()
     wall = time.perf_counter() - t_start
     if log.count < 5:
@@ -173,7 +176,7 @@ def run_stream(args, out: Path) -> dict:
     checks.append(rep.drift_check("output vs reference (mean abs, 0-255)", log.col("ref_drift"), args.drift_factor))
     checks.append(rep.drift_check("frame-to-frame difference energy", log.col("frame_diff"), args.drift_factor))
     summary = rep.write_summary(out / "soak_stream.json", {
-        **meta(args, anim), "complete": frames >= target_frames, "stopped_by": STOP["signal"],
+        **meta(args, anim), "complete": frames >= target_frames, "stopped_by": stop.reason,
         "stream_hours_target": args.stream_hours, "stream_hours_reached": round(frames / fps / 3600, 4),
         "frames": frames, "chunks": chunks, "wall_s": round(wall, 1), "realtime_x": round(frames / fps / wall, 2),
         "samples": log.count, "sample_every_stream_s": every / fps,
@@ -228,7 +231,7 @@ LIVE_FIELDS = ["wall_s", "rss_mb", "cuda_alloc_mb", "cuda_max_mb", "queue_depth"
                "camera_frames", "gc_objects"]
 
 
-def run_live(args, out: Path) -> dict:
+def run_live(args, out: Path, stop: StopRequest) -> dict:
     from knotanim.live import ArraySource, LiveOptions, LivePipeline
     from knotanim.live.outputs import FrameSlot, RecorderOutput, VirtualCameraOutput
 
@@ -269,7 +272,7 @@ def run_live(args, out: Path) -> dict:
     end = t0 + args.minutes * 60
     error = None
     try:
-        while time.monotonic() < end and STOP["signal"] is None:
+        while time.monotonic() < end and stop.reason is None:
             time.sleep(args.sample_seconds)
             s = pipe.stats()
             ticks["n"] = slot.received
@@ -313,7 +316,7 @@ def run_live(args, out: Path) -> dict:
                 "pass": bool(recording.get("video_s") and abs(recording["video_s"] - recording["audio_s"]) < 0.2)}]
     last = log.last
     summary = rep.write_summary(out / "soak_live.json", {
-        **meta(args, anim), "complete": STOP["signal"] is None and error is None, "stopped_by": STOP["signal"],
+        **meta(args, anim), "complete": stop.reason is None and error is None, "stopped_by": stop.reason,
         "minutes_target": args.minutes, "minutes_reached": round(float(w[-1]), 3), "samples": log.count,
         "frames_generated": last["frames_generated"], "frames_shown": last["ticks"], "dropped": last["dropped"],
         "repeated": last["repeated"], "median_latency_s": round(float(np.nanmedian(log.col("latency_s"))), 4),
@@ -379,10 +382,11 @@ def main(argv=None) -> int:
         args.sample_seconds = 10.0 if args.mode == "stream" else 1.0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stop = StopRequest()
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
     torch.manual_seed(args.seed)
-    summary = run_stream(args, out) if args.mode == "stream" else run_live(args, out)
+    summary = run_stream(args, out, stop) if args.mode == "stream" else run_live(args, out, stop)
     for c in summary["checks"]:
         print(f"{'PASS' if c['pass'] else 'FAIL'}  {c['check']}")
     print(f"{'complete' if summary['complete'] else 'PARTIAL'}; all checks pass: {summary['all_pass']}; outputs in {out}")
