@@ -190,9 +190,17 @@ def _model_path(args):
 
 
 def _load_animator(args):
+    """The model on the requested device; no GPU, or no room on it for the model: the CPU, with a
+    `note:` line saying so (as `knotanim live` does)."""
     from knotanim.animator import KnotAnimator
+    from knotanim.live.loading import load_for_live
 
-    return KnotAnimator.from_pretrained(_model_path(args), device=args.device)
+    path = _model_path(args)
+    animator, notes = load_for_live(lambda device: KnotAnimator.from_pretrained(path, device=device), args.device,
+                                    probe=None)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return animator
 
 
 def _renderer(args, animator, printer: ProgressPrinter | None):
