@@ -76,3 +76,34 @@ def test_generated_batches_carry_the_true_mouth_boxes():
     assert np.all(boxes[..., 2] > boxes[..., 0]) and np.all(boxes[..., 3] > boxes[..., 1])
     centre_y = (boxes[..., 1] + boxes[..., 3]) / 2
     assert np.all((centre_y > cfg.frame_size * 0.5) & (centre_y < cfg.frame_size))  # below the middle: a mouth
+
+
+def _stage2_inputs(model_cfg, seed=0):
+    from knotanim.train.trainer import _dit_inputs
+
+    anim = KnotAnimator.from_config(model_cfg, device="cpu", seed=seed)
+    cfg = TrainConfig(stage="dit", chunks=2, mouth_weight=4.0, data=DataConfig(workers=0, speech_corpus=""))
+    n_frames = 2 * model_cfg.stream.chunk + model_cfg.stream.knot
+    batch = next(iter(clip_loader(model_cfg, cfg.data, ClipRequest(n_frames), 3)))
+    from knotanim.train.trainer import _encode_batch
+
+    enc = _encode_batch(anim, batch)
+    inputs, mouth = _dit_inputs(anim, cfg, enc, np.random.default_rng(seed), {})
+    return anim, inputs, mouth
+
+
+def test_listening_gap_is_zero_for_a_deaf_model_and_not_for_one_that_hears():
+    from knotanim.train.trainer import TeacherForcedLoss, listening_gap
+
+    cfg = tiny_config()
+    anim, inputs, mouth = _stage2_inputs(cfg)
+    inputs = (*inputs[:8], torch.randn_like(inputs[8]), *inputs[9:])  # three different sounds (no corpus here)
+    assert set(mouth.unique().tolist()) == {0.0, 1.0}  # a 0/1 map of the mouth boxes over the chunks' frames
+    assert mouth.shape == inputs[-1].shape
+    deaf = anim.model.randomize_zero_init(seed=3)
+    for p in list(deaf.audio_embed.parameters()) + [q for b in deaf.blocks for q in b.audio_attn.proj.parameters()]:
+        torch.nn.init.zeros_(p)  # the audio reaches nothing
+    assert listening_gap(TeacherForcedLoss(deaf, 10.0), inputs, mouth) == 0.0
+    for b in deaf.blocks:
+        torch.nn.init.normal_(b.audio_attn.proj.weight, std=0.5)
+    assert listening_gap(TeacherForcedLoss(deaf, 10.0), inputs, mouth) != 0.0

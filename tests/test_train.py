@@ -44,6 +44,7 @@ def test_autoencoder_then_dit_stage_then_resume(tmp_path):
     assert strip.shape == (2 * 64, 8 * 64, 3)
     rows = (out / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and all("nan" not in r for r in rows)
+    assert rows[0].split(",")[-1] == "listen_gap"  # logged with every row of stage 2
     trained = KnotAnimator.from_pretrained(model_dir, device="cpu")
     meta = json.loads((model_dir / "config.json").read_text())
     assert meta["trained_steps"] == {"autoencoder": 3, "dit": 3}  # the history accumulates across stages

@@ -102,7 +102,9 @@ class TrainLog:
         if not rows:
             return
         steps = [int(r["step"]) for r in rows]
-        fig, ax = plt.subplots(figsize=(7, 4))
+        listen = "listen_gap" in rows[0]
+        fig, axes = plt.subplots(1, 2 if listen else 1, figsize=(11 if listen else 7, 4), squeeze=False)
+        ax = axes[0, 0]
         for key in rows[0]:
             if key.startswith("loss"):
                 ax.plot(steps, [float(r[key]) for r in rows], label=key)
@@ -110,6 +112,13 @@ class TrainLog:
         ax.set_xlabel("step")
         ax.legend()
         ax.grid(alpha=0.3)
+        if listen:  # how much another clip's audio worsens the mouth (0: not listening)
+            ax = axes[0, 1]
+            ax.plot(steps, [float(r["listen_gap"]) for r in rows], color="tab:green")
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_xlabel("step")
+            ax.set_title("listen_gap: mouth error with another clip's audio, relative", fontsize=9)
+            ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(self.folder / name, dpi=90)
         plt.close(fig)

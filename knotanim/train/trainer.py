@@ -181,7 +181,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
                 pick = torch.randperm(frames.shape[0], device=frames.device)[: cfg.batch_size]
                 loss, metric = wrapped(frames[pick].permute(0, 3, 1, 2).float() / 127.5 - 1)
             else:
-                loss, metric = _dit_loss(wrapped, anim, cfg, encoded, rng, masks), None
+                inputs, mouth = _dit_inputs(anim, cfg, encoded, rng, masks)
+                loss, metric = wrapped(*inputs), None
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -197,6 +198,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
             data_wait = 0.0
             if metric is not None:
                 values["loss_l1"] = float(metric)
+            if not stage_ae:
+                with _autocast(d.device, cfg.bf16):
+                    values["listen_gap"] = listening_gap(loss_module, inputs, mouth)
             log.write(step, **values)
             progress(f"step {step}/{cfg.steps}  " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
             running = []
@@ -221,8 +225,10 @@ def _encode_batch(anim: KnotAnimator, batch: dict) -> dict:
             "mouth_box": batch["mouth_box"]}
 
 
-def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.Generator, masks: dict):
-    """Stage 2 (teacher forcing: clean ground-truth history) or stage 3 (self-rollout: the model's own
+def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.Generator, masks: dict):
+    """The loss module's inputs for one step, and the mouth boxes as a 0/1 map over its frames.
+
+    Stage 2 (teacher forcing: clean ground-truth history) or stage 3 (self-rollout: the model's own
     history and knots, generated chunk by chunk as the stream does, ground truth only as the target)."""
     mc, dev = anim.config, enc["latents"].device
     sc = mc.stream
@@ -256,8 +262,22 @@ def _dit_loss(wrapped, anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.
             knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
     t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
     noise = torch.randn_like(x0)
-    region = mouth_weight_map(enc["mouth_box"][:, : layout.n_frames], mc.frame_size, mc.latent_size, cfg.mouth_weight)
-    return wrapped(layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion, region[:, idx])
+    boxes = enc["mouth_box"][:, : layout.n_frames]
+    region = mouth_weight_map(boxes, mc.frame_size, mc.latent_size, cfg.mouth_weight)[:, idx]
+    mouth = mouth_weight_map(boxes, mc.frame_size, mc.latent_size, 2.0)[:, idx] - 1
+    return (layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion, region), mouth
+
+
+@torch.no_grad()
+def listening_gap(loss_module: nn.Module, inputs: tuple, mouth: torch.Tensor) -> float:
+    """Does the model listen? (L_other - L_own) / L_own: its flow-matching error inside the mouth boxes
+    with another clip's audio (the batch rolled by one; silence for a batch of one) against its own,
+    same noise and times. 0: the audio makes no difference to the mouth; it grows as lip-sync is
+    learnt. The plain loss module runs (no DDP, no compile): rank 0 calls it alone."""
+    *head, audio, motion, _ = inputs
+    other = audio.roll(1, dims=0) if audio.shape[0] > 1 else torch.zeros_like(audio)
+    own = float(loss_module(*head, audio, motion, mouth))
+    return (float(loss_module(*head, other, motion, mouth)) - own) / max(own, 1e-12)
 
 
 def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator, cfg: TrainConfig, log: TrainLog) -> None:
