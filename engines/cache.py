@@ -8,6 +8,7 @@ an engine is never silently reused on another GPU or with another TensorRT.
 Layout of a cache folder (default: $KNOTANIM_CACHE, else $XDG_CACHE_HOME/knotanim, else
 ~/.cache/knotanim):
   <tag>-<model12>.onnx  + .json            ONNX graph and its export report (parity numbers)
+  <tag>-<model12>-int8.onnx + .json       its int8 dynamic quantization (CPU) and parity report
   <tag>-<model12>-<precision>-sm<cc>-trt<version>.engine + .json (the EngineKey)
   <tag>-<model12>-<device>.pt2             AOTInductor package
 """
@@ -54,8 +55,10 @@ def animator_hash(animator, model_path: str | Path | None = None) -> str:
     return h.hexdigest()
 
 
-def onnx_path(folder: str | Path, tag: str, model_hash: str) -> Path:
-    return Path(folder) / f"{tag}-{model_hash[:12]}.onnx"
+def onnx_path(folder: str | Path, tag: str, model_hash: str, precision: str = "fp32") -> Path:
+    """The float32 graph `<tag>-<model12>.onnx`, or its int8 quantization `<tag>-<model12>-int8.onnx`."""
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return Path(folder) / f"{tag}-{model_hash[:12]}{suffix}.onnx"
 
 
 def aoti_path(folder: str | Path, tag: str, model_hash: str, device: str) -> Path:

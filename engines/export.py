@@ -74,6 +74,43 @@ def ensure_onnx(animator, out_dir: str | Path, *, knot: bool = True, steps: int 
     return ExportResult("onnx", path, desc, model_hash, parity=report)
 
 
+def ensure_onnx_int8(animator, out_dir: str | Path, *, knot: bool = True, steps: int | None = None, model_path=None,
+                     model_hash: str | None = None, tolerance: float | None = None, force: bool = False,
+                     progress: Callable[[str], None] = print) -> ExportResult:
+    """The int8 (dynamic quantization, CPU) graph `<tag>-<model12>-int8.onnx` in out_dir, made from the
+    float32 graph (ensure_onnx) unless already there.
+
+    Its parity report against eager torch is written beside it; the tolerance is a fraction of each
+    output's scale (default INT8_TOLERANCE), and a graph above it is deleted and KnotAnimError raised.
+    """
+    from knotanim.engines.onnxrt import INT8_TOLERANCE, OnnxRuntimeBackend, ParityReport, parity_check, quantize_int8
+
+    tolerance = INT8_TOLERANCE if tolerance is None else tolerance
+    step, desc = export_step(animator, knot, steps)
+    model_hash = model_hash or animator_hash(animator, model_path)
+    path = onnx_path(out_dir, desc.tag, model_hash, "int8")
+    report_path = path.with_suffix(".json")
+    if path.is_file() and report_path.is_file() and not force:
+        progress(f"export: {path} is already there (model {model_hash[:12]}); --force rebuilds it")
+        meta = json.loads(report_path.read_text(encoding="utf-8"))
+        return ExportResult("onnx-int8", path, desc, model_hash, reused=True, parity=ParityReport(**meta["parity"]))
+    fp32 = ensure_onnx(animator, out_dir, knot=knot, steps=steps, model_hash=model_hash, force=force, progress=progress)
+    quantize_int8(fp32.path, path, progress=progress)
+    progress("export: int8 parity check against torch with ONNX Runtime (CPU)")
+    backend = OnnxRuntimeBackend(path, desc, "cpu", providers=["CPUExecutionProvider"], precision="int8")
+    try:
+        report = parity_check(step, backend, desc, tolerance=tolerance, relative=True)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    progress(f"export: {report.line()}")
+    meta = {"descriptor": {"tag": desc.tag, **desc.meta}, "model_hash": model_hash, "from": fp32.path.name,
+            "quantization": "onnxruntime dynamic, MatMul weights int8 per channel (7-bit), activations uint8 per call",
+            "parity": asdict(report)}
+    report_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return ExportResult("onnx-int8", path, desc, model_hash, parity=report)
+
+
 def ensure_engine(animator, out_dir: str | Path, *, knot: bool = True, steps: int | None = None, model_path=None,
                   precision: str = "auto", device: torch.device | str = "cuda", force: bool = False,
                   progress: Callable[[str], None] = print) -> ExportResult:

@@ -3,12 +3,22 @@
 onnx / onnxruntime are optional (`pip install knotanim[onnx]`) and imported only when used.
 The graph is exported in float32 (TensorRT lowers precision itself from builder flags); the
 backend casts inputs to the graph's dtypes and the K/V outputs back to the caller's ring dtype.
+
+int8 (`quantize_int8`, `export.ensure_onnx_int8`, `OnnxRuntimeBackend(precision="int8")`): ONNX
+Runtime dynamic quantization of the float32 graph for the CPU: every MatMul with a weight operand
+runs as MatMulInteger (int8 weights, per output channel, 7-bit range so AVX2 CPUs without VNNI do
+not saturate; activations quantized per call), the attention products and everything else stay
+float32. It is a measurement path (scripts/lite_speed.py --backends onnxruntime-int8), not a
+backend name: on the lite model it was no faster than the float32 graph and changes the output a
+little (docs/lite.md).
 """
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +30,8 @@ from knotanim.engines.descriptors import NetworkDescriptor
 from knotanim.errors import BackendUnavailable, KnotAnimError
 
 DEFAULT_OPSET = 17
+ONNX_PRECISIONS = ("fp32", "int8")
+INT8_TOLERANCE = 0.05  # parity check of an int8 graph: max abs error per output, as a fraction of its scale
 
 
 def _import_ort():
@@ -84,22 +96,39 @@ class OnnxRuntimeBackend:
     """Runs an exported ChunkStep graph in an ONNX Runtime session.
 
     On CPU tensors go through numpy without copies where possible; on CUDA (CUDA/TensorRT EP) the
-    session reads and writes torch's device memory through IOBinding.
+    session reads and writes torch's device memory through IOBinding. `precision` names the graph
+    ("fp32", or "int8" for a `quantize_int8` graph, CPU only) in the backend's name:
+    "onnxruntime[CPU]", "onnxruntime-int8[CPU]".
+
+    `spinning`: whether ONNX Runtime's CPU threads busy-wait for work between and after runs (its
+    default). Off by default here: the stream runs torch (audio features, decode) between chunk
+    steps on the same cores, and spinning threads take those cores from it (docs/lite.md measures
+    both).
     """
 
     def __init__(self, onnx_path: str | Path, desc: NetworkDescriptor, device: torch.device | str = "cpu",
-                 providers: list[str] | None = None, threads: int | None = None):
+                 providers: list[str] | None = None, threads: int | None = None, precision: str = "fp32",
+                 spinning: bool = False):
         ort = _import_ort()
         self.desc, self.device, self.path = desc, torch.device(device), Path(onnx_path)
+        if precision not in ONNX_PRECISIONS:
+            raise BackendUnavailable(f"ONNX Runtime precision must be one of {', '.join(ONNX_PRECISIONS)}, got {precision!r}")
+        if precision == "int8" and self.device.type != "cpu":
+            raise BackendUnavailable("the int8 ONNX graph is a CPU path (dynamic quantization); on a GPU use "
+                                     "onnxruntime or tensorrt")
         if not self.path.is_file():
             raise BackendUnavailable(f"no ONNX graph at {self.path} (run knotanim export --format onnx)")
+        self.precision = precision
         self.providers = providers_for(self.device, providers)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        self.spinning = spinning
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
         self.on_device = self.device.type == "cuda" and self.session.get_providers()[0] != "CPUExecutionProvider"
-        self.name = f"onnxruntime[{self.session.get_providers()[0].replace('ExecutionProvider', '')}]"
+        label = "onnxruntime" if precision == "fp32" else f"onnxruntime-{precision}"
+        self.name = f"{label}[{self.session.get_providers()[0].replace('ExecutionProvider', '')}]"
 
     def run(self, *inputs: torch.Tensor):
         self.desc.check(inputs)
@@ -126,6 +155,89 @@ class OnnxRuntimeBackend:
         return outs
 
 
+@contextmanager
+def _without_root_warnings():
+    """onnxruntime.quantization logs advice ("consider pre-processing") on the root logger; hide it for
+    the duration of the call only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def fold_weight_aliases(model) -> int:
+    """Point every consumer of an `Identity(initializer)` node at the initializer itself; returns how
+    many Identity nodes were removed.
+
+    The TorchScript exporter shares the DiT's weights between its calls in one ChunkStep (each sampler
+    step and the cache pass) by routing the later calls through Identity nodes. Dynamic quantization
+    only quantizes a MatMul whose weight operand is an initializer, so without this only the first
+    call would run in int8 and the float32 weights would stay in the file beside the int8 ones.
+    """
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node
+             if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in graph_outputs}
+    if not alias:
+        return 0
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(alias)
+
+
+def weight_matmuls(model) -> dict[str, int]:
+    """{"int8": MatMulInteger nodes, "float32": MatMul nodes whose second operand is a weight} of an
+    ONNX model: after `quantize_int8`, "float32" is 0."""
+    weights = {t.name for t in model.graph.initializer}
+    weights |= {n.output[0] for n in model.graph.node if n.op_type == "Identity" and n.input[0] in weights}
+    counts = {"int8": 0, "float32": 0}
+    for n in model.graph.node:
+        if n.op_type == "MatMulInteger":
+            counts["int8"] += 1
+        elif n.op_type == "MatMul" and n.input[1] in weights:
+            counts["float32"] += 1
+    return counts
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, progress: Callable[[str], None] = print) -> Path:
+    """ONNX Runtime dynamic int8 quantization of an exported float32 graph (see the module docstring)."""
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise BackendUnavailable(f"int8 quantization needs onnx and onnxruntime ({e.name} is not installed; "
+                                 "pip install 'knotanim[onnx]')") from None
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    t0 = time.perf_counter()
+    model = onnx.load(str(fp32_path))
+    folded = fold_weight_aliases(model)
+    staged = out_path.with_suffix(".fp32-folded.onnx")
+    onnx.save(model, str(staged))
+    try:
+        with _without_root_warnings():
+            quantize_dynamic(str(staged), str(out_path), op_types_to_quantize=["MatMul"], per_channel=True,
+                             reduce_range=True, weight_type=QuantType.QInt8)
+    except Exception as e:  # noqa: BLE001: any quantizer failure is one line for the user
+        out_path.unlink(missing_ok=True)
+        raise KnotAnimError(f"int8 quantization of {fp32_path.name} failed ({type(e).__name__}: {str(e)[:200]})") from e
+    finally:
+        staged.unlink(missing_ok=True)
+    counts = weight_matmuls(onnx.load(str(out_path)))
+    progress(f"export: int8 dynamic quantization: {counts['int8']} weight MatMuls in int8, {counts['float32']} left in "
+             f"float32 ({folded} shared-weight aliases folded); wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB) "
+             f"in {time.perf_counter() - t0:.1f} s")
+    return out_path
+
+
 @dataclass
 class ParityReport:
     """Max abs error per output of a backend against eager torch on the descriptor's sample inputs."""
@@ -135,17 +247,26 @@ class ParityReport:
     scale: dict[str, float]  # max |torch output|, for context
     tolerance: float
     seconds: float
+    relative: bool = False  # tolerance is a fraction of each output's scale (int8), not an absolute error
 
     @property
     def worst(self) -> float:
         return max(self.max_abs.values())
 
     @property
+    def worst_relative(self) -> float:
+        return max(v / self.scale[k] if self.scale[k] > 0 else (0.0 if v == 0 else float("inf"))
+                   for k, v in self.max_abs.items())
+
+    @property
     def ok(self) -> bool:
-        return self.worst <= self.tolerance
+        return (self.worst_relative if self.relative else self.worst) <= self.tolerance
 
     def line(self) -> str:
         parts = ", ".join(f"{k} {v:.2e} (of {self.scale[k]:.2f})" for k, v in self.max_abs.items())
+        if self.relative:
+            return (f"parity {self.backend} vs torch: max abs error {self.worst_relative:.1e} of the output's scale "
+                    f"(tolerance {self.tolerance:.0e}): {parts}")
         return f"parity {self.backend} vs torch: max abs error {self.worst:.2e} (tolerance {self.tolerance:.0e}): {parts}"
 
     def save(self, path: str | Path) -> None:
@@ -154,8 +275,9 @@ class ParityReport:
 
 @torch.no_grad()
 def parity_check(module: torch.nn.Module, backend, desc: NetworkDescriptor, tolerance: float = 1e-3,
-                 seed: int = 0, raise_on_failure: bool = True) -> ParityReport:
-    """Run eager torch and `backend` on the same sample inputs; fail loudly above `tolerance`."""
+                 seed: int = 0, raise_on_failure: bool = True, relative: bool = False) -> ParityReport:
+    """Run eager torch and `backend` on the same sample inputs; fail loudly above `tolerance` (an absolute
+    error, or with `relative` a fraction of each output's max |value|)."""
     inputs = desc.sample_inputs(seed, backend.device)
     ref = module(*inputs)
     t0 = time.perf_counter()
@@ -165,7 +287,7 @@ def parity_check(module: torch.nn.Module, backend, desc: NetworkDescriptor, tole
     for name, r, g in zip(desc.output_names, ref, got):
         errs[name] = float((r.float() - g.float().to(r.device)).abs().max())
         scale[name] = float(r.float().abs().max())
-    report = ParityReport(backend.name, errs, scale, tolerance, seconds)
+    report = ParityReport(backend.name, errs, scale, tolerance, seconds, relative)
     if raise_on_failure and not report.ok:
         raise KnotAnimError(f"{report.line()}: above tolerance, the exported graph does not match torch")
     return report

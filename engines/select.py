@@ -6,6 +6,7 @@ anything: it measures eager torch and whatever is already ready (an exported ONN
 TensorRT engine built for this GPU, an AOTInductor package; torch.compile on CUDA, where the
 one-time compile pays for itself), and returns the fastest with a reason naming the timings and
 what was skipped. Backends are built for one static variant (knot on/off, sampler steps).
+ONNX Runtime sessions on the CPU use torch's thread count (`torch.set_num_threads`, `--threads`).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def build_backend(name: str, animator, *, knot: bool = True, steps: int | None =
             if not export:
                 raise BackendUnavailable(f"no exported ONNX graph {path.name} in {folder}")
             path = ex.ensure_onnx(animator, folder, knot=knot, steps=steps, model_hash=model_hash, progress=progress).path
-        return OnnxRuntimeBackend(path, desc, dev)
+        return OnnxRuntimeBackend(path, desc, dev, threads=torch.get_num_threads() if dev.type == "cpu" else None)
     if name == "tensorrt":
         from knotanim.engines.tensorrt_engine import TensorRTBackend, import_tensorrt
 
