@@ -107,3 +107,25 @@ def test_listening_gap_is_zero_for_a_deaf_model_and_not_for_one_that_hears():
     for b in deaf.blocks:
         torch.nn.init.normal_(b.audio_attn.proj.weight, std=0.5)
     assert listening_gap(TeacherForcedLoss(deaf, 10.0), inputs, mouth) != 0.0
+
+
+def test_switching_audio_attention_off_leaves_its_weights_out_with_a_note(tmp_path):
+    KnotAnimator.from_config(tiny_config(), device="cpu").save_pretrained(tmp_path / "with")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"stage": "dit", "init_from": str(tmp_path / "with")}))
+    notes = []
+    anim = _init_animator(TrainConfig.load(path, ["model.model.audio_attention=false"]), torch.device("cpu"), notes.append)
+    assert not anim.config.model.audio_attention
+    assert len(notes) == 1 and "not used by the configured model" in notes[0] and "audio" in notes[0]
+
+
+def test_train_module_entry_point_reports_a_bad_checkpoint_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"stage": "dit", "init_from": str(tmp_path / "missing")}))
+    r = subprocess.run([sys.executable, "-m", "knotanim.cli.train", str(path), "--out", str(tmp_path / "o"), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("knotanim train: error:"), r.stderr

@@ -29,6 +29,12 @@ def run(args: argparse.Namespace) -> int:
 if __name__ == "__main__":  # `python -m knotanim.cli.train ...`: training without the rest of the CLI
     import sys
 
+    from knotanim.errors import KnotAnimError
+
     parser = argparse.ArgumentParser(prog="python -m knotanim.cli.train")
     add_parser(parser.add_subparsers(dest="command"))
-    sys.exit(run(parser.parse_args(["train", *sys.argv[1:]])))
+    try:
+        sys.exit(run(parser.parse_args(["train", *sys.argv[1:]])))
+    except KnotAnimError as e:  # one line, as `knotanim train` prints it
+        print(f"knotanim train: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -85,11 +85,13 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
-def _init_animator(cfg: TrainConfig, device: torch.device) -> KnotAnimator:
+def _init_animator(cfg: TrainConfig, device: torch.device, progress=print) -> KnotAnimator:
     """The model to train: the checkpoint it starts from (so a later stage inherits the earlier
     stage's sizes) with the config's `model` overrides on top, or the defaults with them when it
     starts from nothing. Layers the checkpoint lacks (e.g. audio attention switched on for a model
-    trained without it) keep their initialisation; the new ones start as no-ops."""
+    trained without it) keep their initialisation; the new ones start as no-ops. Weights of layers
+    the overrides switched off are left out, with a note; without overrides, weights the model has
+    no place for mean the checkpoint does not fit."""
     tensors = None
     if cfg.init_from:
         ckpt_cfg, tensors, _ = load_checkpoint(cfg.init_from)
@@ -102,8 +104,11 @@ def _init_animator(cfg: TrainConfig, device: torch.device) -> KnotAnimator:
                 missing, unexpected = module.load_state_dict(state, strict=False)
             except RuntimeError as e:  # size mismatches
                 raise ConfigError(f"{cfg.init_from} does not fit the configured model: {str(e).splitlines()[1:2]}") from None
-            if unexpected:
+            if unexpected and not cfg.model:
                 raise ConfigError(f"{cfg.init_from} does not fit the configured model (unexpected {unexpected[:3]})")
+            if unexpected:
+                progress(f"note: {len(unexpected)} tensor(s) of {cfg.init_from} not used by the configured model, "
+                         f"e.g. {prefix}{unexpected[0]}")
     return anim
 
 
@@ -128,7 +133,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + d.rank)
-    anim = _init_animator(cfg, d.device)
+    anim = _init_animator(cfg, d.device, progress if d.main else (lambda _: None))
     anim.model.train()
     anim.autoencoder.train()
     stage_ae = cfg.stage == "autoencoder"
