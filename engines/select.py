@@ -7,6 +7,13 @@ TensorRT engine built for this GPU, an AOTInductor package; torch.compile on CUD
 one-time compile pays for itself), and returns the fastest with a reason naming the timings and
 what was skipped. Backends are built for one static variant (knot on/off, sampler steps).
 ONNX Runtime sessions on the CPU use torch's thread count (`torch.set_num_threads`, `--threads`).
+
+`StepBackends` holds one backend name built for each sampler step count a stream may switch to
+(`KnotStream.set_steps`, the live quality ladder): `prepare(steps)` builds (exports, compiles) them
+ahead of time; `backends(steps)` returns the one for that count. A stream's state (reference
+cache, history ring, knot) is the stream's own tensors, handed to the backend each chunk, so
+swapping backends between chunks carries it over. `live_candidates` lists what the live start-up
+measurement tries on a device.
 """
 from __future__ import annotations
 
@@ -80,6 +87,98 @@ def build_backend(name: str, animator, *, knot: bool = True, steps: int | None =
             raise BackendUnavailable(f"no AOTInductor package {path.name} in {folder}")
         path = ex.ensure_aoti(animator, folder, knot=knot, steps=steps, model_path=model_path, progress=progress).path
     return AotiBackend(path, desc, dev)
+
+
+def backend_kind(backend: ChunkBackend) -> str | None:
+    """The BACKENDS name a built backend runs as ("onnxruntime[CPU]" -> "onnxruntime", "compiled->torch" ->
+    "torch", "tensorrt[bf16]" -> "tensorrt"); None for anything else (e.g. the int8 measurement path)."""
+    name = str(getattr(backend, "name", "")).split("->")[-1].split("[")[0]
+    return name if name in BACKENDS and name != "auto" else None
+
+
+class StepBackends:
+    """Backends of one name (`BACKENDS`, not "auto") for `animator`, one per sampler step count.
+
+    `prepare(steps_list)` builds every count ahead (exporting artifacts that are missing when
+    `export`; a "compiled" backend is also run once on sample inputs, so it compiles now and not at
+    the first chunk); calling `backends(steps)` returns the backend built for `steps` (None: the
+    model's), building it first unless `build=False`, which raises BackendUnavailable instead (the
+    live pipeline's inference thread never builds).
+    """
+
+    def __init__(self, name: str, animator, *, knot: bool = True, model_path=None, artifacts: str | Path | None = None,
+                 precision: str = "auto", export: bool = True, progress: Callable[[str], None] = _quiet):
+        if name not in BACKENDS or name == "auto":
+            raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(b for b in BACKENDS if b != 'auto')}")
+        self.name, self.animator, self.knot = name, animator, knot
+        self.model_path, self.artifacts, self.precision, self.export = model_path, artifacts, precision, export
+        self.progress = progress
+        self._built: dict[int, ChunkBackend] = {}
+
+    @classmethod
+    def around(cls, backend: ChunkBackend, animator, *, knot: bool = True, steps: int | None = None,
+               **kwargs) -> "StepBackends | None":
+        """StepBackends of `backend`'s kind with `backend` as the one for `steps`; None when its kind
+        is not a backend name."""
+        kind = backend_kind(backend)
+        if kind is None:
+            return None
+        backends = cls(kind, animator, knot=knot, **kwargs)
+        backends._built[backends.count(steps)] = backend
+        return backends
+
+    def count(self, steps: int | None) -> int:
+        return int(steps or self.animator.config.sampler.steps)
+
+    @property
+    def prepared(self) -> tuple[int, ...]:
+        """The step counts built so far, most first."""
+        return tuple(sorted(self._built, reverse=True))
+
+    def prepare(self, steps_list) -> "StepBackends":
+        """Build the backend for every step count in `steps_list` that is not built yet; errors propagate."""
+        todo = sorted({self.count(s) for s in steps_list} - set(self._built), reverse=True)
+        if todo and self.name != "torch":
+            counts = ", ".join(str(s) for s in todo)
+            self.progress(f"preparing the {self.name} backend for {counts} sampler step{'s' if todo != [1] else ''}…")
+        for steps in todo:
+            backend = build_backend(self.name, self.animator, knot=self.knot, steps=steps, model_path=self.model_path,
+                                    artifacts=self.artifacts, precision=self.precision, export=self.export,
+                                    progress=self.progress)
+            if self.name == "compiled":  # compile (and capture CUDA graphs) now, not in the stream's first chunk
+                desc = chunk_step_descriptor(self.animator.config, knot=self.knot, steps=steps,
+                                             kv_dtype=self.animator.dtype)
+                with torch.no_grad():
+                    backend.run(*desc.sample_inputs(0, self.animator.device))
+            self._built[steps] = backend
+        return self
+
+    def __call__(self, steps: int | None = None, build: bool = True) -> ChunkBackend:
+        count = self.count(steps)
+        if count not in self._built:
+            if not build:
+                raise BackendUnavailable(f"the {self.name} backend was not prepared for {count} sampler steps "
+                                         f"(prepared: {', '.join(map(str, self.prepared)) or 'none'})")
+            self.prepare([count])
+        return self._built[count]
+
+
+def live_candidates(device: torch.device) -> list[tuple[str, bool]]:
+    """(name, export) pairs the live start-up measurement tries on `device`, in order of preference
+    for ties. export=False: used only when its artifact is already built (TensorRT engines and
+    AOTInductor packages take minutes to build); ONNX graphs are exported (seconds to a minute, once).
+    On a GPU, ONNX Runtime is tried only when its build has a GPU provider."""
+    if device.type != "cuda":
+        return [("onnxruntime", True), ("torch", True)]
+    names = [("tensorrt", False), ("aoti", False)]
+    try:
+        from knotanim.engines.onnxrt import providers_for
+
+        if providers_for(device)[0] != "CPUExecutionProvider":
+            names.append(("onnxruntime", True))
+    except BackendUnavailable:
+        pass
+    return names + [("compiled", True), ("torch", True)]
 
 
 def auto_candidates(device: torch.device, allow_compile: bool | None = None) -> list[str]:

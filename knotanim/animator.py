@@ -119,18 +119,26 @@ class KnotAnimator:
         return ReferenceCache(k=torch.stack(ks), v=torch.stack(vs))
 
     def stream(self, reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5, knot: bool = True,
-               run_ahead: bool = True, steps: int | None = None, backend=None) -> KnotStream:
+               run_ahead: bool = True, steps: int | None = None, backend=None, backend_factory=None) -> KnotStream:
         """A new stream animating `reference` (uint8 H x W x 3 face crop, resized to frame_size).
 
         backend: None (eager torch), a knotanim.engines.ChunkBackend built for the same knot/steps
         variant, or a name for knotanim.engines.select_backend ("torch", "compiled", "onnxruntime", ...).
+        backend_factory: steps -> ChunkBackend (knotanim.engines.select.StepBackends), which
+        `set_steps` uses on any backend; a name gets one of its kind (built on demand).
         """
         if isinstance(backend, str):
-            from knotanim.engines import select_backend
+            from knotanim.engines.select import StepBackends, select_backend
 
-            backend, _ = select_backend(backend, self, knot=knot, steps=steps)
+            if backend == "auto":
+                backend, _ = select_backend("auto", self, knot=knot, steps=steps)
+                if backend_factory is None:
+                    backend_factory = StepBackends.around(backend, self, knot=knot, steps=steps)
+            else:
+                backend_factory = backend_factory or StepBackends(backend, self, knot=knot)
+                backend = backend_factory(steps)
         return KnotStream(self, reference, seed=seed, head_motion=head_motion, knot=knot, run_ahead=run_ahead,
-                          steps=steps, backend=backend)
+                          steps=steps, backend=backend, backend_factory=backend_factory)
 
     def parameter_count(self) -> dict[str, int]:
         return {"dit": sum(p.numel() for p in self.model.parameters()),

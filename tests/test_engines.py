@@ -77,6 +77,76 @@ def test_onnxruntime_stream_matches_torch(tiny, tmp_path, knot):
     assert diff <= 1  # uint8 frames: at most one level of rounding
 
 
+def _drive_with_step_change(anim, ref, samples, backend, factory, at_frames, steps=(2, 1)):
+    """Stream `samples` with steps[0], switching to steps[1] once `at_frames` frames of audio went in."""
+    stream = anim.stream(ref, seed=3, head_motion=0.3, steps=steps[0], backend=backend, backend_factory=factory)
+    cut = anim.config.samples_per_frame * at_frames
+    frames = stream.push_audio(samples[:cut])
+    chunks_before = stream.chunk_index
+    stream.set_steps(steps[1])
+    frames += stream.push_audio(samples[cut:]) + stream.finish()
+    return frames, stream, chunks_before
+
+
+def test_onnxruntime_stream_changes_steps_mid_stream_like_torch(tiny, tmp_path):
+    """set_steps on an exported backend swaps in the graph built for the new step count; the stream's
+    caches (ring, knot, reference) carry over, so it matches eager torch making the same change."""
+    from knotanim.engines.select import StepBackends
+
+    anim, ref, samples = tiny
+    samples = np.concatenate([samples, samples[::-1]])  # 30 frames: many chunks on each side of the change
+    eager = Recording(TorchBackend(anim.chunk_step(2), anim.device))
+    eager_steps = []
+
+    def torch_factory(steps):  # eager torch through the same factory path, recording each chunk
+        eager_steps.append(steps)
+        eager.inner = TorchBackend(anim.chunk_step(steps), anim.device)
+        return eager
+
+    frames_t, stream_t, before_t = _drive_with_step_change(anim, ref, samples, eager, torch_factory, 12)
+    backends = StepBackends("onnxruntime", anim, artifacts=tmp_path).prepare([2, 1])
+    assert backends.prepared == (2, 1)
+    assert {p.name.split("-")[1] for p in tmp_path.glob("*.onnx")} == {"knot1"}
+    assert sorted(p.name.split("-")[2] for p in tmp_path.glob("*.onnx")) == ["steps1", "steps2"]
+    ort = Recording(backends(2))
+    swaps = []
+
+    def ort_factory(steps):
+        swaps.append(steps)
+        ort.inner = backends(steps, build=False)
+        return ort
+
+    frames_o, stream_o, before_o = _drive_with_step_change(anim, ref, samples, ort, ort_factory, 12)
+    assert swaps == eager_steps == [1] and before_o == before_t >= 3
+    assert stream_o.step is anim.chunk_step(1) and ort.inner is backends(1) and ort.inner is not backends(2)
+    n = len(eager.outputs)
+    assert n >= before_t + 5 and len(ort.outputs) == n and stream_o.ring.valid.all()
+    # After the change the committed latents differ from a stream that kept 2 steps (the change is real) ...
+    kept, _ = _drive(anim, Recording(backends(2)), ref, samples)
+    after = (before_t + 1) * anim.config.stream.chunk
+    assert max(int(np.abs(a.image.astype(int) - b.image.astype(int)).max())
+               for a, b in zip(kept[after:], frames_o[after:])) > 1
+    # ... and every chunk, before and after it, matches eager torch within the ONNX parity tolerance.
+    for j, (a, b) in enumerate(zip(eager.outputs, ort.outputs)):
+        for name, x, y in zip(("committed", "next_knot", "new_k", "new_v"), a, b):
+            torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-4, msg=lambda m: f"chunk {j} {name}: {m}")
+    assert [f.index for f in frames_o] == [f.index for f in frames_t]
+    diff = max(int(np.abs(a.image.astype(int) - b.image.astype(int)).max()) for a, b in zip(frames_t, frames_o))
+    assert diff <= 1
+    with pytest.raises(BackendUnavailable, match="not prepared for 4 sampler steps"):
+        backends(4, build=False)
+
+
+def test_set_steps_without_a_factory_on_an_exported_backend_is_clear(tiny, tmp_path):
+    anim, ref, samples = tiny
+    stream = anim.stream(ref, backend=build_backend("onnxruntime", anim, artifacts=tmp_path))
+    with pytest.raises(BackendUnavailable, match="no backend factory"):
+        stream.set_steps(1)
+    named = anim.stream(ref, backend="torch")  # a name gets a factory of its kind
+    named.set_steps(1)
+    assert named.step is anim.chunk_step(1) and isinstance(named.backend, TorchBackend)
+
+
 def test_default_backend_is_eager_torch(tiny):
     anim, ref, _ = tiny
     stream = anim.stream(ref)

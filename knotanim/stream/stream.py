@@ -58,7 +58,8 @@ class KnotStream:
     `set_reference` / `set_steps` called; each takes effect from the next chunk."""
 
     def __init__(self, animator: "KnotAnimator", reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5,
-                 knot: bool = True, run_ahead: bool = True, steps: int | None = None, backend=None):
+                 knot: bool = True, run_ahead: bool = True, steps: int | None = None, backend=None,
+                 backend_factory=None):
         cfg = animator.config
         self.animator, self.config = animator, cfg
         self.device, self.dtype = animator.device, animator.dtype
@@ -66,6 +67,11 @@ class KnotStream:
         self.head_motion = float(np.clip(head_motion, 0.0, 1.0))
         self.knot_enabled = knot and cfg.stream.knot > 0
         self.step = animator.chunk_step(steps)
+        # backend_factory: steps -> ChunkBackend built for that step count (and this stream's knot
+        # variant), e.g. knotanim.engines.select.StepBackends; set_steps swaps in its backend.
+        self.backend_factory = backend_factory
+        if backend is None and backend_factory is not None:
+            backend = backend_factory(steps)
         if backend is None:  # eager torch; any knotanim.engines.ChunkBackend runs the same step
             from knotanim.engines.base import TorchBackend
 
@@ -84,13 +90,22 @@ class KnotStream:
         self.reference = self.animator.reference_cache(reference)
 
     def set_steps(self, steps: int) -> None:
-        """Change the sampler steps mid-stream (eager torch backend only); caches and motion carry on."""
+        """Change the sampler steps mid-stream; the caches, the knot and the motion carry on.
+
+        They are the stream's own tensors, handed to the backend at every chunk, so any backend can
+        take over between chunks: eager torch makes the step at once; another backend needs the
+        stream's `backend_factory` (a compiled or exported backend has its step count built in).
+        Raises BackendUnavailable (and changes nothing) when there is no backend for `steps`."""
         from knotanim.engines.base import TorchBackend
 
-        if not isinstance(self.backend, TorchBackend):
-            raise BackendUnavailable(f"the {self.backend.name} backend has its step count built in; start a new stream")
-        self.step = self.animator.chunk_step(steps)
-        self.backend = TorchBackend(self.step, self.device)
+        if self.backend_factory is not None:
+            backend = self.backend_factory(steps)  # may raise BackendUnavailable: then nothing changed
+        elif isinstance(self.backend, TorchBackend):
+            backend = TorchBackend(self.animator.chunk_step(steps), self.device)
+        else:
+            raise BackendUnavailable(f"the {self.backend.name} backend has its step count built in and the stream has no "
+                                     "backend factory; start a new stream")
+        self.step, self.backend = self.animator.chunk_step(steps), backend
 
     def reset(self) -> None:
         """Back to frame 0 with the same reference and seed."""
