@@ -179,6 +179,19 @@ def write_cache(path: Path, key: str, fps: float) -> None:
 
 # --- the choice ---------------------------------------------------------------------------------------
 @dataclass
+class BackendChoice:
+    """The backend chosen for one animator: the fastest measured, built for every step count the live
+    quality ladder may use."""
+
+    backends: Any  # engines.select.StepBackends (a factory: steps -> ChunkBackend)
+    backend: Any  # the ChunkBackend for the first rung (`steps`)
+    fps: float
+    cached: bool = False
+    tried: list[tuple[str, float]] = field(default_factory=list)  # (backend name, fps), in the order measured
+    notes: list[str] = field(default_factory=list)  # one line each: a backend skipped or that fell back to torch
+
+
+@dataclass
 class Choice:
     profile: Profile
     animator: Any  # KnotAnimator
@@ -189,6 +202,8 @@ class Choice:
     cached: bool = False  # the rate came from the cache
     backend_name: str = "torch"
     tried: list[tuple[str, str, float]] = field(default_factory=list)  # (profile, backend, fps) measured
+    backends: Any = None  # engines.select.StepBackends for LiveOptions.backend (None: eager torch)
+    notes: list[str] = field(default_factory=list)  # one line each (a backend skipped, a fallback to torch)
 
 
 def _quiet(_: str) -> None:
@@ -201,23 +216,101 @@ def _load(profile: Profile, device: Any) -> Any:
     return KnotAnimator.from_pretrained(profile.path, device=device)
 
 
+def _first_line(e: BaseException) -> str:
+    from knotanim.errors import KnotAnimError
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, KnotAnimError) and text else f"{type(e).__name__}: {text}".rstrip(": ")
+
+
+def _builder(progress: Callable[[str], None], artifacts: str | Path | None = None) -> Callable[..., Any]:
+    def build(name: str, animator: Any, model_path: Any, export: bool) -> Any:
+        from knotanim.engines.select import StepBackends
+
+        return StepBackends(name, animator, model_path=model_path, artifacts=artifacts, export=export, progress=progress)
+    return build
+
+
+def choose_backend(animator: Any, backend: str = "auto", steps: int | None = None, *, target_fps: float = 25.0,
+                   budget_s: float = 2.0, profile: Profile | None = None, cache: dict | None = None,
+                   cache_path: str | Path | None = None, measure: Callable[..., float] | None = None,
+                   build: Callable[..., Any] | None = None, prepare: bool = True,
+                   progress: Callable[[str], None] = _quiet) -> BackendChoice:
+    """The fastest backend for `animator` among `backend` ("auto": `engines.select.live_candidates`;
+    a name: that one, falling back to torch with a note when it cannot be built), each measured for
+    about `budget_s / candidates` seconds of streaming at `steps` (or read from the cache when
+    `profile` names a model folder). With `prepare`, the winner is then built for every step count
+    of the live quality ladder (`live.degrade.ladder_steps`), so nothing is built mid-stream; if that
+    fails, torch with a note. `measure(animator, chunk_backend, seconds)` and
+    `build(name, animator, model_path, export) -> StepBackends` are injectable for tests."""
+    from knotanim.engines.select import BACKENDS, live_candidates
+    from knotanim.errors import BackendUnavailable
+    from knotanim.live.degrade import ladder_steps
+
+    if backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    measure, build = measure or measure_profile, build or _builder(progress)
+    dev = animator.device
+    names = live_candidates(dev) if backend == "auto" else [(backend, True)]
+    if backend != "auto" and backend != "torch":
+        names.append(("torch", True))  # measured only if the requested one cannot be built
+    model_path = profile.path if profile is not None else None
+    cpath = Path(cache_path) if cache_path is not None else speed_cache_path()
+    cache = {} if cache is None else cache
+    notes: list[str] = []
+    measured: list[tuple[float, bool, Any, Any]] = []  # (fps, cached, StepBackends, ChunkBackend)
+    seconds = max(0.5, budget_s / max(1, sum(1 for n, _ in names if n != "torch" or backend in ("auto", "torch"))))
+    for name, export in names:
+        if name == "torch" and backend not in ("auto", "torch") and measured:
+            break  # the requested backend was built: torch is only its fallback
+        try:
+            backends = build(name, animator, model_path, export)
+            chunk_backend = backends(steps)
+        except Exception as e:  # noqa: BLE001: any build failure is one line, and torch remains
+            if backend == "auto":
+                notes.append(f"{name} skipped ({_first_line(e)})")
+            else:
+                notes.append(f"the {name} backend could not be built ({_first_line(e)}): running torch")
+            continue
+        key = cache_key(profile, chunk_backend.name, dev, steps) if profile is not None else None
+        hit = cache.get(key) if key is not None else None
+        if isinstance(hit, dict) and isinstance(hit.get("fps"), (int, float)):
+            fps, cached = float(hit["fps"]), True
+        else:
+            where = f"profile {profile.name!r}" if profile is not None else "the model"
+            progress(f"measuring {where} with {chunk_backend.name} on {device_label(dev)}…")
+            fps, cached = float(measure(animator, chunk_backend, seconds)), False
+            if key is not None:
+                write_cache(cpath, key, fps)
+        measured.append((fps, cached, backends, chunk_backend))
+    if not measured:
+        raise BackendUnavailable("no backend could be built: " + "; ".join(notes))
+    order = {id(m): i for i, m in enumerate(measured)}
+    fps, cached, backends, chunk_backend = max(measured, key=lambda m: (m[0], -order[id(m)]))
+    tried = [(b.name, f) for f, _, _, b in measured]
+    bc = BackendChoice(backends, chunk_backend, fps, cached, tried, notes)
+    return _prepared(bc, animator, steps, model_path, build, lambda b: measure(animator, b, seconds)) if prepare else bc
+
+
 def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: float = 25.0, budget_s: float = 2.0, *,
                    backend: str = "auto", steps: int | None = None, profiles: list[Profile] | None = None,
                    remeasure: bool = False, cache_path: str | Path | None = None,
                    measure: Callable[..., float] | None = None, load: Callable[[Profile, Any], Any] | None = None,
-                   progress: Callable[[str], None] = _quiet) -> Choice:
+                   build: Callable[..., Any] | None = None, progress: Callable[[str], None] = _quiet) -> Choice:
     """Pick the installed profile and backend that hold `target_fps` on `device`.
 
-    requested "auto": profiles best quality first, each with `select_backend(backend)`; the first
-    whose measured rate (about `budget_s` seconds of streaming, or the cache) reaches `target_fps`
-    wins; if none does, the fastest, with a message naming the rate it will run at. A named
-    profile is used as asked (still measured, so the message can warn); absent -> InputError.
-    `measure(animator, backend, seconds)` and `load(profile, device)` are injectable for tests.
+    requested "auto": profiles best quality first, each with its fastest backend (`choose_backend`:
+    "auto" measures every candidate, about `budget_s` seconds per profile in all, or reads the cache);
+    the first profile whose fastest backend reaches `target_fps` wins; if none does, the fastest
+    (profile, backend), with a message naming the rate it will run at. A named profile is used as
+    asked (still measured, so the message can warn); absent -> InputError. The chosen backend is
+    built for every step count of the live quality ladder (Choice.backends).
+    `measure(animator, backend, seconds)`, `load(profile, device)` and
+    `build(name, animator, model_path, export)` are injectable for tests.
     """
     from knotanim.animator import resolve_device
-    from knotanim.engines import select_backend
 
-    measure, load = measure or measure_profile, load or _load
+    load = load or _load
     profiles = installed_profiles() if profiles is None else profiles
     candidates = [find_profile(requested, profiles)] if requested != "auto" else profiles
     if not candidates:
@@ -225,38 +318,64 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     dev = resolve_device(device)
     cpath = Path(cache_path) if cache_path is not None else speed_cache_path()
     cache = {} if remeasure else read_cache(cpath)
-    best: Choice | None = None
+    best: tuple[Profile, Any, BackendChoice] | None = None
     tried: list[tuple[str, str, float]] = []
+    notes: list[str] = []
     for profile in candidates:
         animator = load(profile, dev)
-        chunk_backend, _reason = select_backend(backend, animator, steps=steps, model_path=profile.path)
-        key = cache_key(profile, chunk_backend.name, dev, steps)
-        hit = cache.get(key)
-        if isinstance(hit, dict) and isinstance(hit.get("fps"), (int, float)):
-            fps, cached = float(hit["fps"]), True
-        else:
-            progress(f"measuring profile {profile.name!r} with {chunk_backend.name} on {device_label(dev)}…")
-            fps, cached = float(measure(animator, chunk_backend, budget_s)), False
-            write_cache(cpath, key, fps)
-        tried.append((profile.name, chunk_backend.name, fps))
-        choice = Choice(profile, animator, chunk_backend, fps, "", fps >= target_fps, cached, chunk_backend.name)
-        if choice.holds:
-            best = choice
+        bc = choose_backend(animator, backend, steps, target_fps=target_fps, budget_s=budget_s, profile=profile,
+                            cache=cache, cache_path=cpath, measure=measure, build=build, prepare=False,
+                            progress=progress)
+        tried += [(profile.name, name, fps) for name, fps in bc.tried]
+        notes += [n for n in bc.notes if n not in notes]
+        if bc.fps >= target_fps:
+            best = (profile, animator, bc)
             break
-        if best is None or fps > (best.measured_fps or 0.0):
-            best = choice  # the slower animator is released when `best` moves on
+        if best is None or bc.fps > best[2].fps:
+            best = (profile, animator, bc)  # the slower animator is released when `best` moves on
     assert best is not None
-    best.tried = tried
-    best.message = choice_message(best, profiles, dev, target_fps, requested)
-    return best
+    profile, animator, bc = best
+    # Built for every rung of the quality ladder now: exports happen at start, never mid-stream.
+    seconds = max(0.5, budget_s / 2)
+    bc = _prepared(bc, animator, steps, profile.path, build or _builder(progress),
+                   lambda b: (measure or measure_profile)(animator, b, seconds))
+    notes += [n for n in bc.notes if n not in notes]
+    choice = Choice(profile, animator, bc.backend, bc.fps, "", bc.fps >= target_fps, bc.cached, bc.backend.name,
+                    tried, bc.backends, notes)
+    choice.message = choice_message(choice, profiles, dev, target_fps, requested)
+    return choice
+
+
+def _prepared(bc: BackendChoice, animator: Any, steps: int | None, model_path: Any, build: Callable[..., Any],
+              measure_torch: Callable[[Any], float]) -> BackendChoice:
+    """`bc` with its backend built for every rung of the quality ladder; if that fails, eager torch
+    (its rate measured now unless it was measured already) with a one-line note."""
+    from knotanim.live.degrade import ladder_steps
+
+    counts = ladder_steps(animator, steps)
+    try:
+        bc.backends.prepare(counts)
+        return bc
+    except Exception as e:  # noqa: BLE001: one line, and torch takes over
+        note = f"the {bc.backends.name} backend could not be built for the quality ladder ({_first_line(e)}): running torch"
+    torch_backends = build("torch", animator, model_path, True).prepare(counts)
+    chunk_backend = torch_backends(steps)
+    fps = next((f for name, f in bc.tried if name == "torch"), None)
+    cached, tried = bc.cached and fps is not None, bc.tried
+    if fps is None:
+        fps = float(measure_torch(chunk_backend))
+        tried = tried + [("torch", fps)]
+    return BackendChoice(torch_backends, chunk_backend, fps, cached, tried, bc.notes + [note])
 
 
 def choice_message(choice: Choice, profiles: list[Profile], device: torch.device, target_fps: float,
                    requested: str = "auto") -> str:
     where = f"this GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "this CPU"
     src = " (cached; --remeasure to measure again)" if choice.cached else ""
-    rate = f"{choice.measured_fps:.1f} frames/s with {choice.backend_name}{src}"
     name = choice.profile.name
+    others = ", ".join(f"{b} {f:.1f}" for p, b, f in choice.tried if p == name and b != choice.backend_name)
+    src = f" ({others}){src}" if others else src  # the other backends measured for this profile
+    rate = f"{choice.measured_fps:.1f} frames/s with {choice.backend_name}{src}"
     if choice.holds:
         how = "requested" if requested != "auto" else f"holds {target_fps:g} fps"
         return f"profile {name!r} ({how}) on {where}: {rate}"

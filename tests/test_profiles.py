@@ -7,7 +7,7 @@ from PIL import Image
 
 from knotanim import profiles as P
 from knotanim.cli.main import main
-from knotanim.errors import InputError
+from knotanim.errors import BackendUnavailable, InputError
 from knotanim.frontends.audio_io import write_wav
 
 
@@ -41,10 +41,44 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def fake_measure(rates, calls):
+    """rates: {model name: fps, or {backend kind: fps}}; calls gets the model name (and "/backend" for dicts)."""
     def measure(animator, backend, seconds):
+        rate = rates[animator.config.name]
+        if isinstance(rate, dict):
+            kind = backend.name.split("[")[0]
+            calls.append(f"{animator.config.name}/{kind}")
+            return rate[kind]
         calls.append(animator.config.name)
-        return rates[animator.config.name]
+        return rate
     return measure
+
+
+class FakeBackends:
+    """Stands in for engines.select.StepBackends without exporting anything: records what is built."""
+
+    def __init__(self, name, animator, log, fail_prepare=False):
+        self.name, self.animator, self.log, self.fail_prepare = name, animator, log, fail_prepare
+        self.prepared = ()
+
+    def prepare(self, counts):
+        if self.fail_prepare and len(counts) > 1:
+            raise RuntimeError("graph for 1 step failed\nsecond line")
+        self.prepared = tuple(sorted(set(self.prepared) | set(counts), reverse=True))
+        self.log.append((self.animator.config.name, self.name, "prepare", self.prepared))
+        return self
+
+    def __call__(self, steps=None, build=True):
+        label = {"onnxruntime": "onnxruntime[CPU]"}.get(self.name, self.name)
+        return type("FakeChunkBackend", (), {"name": label, "device": self.animator.device})()
+
+
+def fake_build(log, unavailable=(), fail_prepare=()):
+    def build(name, animator, model_path, export):
+        if name in unavailable:
+            raise BackendUnavailable(f"{name} is not installed (pip install 'knotanim[onnx]')")
+        log.append((animator.config.name, name, "build", export))
+        return FakeBackends(name, animator, log, fail_prepare=name in fail_prepare)
+    return build
 
 
 def test_installed_profiles_best_first_and_only_complete_folders(assets, tmp_path):
@@ -56,27 +90,30 @@ def test_installed_profiles_best_first_and_only_complete_folders(assets, tmp_pat
 
 def test_first_profile_that_holds_wins_and_lighter_ones_are_not_measured(both):
     calls = []
-    c = P.choose_profile("cpu", profiles=both, measure=fake_measure({"default": 30.0, "lite": 90.0}, calls))
+    c = P.choose_profile("cpu", profiles=both, backend="torch", measure=fake_measure({"default": 30.0, "lite": 90.0}, calls))
     assert c.profile.name == "default" and c.holds and c.measured_fps == 30.0 and calls == ["default"]
     assert c.backend.name == "torch" and "holds 25 fps" in c.message
     calls.clear()
-    c = P.choose_profile("cpu", profiles=both, measure=fake_measure({"default": 4.0, "lite": 26.0}, calls), remeasure=True)
+    c = P.choose_profile("cpu", profiles=both, backend="torch", measure=fake_measure({"default": 4.0, "lite": 26.0}, calls),
+                         remeasure=True)
     assert c.profile.name == "lite" and c.holds and calls == ["default", "lite"]
     assert c.animator.config.name == "lite"
 
 
 def test_none_holds_picks_the_fastest_and_says_so(both, only_default):
-    c = P.choose_profile("cpu", profiles=both, measure=fake_measure({"default": 0.9, "lite": 12.0}, []))
+    c = P.choose_profile("cpu", profiles=both, backend="torch", measure=fake_measure({"default": 0.9, "lite": 12.0}, []))
     assert c.profile.name == "lite" and not c.holds
     assert c.message.startswith("no installed profile holds 25 fps on this CPU; running 'lite' at 12.0 frames/s")
-    c = P.choose_profile("cpu", profiles=only_default, measure=fake_measure({"default": 0.9}, []), remeasure=True)
+    c = P.choose_profile("cpu", profiles=only_default, backend="torch", measure=fake_measure({"default": 0.9}, []),
+                         remeasure=True)
     assert c.message == ("no installed profile holds 25 fps on this CPU; running 'default' at 0.9 frames/s with torch "
                          "(the app will repeat frames). Install or train the lite profile (docs/lite.md)")
 
 
 def test_requested_profile_is_used_and_absent_lite_is_a_one_line_error(both, only_default):
     calls = []
-    c = P.choose_profile("cpu", "lite", profiles=both, measure=fake_measure({"default": 99.0, "lite": 5.0}, calls))
+    c = P.choose_profile("cpu", "lite", profiles=both, backend="torch",
+                         measure=fake_measure({"default": 99.0, "lite": 5.0}, calls))
     assert c.profile.name == "lite" and calls == ["lite"] and "(requested) does not hold 25 fps" in c.message
     with pytest.raises(InputError) as e:
         P.choose_profile("cpu", "lite", profiles=only_default, measure=fake_measure({}, []))
@@ -86,19 +123,91 @@ def test_requested_profile_is_used_and_absent_lite_is_a_one_line_error(both, onl
 
 def test_cache_hit_miss_and_remeasure(both, cache_dir, monkeypatch):
     calls = []
-    measure = fake_measure({"default": 3.0, "lite": 40.0}, calls)
-    first = P.choose_profile("cpu", profiles=both, measure=measure)
-    assert calls == ["default", "lite"] and not first.cached and (cache_dir / P.CACHE_FILE).is_file()
-    second = P.choose_profile("cpu", profiles=both, measure=measure)
-    assert calls == ["default", "lite"] and second.cached and second.profile.name == "lite"
-    assert "cached; --remeasure" in second.message
-    P.choose_profile("cpu", profiles=both, measure=measure, remeasure=True)
-    assert calls == ["default", "lite"] * 2
-    P.choose_profile("cpu", profiles=both, measure=measure, steps=1)  # another variant: another key
-    assert len(calls) == 6
+    measure = fake_measure({"default": {"onnxruntime": 3.0, "torch": 2.0}, "lite": {"onnxruntime": 40.0, "torch": 30.0}},
+                           calls)
+    build = fake_build([])
+    first = P.choose_profile("cpu", profiles=both, measure=measure, build=build)
+    measured = ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/torch"]
+    assert calls == measured and not first.cached and (cache_dir / P.CACHE_FILE).is_file()
+    second = P.choose_profile("cpu", profiles=both, measure=measure, build=build)
+    assert calls == measured and second.cached and second.profile.name == "lite"  # every backend's rate cached
+    assert second.backend_name == "onnxruntime[CPU]" and "cached; --remeasure" in second.message
+    P.choose_profile("cpu", profiles=both, measure=measure, build=build, remeasure=True)
+    assert calls == measured * 2
+    P.choose_profile("cpu", profiles=both, measure=measure, build=build, steps=1)  # another variant: another key
+    assert len(calls) == 12
     monkeypatch.delenv("KNOTANIM_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir / "xdg"))
     assert P.speed_cache_path() == cache_dir / "xdg" / "knotanim" / P.CACHE_FILE
+
+
+# --- the backend choice (fake rates, fake builds: no timing, no exports) -----------------------------------
+def test_auto_picks_the_fastest_backend_that_holds_and_says_so(both):
+    log, calls = [], []
+    rates = {"default": {"onnxruntime": 12.0, "torch": 4.0}, "lite": {"onnxruntime": 31.0, "torch": 20.0}}
+    c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, calls), build=fake_build(log))
+    assert calls == ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/torch"]
+    assert c.profile.name == "lite" and c.holds and c.measured_fps == 31.0 and c.backend_name == "onnxruntime[CPU]"
+    assert c.message == "profile 'lite' (holds 25 fps) on this CPU: 31.0 frames/s with onnxruntime[CPU] (torch 20.0)"
+    assert c.backends.name == "onnxruntime" and c.backends.animator is c.animator
+    assert c.backends.prepared == (2, 1)  # built for the quality ladder (tiny: 2 steps, then 1) at start
+    assert [entry for entry in log if entry[2] == "prepare"] == [("lite", "onnxruntime", "prepare", (2, 1))]
+    assert ("default", "onnxruntime", "build", True) in log  # ONNX graphs are exported to be measured
+    assert c.tried == [("default", "onnxruntime[CPU]", 12.0), ("default", "torch", 4.0),
+                       ("lite", "onnxruntime[CPU]", 31.0), ("lite", "torch", 20.0)]
+
+
+@pytest.mark.parametrize("rates, backend, fps", [
+    ({"onnxruntime": 40.0, "torch": 26.0}, "onnxruntime[CPU]", 40.0),  # both hold: the faster
+    ({"onnxruntime": 24.0, "torch": 26.0}, "torch", 26.0),  # only torch holds
+])
+def test_the_first_profile_keeps_its_fastest_backend_and_lighter_ones_are_not_measured(both, rates, backend, fps):
+    calls = []
+    c = P.choose_profile("cpu", profiles=both, measure=fake_measure({"default": rates, "lite": {}}, calls),
+                         build=fake_build([]))
+    assert c.profile.name == "default" and c.backend_name == backend and c.measured_fps == fps and c.holds
+    assert calls == ["default/onnxruntime", "default/torch"] and f"with {backend}" in c.message
+
+
+def test_none_holds_runs_the_fastest_profile_and_backend_and_says_the_rate(both):
+    rates = {"default": {"onnxruntime": 3.0, "torch": 1.0}, "lite": {"onnxruntime": 12.0, "torch": 9.0}}
+    c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, []), build=fake_build([]))
+    assert c.profile.name == "lite" and c.backend_name == "onnxruntime[CPU]" and not c.holds
+    assert c.message == ("no installed profile holds 25 fps on this CPU; running 'lite' at 12.0 frames/s with "
+                         "onnxruntime[CPU] (torch 9.0) (the app will repeat frames). An NVIDIA GPU or fewer --steps helps")
+
+
+def test_a_backend_that_cannot_be_built_falls_back_to_torch_with_one_line(both):
+    log = []
+    rates = {"default": {"onnxruntime": 90.0, "torch": 30.0}}
+    c = P.choose_profile("cpu", "default", profiles=both, backend="onnxruntime", measure=fake_measure(rates, []),
+                         build=fake_build(log, unavailable={"onnxruntime"}))
+    assert c.backend_name == "torch" and c.backends.name == "torch" and c.measured_fps == 30.0
+    assert c.notes == ["the onnxruntime backend could not be built (onnxruntime is not installed (pip install "
+                       "'knotanim[onnx]')): running torch"]
+    c = P.choose_profile("cpu", "default", profiles=both, measure=fake_measure(rates, []),
+                         build=fake_build(log, unavailable={"onnxruntime"}), remeasure=True)  # auto: skipped
+    assert c.backend_name == "torch" and c.notes[0].startswith("onnxruntime skipped (onnxruntime is not installed")
+    # Built for the first rung and measured, but the ladder's other step count fails: torch, rate measured.
+    calls = []
+    c = P.choose_profile("cpu", "default", profiles=both, backend="onnxruntime", measure=fake_measure(rates, calls),
+                         build=fake_build(log, fail_prepare={"onnxruntime"}), remeasure=True)
+    assert c.backend_name == "torch" and c.measured_fps == 30.0 and calls == ["default/onnxruntime", "default/torch"]
+    assert c.notes == ["the onnxruntime backend could not be built for the quality ladder (RuntimeError: graph for "
+                       "1 step failed): running torch"]
+    assert "\n" not in c.notes[0] and c.backends.prepared == (2, 1)
+
+
+def test_choose_backend_real_onnxruntime_build_is_prepared_for_the_ladder(assets, tmp_path):
+    """No fakes but the rates: auto really exports the ONNX graphs (into $KNOTANIM_CACHE) for every rung."""
+    from knotanim import KnotAnimator
+
+    anim = KnotAnimator.from_pretrained(assets / "lite", device="cpu")
+    bc = P.choose_backend(anim, "auto", profile=P.Profile("lite", assets / "lite", ""),
+                          measure=lambda a, b, s: {"torch": 10.0}.get(b.name, 20.0))
+    assert bc.backend.name == "onnxruntime[CPU]" and bc.backends.prepared == (2, 1) and bc.fps == 20.0
+    assert bc.backends(1, build=False).name == "onnxruntime[CPU]" and bc.tried == [("onnxruntime[CPU]", 20.0),
+                                                                                   ("torch", 10.0)]
 
 
 def test_measure_profile_streams_the_real_path(assets):
@@ -141,18 +250,33 @@ def _inputs(tmp_path):
 
 
 def test_live_cli_measures_and_runs_the_chosen_profile(cli_profiles, tmp_path, capsys):
-    loaded = cli_profiles({"default", "lite"}, {"default": 2.0, "lite": 30.0})
+    loaded = cli_profiles({"default", "lite"}, {"default": 2.0, "lite": 30.0})  # both backends alike: the first wins
     img, wav = _inputs(tmp_path)
     base = ["live", "--image", img, "--audio-file", wav, "--seconds", "0.3", "--device", "cpu", "--no-face-detect"]
-    assert main(base) == 0
+    assert main(base + ["--backend", "torch"]) == 0
     err = capsys.readouterr().err
     assert loaded == ["default", "lite"]
     assert "profile: profile 'lite' (holds 25 fps) on this CPU: 30.0 frames/s with torch" in err
-    assert "-> lite on cpu" in err
+    assert "-> lite on cpu with torch" in err
     loaded.clear()
-    assert main(base + ["--profile", "default"]) == 0
+    assert main(base + ["--profile", "default", "--backend", "torch"]) == 0
     err = capsys.readouterr().err
-    assert loaded == ["default"] and "(cached; --remeasure" in err and "-> default on cpu" in err
+    assert loaded == ["default"] and "(cached; --remeasure" in err and "-> default on cpu with torch" in err
+
+
+def test_live_cli_auto_backend_runs_the_fastest_measured(cli_profiles, tmp_path, capsys):
+    loaded = cli_profiles({"default", "lite"}, {"default": {"onnxruntime": 3.0, "torch": 2.0},
+                                                "lite": {"onnxruntime": 30.0, "torch": 20.0}})
+    img, wav = _inputs(tmp_path)
+    rc = main(["live", "--image", img, "--audio-file", wav, "--seconds", "0.5", "--device", "cpu", "--no-face-detect"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert loaded == ["default", "lite"] and "Traceback" not in err
+    assert "profile: profile 'lite' (holds 25 fps) on this CPU: 30.0 frames/s with onnxruntime[CPU] (torch 20.0)" in err
+    # the first rung is built to be measured, the ladder's other step count before streaming starts
+    assert "preparing the onnxruntime backend for 2 sampler steps" in err
+    assert err.index("preparing the onnxruntime backend for 1 sampler step…") < err.index("live: ")
+    assert "-> lite on cpu with onnxruntime[CPU]" in err
 
 
 def test_live_and_render_cli_absent_lite_is_one_line(cli_profiles, tmp_path, capsys):

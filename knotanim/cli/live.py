@@ -28,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
                    help="installed model profile (auto: the best quality that holds 25 fps here, measured at start "
                    "and cached; lite: docs/lite.md)")
+    p.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="auto",
+                   help="inference backend (auto: the fastest measured at start, with the profile; ONNX Runtime on a CPU, "
+                   "torch.compile / TensorRT on a GPU; --tiny: torch). Built for every quality step at start; "
+                   "one that cannot be built falls back to torch with a note")
     p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
     p.add_argument("--tiny", action="store_true", help="the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -79,15 +83,20 @@ def _run_live(args: argparse.Namespace) -> int:
     from knotanim.live.pipeline import LiveOptions, LivePipeline
     from knotanim.live.sources import ArraySource, MicrophoneSource
 
+    chosen: list = []  # the profile choice of each load attempt (the device may fall back)
     if args.tiny:
         name = "tiny"
         anim, notes = load_for_live(lambda d: KnotAnimator.from_config(tiny_config(), device=d), args.device)
     else:
         names: list[str] = []  # the model each load attempt used (the device may fall back)
-        anim, notes = load_for_live(lambda d: _load_model(args, d, names), args.device)
+        anim, notes = load_for_live(lambda d: _load_model(args, d, names, chosen), args.device)
         name = names[-1]
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    if chosen and chosen[-1].animator is anim:
+        backends = chosen[-1].backends
+    else:
+        backends = _choose_backend(args, anim)
     cfg = anim.config
     crop, _ = crop_face(load_image(args.image), cfg.crop, cfg.frame_size, detect=not args.no_face_detect)
     try:
@@ -101,7 +110,7 @@ def _run_live(args: argparse.Namespace) -> int:
     else:
         source = MicrophoneSource(args.mic, cfg.audio.sample_rate)
     options = LiveOptions(head_motion=args.head_motion, steps=args.steps, background=background, output_size=args.size,
-                          degrade=not args.no_degrade, model_name=name,
+                          degrade=not args.no_degrade, model_name=name, backend=backends,
                           profile=None if args.tiny or args.model else name)  # GPU out of memory: smaller profiles next
     from knotanim.cli.render import _sigterm_as_interrupt
 
@@ -138,7 +147,7 @@ def _stream(args, pipeline, source, outputs: list, name: str, anim) -> None:
         if args.delayed_output:
             outputs.append(DelayedAudioOutput(pipeline.ring, args.delayed_output, lambda: pipeline.latency))
             pipeline.add_output(outputs[-1])
-        print(f"live: {source.name} -> {name} on {anim.device}; Ctrl+C stops", file=sys.stderr)
+        print(f"live: {source.name} -> {name} on {anim.device} with {pipeline.backend_name}; Ctrl+C stops", file=sys.stderr)
         _status_loop(pipeline, args.seconds)
     except KeyboardInterrupt:
         interrupted = True
@@ -151,20 +160,46 @@ def _stream(args, pipeline, source, outputs: list, name: str, anim) -> None:
             print(f"knotanim live: recording finalised: {args.record}", file=sys.stderr)
 
 
-def _load_model(args: argparse.Namespace, device, names: list[str]):
-    """--model PATH as given; else the --profile choice (auto: measured, see knotanim.profiles)."""
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load_model(args: argparse.Namespace, device, names: list[str], chosen: list):
+    """--model PATH as given; else the --profile choice (auto: measured with its backends, see knotanim.profiles)."""
     from knotanim.animator import KnotAnimator
     from knotanim.profiles import choose_profile
 
     if args.model:
         names.append(args.model)
         return KnotAnimator.from_pretrained(args.model, device=device)
-    # backend "torch": the live pipeline streams with eager torch, so that is the rate to measure
-    choice = choose_profile(device, args.profile, backend="torch", steps=args.steps, remeasure=args.remeasure,
-                            progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"profile: {choice.message}", file=sys.stderr, flush=True)
+    choice = choose_profile(device, args.profile, backend=args.backend, steps=args.steps, remeasure=args.remeasure,
+                            progress=_say)
+    for note in choice.notes:
+        _say(f"note: {note}")
+    _say(f"profile: {choice.message}")
     names.append(choice.profile.name)
+    chosen.append(choice)
     return choice.animator
+
+
+def _choose_backend(args: argparse.Namespace, anim):
+    """The backend for --model / --tiny (a profile's comes with its choice): --backend, measured at start
+    (auto with --tiny: eager torch, not measured). Returns StepBackends, or None for eager torch."""
+    from pathlib import Path
+
+    from knotanim.profiles import Profile, choose_backend, read_cache, speed_cache_path
+
+    if args.backend == "torch" or (args.tiny and args.backend == "auto"):
+        return None
+    profile = Profile("model", Path(args.model), args.model) if args.model else None
+    cache = {} if args.remeasure or profile is None else read_cache(speed_cache_path())
+    bc = choose_backend(anim, args.backend, args.steps, profile=profile, cache=cache, progress=_say)
+    for note in bc.notes:
+        _say(f"note: {note}")
+    others = ", ".join(f"{n} {f:.1f}" for n, f in bc.tried if n != bc.backend.name)
+    src = " (cached; --remeasure to measure again)" if bc.cached else ""
+    _say(f"backend: {bc.backend.name} at {bc.fps:.1f} frames/s{f' ({others})' if others else ''}{src}")
+    return bc.backends
 
 
 def _status_loop(pipeline, seconds: float | None) -> None:

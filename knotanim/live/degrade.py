@@ -37,6 +37,14 @@ def build_ladder(animator: Any, steps: int | None = None, fallback: Any = None, 
     return ladder
 
 
+def ladder_steps(animator: Any, steps: int | None = None) -> list[int]:
+    """Every sampler step count a live stream of `animator` may use, most first: the ladder from
+    `steps` and the ladder from the model's own steps (the app's quality menu starts from either:
+    the model's steps, half of them, or 1). Backends are built for these at start."""
+    counts = {p.steps for p in build_ladder(animator, steps)} | {p.steps for p in build_ladder(animator)}
+    return sorted(counts, reverse=True)
+
+
 class DegradeController:
     """Watches the real-time factor and picks the rung of `ladder` to use.
 

@@ -6,6 +6,13 @@
     pacer thread: one frame per tick at the model's fps (25), repeating the last frame when none
                   is ready --send--> outputs (preview slot, recorder, virtual camera, ...)
 
+Backends: `LiveOptions.backend` (an `engines.select.StepBackends`, e.g. `profiles.Choice.backends`)
+runs the animator's streams on ONNX Runtime, torch.compile, TensorRT, ...; the pipeline builds it for
+every step count of the quality ladder when it is made (on the caller's thread, at start), and the
+inference thread only picks the prepared one (`KnotStream.set_steps` swaps it in, the caches carry
+on). A backend that cannot be built means eager torch, with a warning in stats(). The ladder's
+fallback model and the GPU-out-of-memory fallbacks run eager torch.
+
 Keeping live when the machine is too slow: the DegradeController steps down the quality ladder
 (fewer steps, then a fallback model); and whenever more than `max_backlog` seconds of audio wait
 unprocessed, the inference thread skips ahead to the newest audio (the stream carries on, so the
@@ -55,6 +62,8 @@ class LiveOptions:
     reconnect: bool = True  # a lost microphone is replaced by silence and reopened (ResilientSource)
     drain_seconds: float = 2.0  # a queued frame left over at every tick this long is dropped (latency stays flat)
     profile: str | None = None  # the installed profile the animator was loaded from (None: --model / --tiny)
+    # engines.select.StepBackends for the animator (None: eager torch); built for the ladder at start
+    backend: Any = None
     # GPU out of memory mid-stream: (animator, model_name, profile) -> what to switch to, in order
     # (None: gpu_memory_fallbacks: smaller installed profiles on the same GPU, then the CPU)
     memory_fallbacks: Callable[[Any, str, str | None], Sequence[MemoryFallback]] | None = None
@@ -87,6 +96,7 @@ class LiveStats:
     rtf: float | None = None  # compute seconds per video second (<1 keeps up)
     extra: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # faults the stream survived: microphone lost, an output detached, GPU out of memory
+    backend: str = "torch"  # what the current stream runs on ("onnxruntime[CPU]", ...)
 
 
 def _swap_steps(stream: Any, steps: int) -> bool:
@@ -97,7 +107,7 @@ def _swap_steps(stream: Any, steps: int) -> bool:
     try:
         stream.set_steps(steps)
     except BackendUnavailable:
-        return False  # compiled / exported backends are built for one step count
+        return False  # a backend without a factory, or one not prepared for `steps`
     return True
 
 
@@ -142,9 +152,10 @@ class LivePipeline:
         self._segments: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
         self._stream_samples = 0
         self.stream: Any = None
+        self.backend_notes: list[str] = []  # a backend that could not be built or prepared: torch instead
+        self.backends = self._prepare_backends(opts.backend)
         try:
-            self.stream = animator.stream(self.reference, seed=opts.seed, head_motion=opts.head_motion,
-                                          steps=self.controller.profile.steps)
+            self.stream = self._new_stream(animator, self.controller.profile.steps, opts.head_motion)
             out_of_memory = None
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest propagates
             if not is_out_of_memory(e):
@@ -272,14 +283,59 @@ class LivePipeline:
     def stats(self) -> LiveStats:
         c = self.controller
         err = self.error or getattr(self.source, "error", None)
-        warnings = [m for _, m in self.failed_outputs] + self.memory_fallbacks
+        warnings = [m for _, m in self.failed_outputs] + self.memory_fallbacks + self.backend_notes
         status = getattr(self.source, "status", "")
         if status:
             warnings.append(status)
         message = "; ".join(m for m in (status, c.message) if m)
         return LiveStats(self.running and not self._stop.is_set(), self.shown_rate.rate(), self.generated_rate.rate(),
                          self.latency, self.queue.dropped + self.skipped + self.drained, self.repeated, c.profile.name,
-                         str(getattr(self.animator, "device", "cpu")), message, err, c.rtf, warnings=tuple(warnings))
+                         str(getattr(self.animator, "device", "cpu")), message, err, c.rtf, warnings=tuple(warnings),
+                         backend=self.backend_name)
+
+    # --- backends ---------------------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        """The backend the current stream runs on ("torch", "onnxruntime[CPU]", ...)."""
+        return getattr(getattr(self.stream, "backend", None), "name", "torch")
+
+    def _prepare_backends(self, backends: Any) -> Any:
+        """`backends` built for every step count of the ladder (and the model's own ladder, which the app's
+        quality menu starts from); None (eager torch, with a note) when that fails."""
+        from knotanim.live.degrade import ladder_steps
+
+        if backends is None or getattr(backends, "name", "torch") == "torch":
+            return None
+        if backends.animator is not self.animator:
+            self.backend_notes.append(f"the {backends.name} backend was built for another model: running torch")
+            return None
+        try:
+            backends.prepare(ladder_steps(self.animator, self._requested_steps))
+        except Exception as e:  # noqa: BLE001 - one line, and eager torch takes over
+            from knotanim.errors import KnotAnimError
+
+            why = first_line(e) if isinstance(e, KnotAnimError) else f"{type(e).__name__}: {first_line(e)}"
+            self.backend_notes.append(f"the {backends.name} backend could not be built ({why}): running torch")
+            return None
+        return backends
+
+    def _new_stream(self, animator: Any, steps: int | None, head_motion: float) -> Any:
+        """A stream of `animator` at `steps`: on the prepared backend when it is the animator's and has
+        that step count (never built here: this runs on the inference thread), else eager torch."""
+        from functools import partial
+
+        from knotanim.errors import BackendUnavailable
+
+        kwargs = dict(seed=self.options.seed, head_motion=head_motion, steps=steps)
+        if self.backends is not None and animator is self.backends.animator:
+            factory = partial(self.backends, build=False)
+            try:
+                return animator.stream(self.reference, backend=factory(steps), backend_factory=factory, **kwargs)
+            except BackendUnavailable as e:
+                note = f"{first_line(e)}: running torch"
+                if note not in self.backend_notes:
+                    self.backend_notes.append(note)
+        return animator.stream(self.reference, **kwargs)
 
     # --- GPU out of memory ------------------------------------------------------------------------------
     def _new_controller(self) -> DegradeController:
@@ -296,8 +352,7 @@ class LivePipeline:
             cfg = animator.config
             if (cfg.fps, cfg.audio.sample_rate, cfg.samples_per_frame) != (self.fps, self.sample_rate, self.spf):
                 return f"{fallback.model_name} cannot take over ({cfg.fps} fps, {cfg.audio.sample_rate} Hz audio)"
-            stream = animator.stream(self.reference, seed=self.options.seed, head_motion=head_motion,
-                                     steps=self._requested_steps)  # the new ladder's first rung
+            stream = self._new_stream(animator, self._requested_steps, head_motion)  # the new ladder's first rung
         except KnotAnimError as e:  # e.g. a damaged smaller profile: the next fallback may still work
             return f"{fallback.model_name} cannot be loaded ({first_line(e)})"
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest propagates
@@ -358,8 +413,7 @@ class LivePipeline:
         if profile.animator is self.stream.animator and _swap_steps(self.stream, profile.steps):
             pass  # same model: only the sampler changed, the stream (and its motion) carries on
         else:
-            self.stream = profile.animator.stream(self.reference, seed=self.options.seed,
-                                                  head_motion=self.stream.head_motion, steps=profile.steps)
+            self.stream = self._new_stream(profile.animator, profile.steps, self.stream.head_motion)
             self._segments.clear()
             self._stream_samples = 0
 
