@@ -14,6 +14,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", help="checkpoint folder (overrides --profile)")
     p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
                    help="model profile (auto: the best that holds 25 fps here, measured in the background)")
+    p.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="auto",
+                   help="inference backend (auto: the fastest measured with the profile; --tiny: torch); built for every "
+                   "quality step before streaming, torch with a note if it cannot be")
     p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--tiny", action="store_true", help="use the tiny random test model (fast, meaningless pictures)")
@@ -45,8 +48,24 @@ def profile_group(args: argparse.Namespace, animator):
 
     from .profiles import ProfileGroup, make_chooser
 
-    chooser = make_chooser(animator, profile_path(args), remeasure=args.remeasure)
+    chooser = make_chooser(animator, profile_path(args), remeasure=args.remeasure, backend=args.backend)
     return ProfileGroup(chooser, [p.name for p in installed_profiles()], args.profile)
+
+
+def model_backends(args: argparse.Namespace, animator) -> tuple[object, list[str]]:
+    """(StepBackends or None for eager torch, notes) for --model / --tiny, built before the window opens
+    (a profile's backend comes with the Profile box's choice). --tiny with auto: torch, not measured."""
+    if not (args.model or args.tiny) or args.backend == "torch" or (args.tiny and args.backend == "auto"):
+        return None, []
+    from pathlib import Path
+
+    from knotanim.profiles import Profile, choose_backend, read_cache, speed_cache_path
+
+    profile = Profile("model", Path(args.model), args.model) if args.model else None
+    cache = {} if args.remeasure or profile is None else read_cache(speed_cache_path())
+    bc = choose_backend(animator, args.backend, profile=profile, cache=cache,
+                        progress=lambda m: print(m, file=sys.stderr, flush=True))
+    return bc.backends, bc.notes + [f"backend {bc.backend.name}: {bc.fps:.1f} frames/s"]
 
 
 def load_animator_with_notes(args: argparse.Namespace):
@@ -123,9 +142,15 @@ def create_window(argv: list[str] | None = None):
         animator, name, notes = load_animator_with_notes(args)
     except KnotAnimError as e:
         return refuse_to_start(f"Cannot load the model: {first_line(e)}")
+    try:
+        backends, backend_notes = model_backends(args, animator)
+    except KnotAnimError as e:
+        return refuse_to_start(f"Cannot prepare the backend: {first_line(e)}")
+    notes = notes + backend_notes
     from .window import MainWindow
 
-    window = MainWindow(animator, model_name=name, profile=profile_name(args), profiles=profile_group(args, animator))
+    window = MainWindow(animator, model_name=name, profile=profile_name(args), profiles=profile_group(args, animator),
+                        backends=backends)
     if window.profiles is not None:
         window.profiles.request(args.profile)  # measured on a worker thread
     if notes:

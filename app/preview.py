@@ -56,7 +56,7 @@ def stats_text(stats: LiveStats | None, recording: str = "") -> str:
         return "Not streaming"
     lat = f"{stats.latency * 1000:.0f} ms" if stats.latency is not None else "—"
     parts = [f"{stats.fps_shown:.1f} frames/s shown ({stats.fps_generated:.1f} generated)",
-             f"latency {lat}", f"{stats.profile} on {stats.device}",
+             f"latency {lat}", f"{stats.profile} on {stats.device}" + (f" ({stats.backend})" if stats.backend != "torch" else ""),
              f"dropped {stats.dropped}", f"repeated {stats.repeated}"]
     if recording:
         parts.append(recording)

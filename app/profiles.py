@@ -1,7 +1,7 @@
 """The Profile box: which installed model profile to use, and the rate it was measured at.
 
-"Auto" picks the best-quality profile that holds 25 fps on this machine (knotanim.profiles.
-choose_profile); a named profile is used as asked and still measured, so the box can say the rate.
+"Auto" picks the best-quality profile that holds 25 fps on this machine, with the fastest backend
+for it (knotanim.profiles.choose_profile; the backend is built for every quality step there too); a named profile is used as asked and still measured, so the box can say the rate.
 The measurement (a few seconds the first time, then cached) runs on a worker thread, never on the
 UI thread; its result arrives through a queued signal. A profile that is not installed (today:
 lite) is listed but disabled, with where to read about it.
@@ -20,8 +20,11 @@ from knotanim.profiles import DESCRIPTIONS, PROFILE_NAMES, Choice
 Chooser = Callable[[str], Choice]  # requested ("auto" | profile name) -> Choice; runs on the worker thread
 
 
-def make_chooser(animator: Any, model_path: str | Path | None, *, remeasure: bool = False) -> Chooser:
-    """A chooser on `animator`'s device that reuses `animator` for the profile it was loaded from."""
+def make_chooser(animator: Any, model_path: str | Path | None, *, remeasure: bool = False,
+                 backend: str = "auto") -> Chooser:
+    """A chooser on `animator`'s device that reuses `animator` for the profile it was loaded from.
+    backend: "auto" measures the live candidates (ONNX Runtime / torch on a CPU, ...) per profile, or a
+    name; the chosen backend is built for the quality ladder on the worker thread (Choice.backends)."""
     from knotanim.profiles import _load, choose_profile
 
     loaded = Path(model_path).resolve() if model_path is not None else None
@@ -33,8 +36,7 @@ def make_chooser(animator: Any, model_path: str | Path | None, *, remeasure: boo
 
     def choose(requested: str) -> Choice:
         again, first["remeasure"] = first["remeasure"], False
-        # backend "torch": the live pipeline streams with eager torch, so that is the rate to measure
-        return choose_profile(device, requested, backend="torch", remeasure=again, load=load)
+        return choose_profile(device, requested, backend=backend, remeasure=again, load=load)
     return choose
 
 
@@ -93,5 +95,6 @@ class ProfileGroup(QGroupBox):
             return
         self.choice = result
         rate = f"{result.measured_fps:.1f} frames/s" if result.measured_fps is not None else "not measured"
-        self.rate.setText(f"{result.profile.name}: {rate}\n{result.message}")
+        notes = "".join(f"\n{n}" for n in getattr(result, "notes", []))
+        self.rate.setText(f"{result.profile.name} with {result.backend_name}: {rate}\n{result.message}{notes}")
         self.chosen.emit(result)

@@ -29,8 +29,11 @@ from .settings import Settings
 class MainWindow(QMainWindow):
     def __init__(self, animator: Any, settings: Settings | None = None, source_factory: SourceFactory | None = None,
                  vcam_backend: str | None = None, model_name: str = "default model", monitor_level: bool = True,
-                 profiles: Any = None, profile: str | None = None):
+                 profiles: Any = None, profile: str | None = None, backends: Any = None):
         super().__init__()
+        # engines.select.StepBackends the live pipeline streams on (None: eager torch); the Profile box's
+        # choice brings its own, built for every quality step on its worker thread.
+        self.backends = backends
         self.animator, self.model_name = animator, model_name
         self.profiles = profiles  # app.profiles.ProfileGroup (None: the model is fixed, e.g. --model / --tiny)
         # The installed profile `animator` was loaded from (None: not a profile, e.g. --model / --tiny); the
@@ -156,7 +159,8 @@ class MainWindow(QMainWindow):
     def live_options(self) -> LiveOptions:
         return LiveOptions(head_motion=self.animation.motion.value() / 100, steps=self._steps(),
                            background=self.animation.background_value(), model_name=self.model_name,
-                           profile=self.profile, output_size=max(self.animator.config.frame_size, 256))
+                           profile=self.profile, output_size=max(self.animator.config.frame_size, 256),
+                           backend=self.backends)
 
     def _steps(self) -> int | None:
         value = QUALITY[self.animation.quality.currentData()][1]
@@ -205,6 +209,7 @@ class MainWindow(QMainWindow):
         """Use a profile choice (knotanim.profiles.Choice) from the next Start on."""
         self.animator = self.session.animator = choice.animator
         self.model_name = self.profile = choice.profile.name
+        self.backends = getattr(choice, "backends", None)
         when = "from the next Start" if self.session.running else "now"
         self.statusBar().showMessage(f"Profile {choice.profile.name} on {choice.animator.device} ({when}): "
                                      f"{choice.message}", 15000)

@@ -1,14 +1,19 @@
-"""Model profiles and the automatic choice at start-up (issue #10).
+"""Model profiles and the automatic choice at start-up (issues #7, #10): which profile, on which backend.
 
 A profile is a model folder shipped in the package: `assets/default` (best quality) and, once it is
 trained, `assets/lite` (the CPU profile, docs/lite.md). `installed_profiles()` lists those present,
-best quality first. `choose_profile` loads each in turn, picks its backend
-(`engines.select_backend`), streams a few seconds of random audio through it
-(`measure_stream`, the code path `knotanim bench` reports) and keeps the first that sustains the
-target rate (25 frames/s); when none does it keeps the fastest and says so, with the rate it will
-run at. Measurements are cached per (profile, model, backend, device, threads, torch version) in
-`<cache>/profile_speed.json` ($KNOTANIM_CACHE, else $XDG_CACHE_HOME/knotanim, else
-~/.cache/knotanim), so the second start is fast; `remeasure=True` ignores the cache.
+best quality first. `choose_profile` loads each in turn and, through `choose_backend`, streams a
+short stretch of random audio (`measure_stream`, the code path `knotanim bench` reports) on each
+candidate backend (`engines.select.live_candidates`: ONNX Runtime and eager torch on a CPU; ready
+TensorRT / AOTInductor artifacts, ONNX Runtime with a GPU provider, torch.compile and torch on a
+GPU; or the one named); the first profile whose fastest backend sustains the target rate (25
+frames/s) wins; when none does it keeps the fastest (profile, backend) and says so, with the rate
+it will run at. The winner is then built for every step count of the live quality ladder
+(`live.degrade.ladder_steps`), so the pipeline never exports or compiles mid-stream; a backend that
+cannot be built falls back to eager torch with a one-line note. Measurements are cached per
+(profile, model, backend, device, threads, steps, torch version) in `<cache>/profile_speed.json`
+($KNOTANIM_CACHE, else $XDG_CACHE_HOME/knotanim, else ~/.cache/knotanim), so the second start is
+fast; `remeasure=True` ignores the cache.
 """
 from __future__ import annotations
 

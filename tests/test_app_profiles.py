@@ -50,17 +50,25 @@ def test_profile_box_measures_off_the_ui_thread_and_switches_the_model(qtbot, tm
 def test_live_options_carry_the_profile_the_window_uses(qtbot, tmp_path, anim):
     """The pipeline tries the smaller installed profiles first when the GPU runs out of memory, so the
     window passes the profile its model was loaded from, and the one the Profile box switched to."""
+    prepared = object()  # stands in for the StepBackends the choice built for the quality ladder
+
     def chooser(requested):
-        return Choice(Profile("lite", tmp_path, "l"), anim, None, 30.0, "lite holds 25 fps", holds=True)
+        return Choice(Profile("lite", tmp_path, "l"), anim, None, 30.0, "lite holds 25 fps", holds=True,
+                      backend_name="onnxruntime[CPU]", backends=prepared,
+                      notes=["compiled skipped (no compiler)"])
 
     group = ProfileGroup(chooser, ["default", "lite"], "default")
     w = MainWindow(anim, settings=Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)),
                    monitor_level=False, model_name="default profile", profiles=group, profile="default")
     qtbot.addWidget(w)
     assert w.live_options().profile == "default" and w.live_options().model_name == "default profile"
+    assert w.live_options().backend is None  # eager torch until a choice brings a backend
     with qtbot.waitSignal(group.chosen, timeout=5000):
         group.request("lite")
     assert w.live_options().profile == "lite" and w.live_options().model_name == "lite"
+    assert w.live_options().backend is prepared
+    assert group.rate.text().startswith("lite with onnxruntime[CPU]: 30.0 frames/s")
+    assert group.rate.text().endswith("\ncompiled skipped (no compiler)")
     w.session.shutdown()
 
 
@@ -79,3 +87,27 @@ def test_the_app_starts_with_the_profile_it_loaded(qtbot, anim, monkeypatch):
     w.close()
     args = app_main.parse_args
     assert app_main.profile_name(args(["--tiny"])) is None and app_main.profile_name(args(["--model", "x"])) is None
+
+
+def test_the_chooser_measures_the_requested_backend(monkeypatch, anim, tmp_path):
+    import knotanim.profiles as P
+    from knotanim.app.main import parse_args
+    from knotanim.app.profiles import make_chooser
+
+    asked = []
+    monkeypatch.setattr(P, "choose_profile", lambda device, requested, **kw: asked.append((requested, kw["backend"])))
+    make_chooser(anim, None, backend="onnxruntime")("auto")
+    make_chooser(anim, None)("lite")
+    assert asked == [("auto", "onnxruntime"), ("lite", "auto")]
+    assert parse_args([]).backend == "auto" and parse_args(["--backend", "compiled"]).backend == "compiled"
+
+
+def test_app_tiny_with_a_named_backend_builds_it_before_the_window(anim, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from knotanim.app.main import model_backends, parse_args
+
+    monkeypatch.setenv("KNOTANIM_CACHE", str(tmp_path))
+    assert model_backends(parse_args(["--tiny"]), anim) == (None, [])  # --tiny auto: eager torch, not measured
+    backends, notes = model_backends(parse_args(["--tiny", "--backend", "onnxruntime"]), anim)
+    assert backends.name == "onnxruntime" and backends.prepared == (2, 1) and backends.animator is anim
+    assert len(notes) == 1 and notes[0].startswith("backend onnxruntime[CPU]: ")

@@ -249,3 +249,85 @@ def test_pipeline_degrades_and_stays_live_when_too_slow(anim, ref):
     assert p.controller.repeating and "repeating frames" in stats.message
     assert stats.repeated > 0 and p.skipped > 0  # frames repeated, audio skipped ...
     assert stats.latency < 1.5 and 20 <= stats.fps_shown <= 30  # ... so it stays live at 25 fps
+
+
+# --- backends: the quality ladder on ONNX Runtime ------------------------------------------------------------
+def test_pipeline_runs_on_onnxruntime_and_the_ladder_swaps_prepared_graphs(anim, ref, tmp_path):
+    """LiveOptions.backend: built for every rung when the pipeline is made, then the ladder's set_steps
+    swaps in the graph for the new step count on the same stream; nothing is built on the inference thread."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from knotanim.engines.select import StepBackends
+
+    backends = StepBackends("onnxruntime", anim, artifacts=tmp_path)
+    assert backends.prepared == ()
+    p = LivePipeline(anim, ref, ArraySource(speech_like(6.0)),
+                     LiveOptions(steps=2, max_backlog=0.5, backend=backends, reconnect=False))
+    assert backends.prepared == (2, 1) and p.backends is backends  # built at start, for the whole ladder
+    first = p.stream
+    assert first.backend is backends(2) and p.stats().backend == "onnxruntime[CPU]"
+    p.controller.patience = 1
+    push, built_while_streaming = first.push_audio, []
+    real_prepare = backends.prepare
+    backends.prepare = lambda counts: built_while_streaming.append(counts) or real_prepare(counts)
+
+    def slow_push(samples):  # 2.5x slower than real time: the ladder steps down to 1 step
+        frames = push(samples)
+        time.sleep(0.1 * len(frames))
+        return frames
+
+    first.push_audio = slow_push
+    p.start()
+    try:
+        assert wait_until(lambda: p.controller.level == len(p.controller.ladder) - 1, 10), p.stats()
+        assert wait_until(lambda: p.stream.chunk_index >= 3, 5)
+        stats = p.stats()
+    finally:
+        p.stop()
+    assert stats.error is None and p.stream is first  # the same stream: set_steps worked on ONNX Runtime
+    assert p.stream.backend is backends(1) and p.stream.step is anim.chunk_step(1)
+    assert stats.backend == "onnxruntime[CPU]" and built_while_streaming == [] and p.backend_notes == []
+
+
+def test_pipeline_backend_that_cannot_be_built_is_torch_with_a_note(anim, ref):
+    class Broken:
+        name, animator = "onnxruntime", anim
+
+        def prepare(self, counts):
+            raise RuntimeError("no graph\nsecond line")
+
+    p = LivePipeline(anim, ref, ArraySource(np.zeros(16000, np.float32)), LiveOptions(backend=Broken(), reconnect=False))
+    assert p.backends is None and p.stats().backend == "torch"
+    assert p.stats().warnings == ("the onnxruntime backend could not be built (RuntimeError: no graph): running torch",)
+
+
+def test_live_cli_tiny_on_onnxruntime_builds_at_start_and_streams(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from PIL import Image
+
+    from knotanim.cli.main import main
+    from knotanim.frontends.audio_io import write_wav
+
+    monkeypatch.setenv("KNOTANIM_CACHE", str(tmp_path / "cache"))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "face.png")
+    write_wav(tmp_path / "s.wav", speech_like(2.0), 16000)
+    out = tmp_path / "live.mp4"
+    rc = main(["live", "--tiny", "--backend", "onnxruntime", "--image", str(tmp_path / "face.png"), "--audio-file",
+               str(tmp_path / "s.wav"), "--seconds", "1.5", "--device", "cpu", "--no-face-detect", "--record", str(out)])
+    captured = capsys.readouterr()
+    err = captured.err
+    assert rc == 0, err
+    assert "Traceback" not in err and "note:" not in err and "warning:" not in err
+    lines = err.splitlines()
+    backend_line = next(i for i, line in enumerate(lines) if line.startswith("backend: onnxruntime[CPU] at "))
+    live_line = next(i for i, line in enumerate(lines) if line.startswith("live: "))
+    assert "-> tiny on cpu with onnxruntime[CPU]" in lines[live_line] and backend_line < live_line
+    assert "frames/s" in lines[backend_line] and "torch" not in lines[backend_line]  # a named backend: not compared
+    # every rung's graph exported at start (before streaming), cached for the next start
+    assert sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("*.onnx")) == ["steps1", "steps2"]
+    assert max(i for i, line in enumerate(lines) if line.startswith("export: ")) < live_line
+    assert f"-> {out}" in captured.out
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert v.duration is not None and float(v.duration * v.time_base) > 0.2
