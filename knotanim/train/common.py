@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 @dataclass
@@ -39,6 +41,47 @@ def setup_distributed(device: str | None = None) -> Dist:
     return Dist(rank, world, local, dev)
 
 
+def shard_module(module: nn.Module, d: Dist, forward_methods: tuple[str, ...] = ()) -> nn.Module:
+    """FSDP2 (`fully_shard`): shard `module`'s parameters over the ranks, each transformer block
+    (`module.blocks`, when it has them) as its own unit, then the root with the rest.
+
+    In place: parameters become DTensor shards (dim 0), names stay as they were, so state files are
+    interchangeable with DDP and one-process runs. Rank 0's weights are broadcast first, as DDP does.
+    forward_methods: methods other than forward that use the root's parameters (e.g. the DiT's
+    reference_kv); FSDP gathers the root's shards only around the calls it knows of. Every rank
+    must then run every forward of the module (the shards are gathered by collectives). Compute
+    precision stays with the caller's autocast (bf16 on CUDA); shards and gradients stay float32.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+    mesh = init_device_mesh(d.device.type, (d.world,))
+    for block in getattr(module, "blocks", ()):
+        fully_shard(block, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    for name in forward_methods:
+        register_fsdp_forward_method(module, name)
+    return module
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a DTensor (an FSDP shard) is all-gathered, which is a collective, so every
+    rank must call this for the same tensors in the same order; other tensors come back as they are."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _placed_like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A full tensor read from a state file, held the way `target` is: sharded like it when it is a
+    DTensor (each rank slices its own shard from the same file; no communication), else on its device."""
+    if isinstance(target, DTensor):
+        return distribute_tensor(value.to(target.to_local().device), target.device_mesh, target.placements,
+                                 src_data_rank=None)
+    return value.to(target.device)
+
+
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -53,7 +96,14 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 
 class EMA:
-    """Exponential moving average of a module's floating-point parameters and buffers."""
+    """Exponential moving average of a module's floating-point parameters and buffers.
+
+    Under FSDP the module's state_dict holds DTensor shards, so the shadow copies are DTensor shards
+    too, placed like the parameters they follow: each rank averages only its own shard (pointwise,
+    no communication, 1/world of the memory) and the full average is gathered only when it is saved
+    (gather_state). copy_to is for unsharded modules (the export under FSDP loads gathered tensors
+    into an unsharded copy instead).
+    """
 
     def __init__(self, module: torch.nn.Module, decay: float):
         self.decay = decay
@@ -73,20 +123,36 @@ class EMA:
 
 
 class TrainLog:
-    """CSV of scalars per logged step, plus a loss-curve PNG on request."""
+    """CSV of scalars per logged step, plus a loss-curve PNG on request.
 
-    def __init__(self, folder: Path):
+    tensorboard=True: the same scalars (elapsed_s and every logged value) also go to
+    FOLDER/tensorboard/ through torch.utils.tensorboard; without the tensorboard package that is one
+    note through `progress` and the CSV alone.
+    """
+
+    def __init__(self, folder: Path, tensorboard: bool = False, progress=print):
         self.folder = folder
         self.path = folder / "log.csv"
         self.start = time.time()
+        self.writer = _tensorboard_writer(folder / "tensorboard", progress) if tensorboard else None
 
     def write(self, step: int, **values: float) -> None:
         new = not self.path.exists()
+        elapsed = time.time() - self.start
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["step", "elapsed_s", *values])
-            w.writerow([step, f"{time.time() - self.start:.1f}", *(f"{v:.6g}" for v in values.values())])
+            w.writerow([step, f"{elapsed:.1f}", *(f"{v:.6g}" for v in values.values())])
+        if self.writer is not None:
+            for key, value in {"elapsed_s": elapsed, **values}.items():
+                self.writer.add_scalar(key, float(value), step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def plot(self, name: str = "loss.png") -> None:
         try:
@@ -124,46 +190,86 @@ class TrainLog:
         plt.close(fig)
 
 
-def save_state(folder: Path, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
-               ema: EMA | None, extra: dict) -> None:
-    """Training state (weights, EMA, optimiser moments) as safetensors + state.json; never pickle."""
-    from safetensors.torch import save_file
+def _tensorboard_writer(folder: Path, progress):
+    """A SummaryWriter on `folder`, or None (with one note) when the tensorboard package is missing."""
+    import importlib
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        tb = importlib.import_module("torch.utils.tensorboard")
+    except ImportError:
+        progress("note: tensorboard is not installed (pip install tensorboard); scalars go to log.csv only")
+        return None
+    return tb.SummaryWriter(log_dir=str(folder))
+
+
+def gather_state(modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, ema: EMA | None,
+                 keep: bool = True) -> dict[str, torch.Tensor]:
+    """Training state (weights, EMA, optimiser moments) as full float32 CPU tensors, keyed as in the
+    state file. Sharded (FSDP) tensors are gathered one at a time, a collective: then every rank calls
+    this, and only ranks with keep=True hold the result (the others get {})."""
     tensors = {}
+
+    def put(key: str, value: torch.Tensor) -> None:
+        value = full_tensor(value.detach())
+        if keep:
+            tensors[key] = value.float().cpu().contiguous()
+
     for name, m in modules.items():
-        tensors.update({f"{name}.{k}": v.detach().float().cpu().contiguous() for k, v in m.state_dict().items()})
+        for k, v in m.state_dict().items():
+            put(f"{name}.{k}", v)
     if ema is not None:
-        tensors.update({f"ema.{k}": v.cpu().contiguous() for k, v in ema.shadow.items()})
+        for k, v in ema.shadow.items():
+            put(f"ema.{k}", v)
     names = {id(p): n for n, p in modules["model"].named_parameters()}
     for group in optimizer.param_groups:
         for p in group["params"]:
             for key, value in optimizer.state.get(p, {}).items():
                 if torch.is_tensor(value) and value.numel() > 1:
-                    tensors[f"opt.{names[id(p)]}.{key}"] = value.detach().float().cpu().contiguous()
+                    put(f"opt.{names[id(p)]}.{key}", value)
+    return tensors
+
+
+def save_state(folder: Path, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+               ema: EMA | None, extra: dict, write: bool = True) -> dict[str, torch.Tensor]:
+    """Training state (weights, EMA, optimiser moments) as safetensors + state.json; never pickle.
+
+    Unsharded tensors are saved as they are; FSDP shards are gathered into full tensors first, so
+    under FSDP every rank calls this and only the one with write=True (rank 0) writes. The file is
+    the same whichever way the run was parallel. Returns the tensors written ({} where not writing).
+    """
+    from safetensors.torch import save_file
+
+    tensors = gather_state(modules, optimizer, ema, keep=write)
+    if not write:
+        return tensors
+    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "state.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(folder / "state.safetensors")
     (folder / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+    return tensors
 
 
 def load_state(folder: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
                ema: EMA | None) -> int:
-    """Restore what save_state wrote; returns the step to continue from."""
+    """Restore what save_state wrote; returns the step to continue from. Under FSDP every rank reads
+    the same files (OUT must be shared by the ranks) and keeps its own shard of each tensor."""
     from safetensors.torch import load_file
 
     tensors = load_file(str(folder / "state.safetensors"))
     step = int(json.loads((folder / "state.json").read_text())["step"])
     for name, m in modules.items():
         prefix = f"{name}."
-        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        targets = m.state_dict()
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        m.load_state_dict({k: _placed_like(v, targets[k]) if k in targets else v for k, v in state.items()})
     if ema is not None:
         for k in ema.shadow:
             if f"ema.{k}" in tensors:
-                ema.shadow[k].copy_(tensors[f"ema.{k}"])
+                ema.shadow[k].copy_(_placed_like(tensors[f"ema.{k}"], ema.shadow[k]))
     params = dict(modules["model"].named_parameters())
     for name, p in params.items():
-        st = {key.rsplit(".", 1)[1]: v.to(p.device) for key, v in tensors.items()
+        st = {key.rsplit(".", 1)[1]: _placed_like(v, p) for key, v in tensors.items()
               if key.startswith(f"opt.{name}.") and key.count(".") == name.count(".") + 2}
         if st:
             st["step"] = torch.tensor(float(step))

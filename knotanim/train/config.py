@@ -9,6 +9,8 @@ from typing import Any
 from knotanim.config import KnotAnimConfig, _build
 from knotanim.errors import ConfigError
 
+PARALLEL_MODES = ("ddp", "fsdp")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -48,9 +50,15 @@ class TrainConfig:
     context_noise: float = 0.05  # max std of noise added to clean history latents (exposure-bias guard)
     knot_noise: float = 0.1  # max std of noise added to the knot latent
     rollout_steps: int = 4  # sampler steps of the self-rollout that makes the history (stage 3)
+    parallel: str = "ddp"  # under torchrun with several ranks: "ddp" (replicated weights) or "fsdp" (FSDP2-sharded)
+    tensorboard: bool = False  # rank 0 also writes log.csv's scalars to OUT/tensorboard/ (needs the tensorboard package)
     log_every: int = 50
     save_every: int = 1000
     seed: int = 0
+
+    def __post_init__(self):
+        if self.parallel not in PARALLEL_MODES:
+            raise ConfigError(f"train.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
 
     def model_config(self, base: KnotAnimConfig | None = None) -> KnotAnimConfig:
         base = base or KnotAnimConfig()

@@ -1,8 +1,9 @@
 """Training stages 1 (frame autoencoder) and 2 (teacher-forced Knot Forcing chunks).
 
 Run through `knotanim train CONFIG` (one process) or `torchrun --nproc-per-node N -m knotanim.cli.main
-train CONFIG` (DDP). Each stage writes to OUT/: log.csv, loss.png, samples.png, state/ (resumable
-training state) and model/ (the EMA weights as a shippable checkpoint folder).
+train CONFIG` (DDP, or FSDP2 with `parallel: fsdp`). Each stage writes to OUT/: log.csv, loss.png,
+samples.png, state/ (resumable training state), model/ (the EMA weights as a shippable checkpoint
+folder) and, with `tensorboard: true`, tensorboard/.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
 from knotanim.stream.rollout import rollout_latents
 from knotanim.stream.sampler import add_noise, shift_time, velocity_target
 from knotanim.stream.step import ChunkStep
-from knotanim.train.common import EMA, TrainLog, cleanup_distributed, load_state, lr_at, save_state, setup_distributed
+from knotanim.train.common import (EMA, TrainLog, cleanup_distributed, full_tensor, load_state, lr_at, save_state,
+                                   setup_distributed, shard_module)
 from knotanim.train.config import TrainConfig, describe
 from knotanim.train.data import ClipRequest, clip_loader
 
@@ -142,7 +144,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
         anim.autoencoder.eval().requires_grad_(False)
         anim.model.grad_checkpointing = cfg.grad_checkpointing
     loss_module = AutoencoderLoss(module) if stage_ae else TeacherForcedLoss(module, cfg.moving_weight)
-    wrapped = DDP(loss_module, device_ids=[d.local_rank] if d.device.type == "cuda" else None) if d.world > 1 else loss_module
+    sharded = d.world > 1 and cfg.parallel == "fsdp"
+    if sharded:  # FSDP2 shards the trained module in place; the loss module calls it as before
+        shard_module(module, d, ("encode_raw", "decode_raw") if stage_ae else ("reference_kv",))
+        wrapped = loss_module
+    elif d.world > 1:
+        wrapped = DDP(loss_module, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    else:
+        wrapped = loss_module
     if cfg.compile and not stage_ae:
         wrapped = torch.compile(wrapped, dynamic=False)
     decay, no_decay = [], []
@@ -163,7 +172,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     per_rank_batch = 4 if stage_ae else cfg.batch_size  # autoencoder: clips per step; frames come from each
     loader = clip_loader(mc, cfg.data, ClipRequest(n_frames, d.rank, d.world, cfg.seed * 1_000_003 + step * 997),
                          per_rank_batch)
-    log = TrainLog(out) if d.main else None
+    log = TrainLog(out, cfg.tensorboard, progress) if d.main else None
     masks: dict = {}
     rng = np.random.default_rng(cfg.seed + 31 * step + d.rank)
     t_start, last = time.time(), time.time()
@@ -190,12 +199,16 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
                 loss, metric = wrapped(*inputs), None
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        gnorm = full_tensor(torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip))  # FSDP: all ranks
         opt.step()
         ema.update(module, step)
         step += 1
         running.append(float(loss.detach()))
-        if d.main and (step % cfg.log_every == 0 or step == 1):
+        log_now = step % cfg.log_every == 0 or step == 1
+        if log_now and not stage_ae and (d.main or sharded):  # under FSDP every rank joins the model's forwards
+            with _autocast(d.device, cfg.bf16):
+                listen_gap = listening_gap(loss_module, inputs, mouth)
+        if d.main and log_now:
             rate = cfg.log_every / max(time.time() - last, 1e-9) if step > 1 else 0.0
             last = time.time()
             values = {"loss": float(np.mean(running)), "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
@@ -204,16 +217,17 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
             if metric is not None:
                 values["loss_l1"] = float(metric)
             if not stage_ae:
-                with _autocast(d.device, cfg.bf16):
-                    values["listen_gap"] = listening_gap(loss_module, inputs, mouth)
+                values["listen_gap"] = listen_gap
             log.write(step, **values)
             progress(f"step {step}/{cfg.steps}  " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
             running = []
-        if d.main and step % cfg.save_every == 0:
-            _checkpoint(out, step, module, opt, ema, anim, cfg, log)
+        if (d.main or sharded) and step % cfg.save_every == 0:
+            _checkpoint(out, step, module, opt, ema, anim, cfg, log, d.main, sharded)
         fetch_start = time.time()
+    if d.main or sharded:
+        _checkpoint(out, step, module, opt, ema, anim, cfg, log, d.main, sharded)
     if d.main:
-        _checkpoint(out, step, module, opt, ema, anim, cfg, log)
+        log.close()
         progress(f"done at step {step} in {(time.time() - t_start) / 60:.1f} min; model in {out / 'model'}")
     cleanup_distributed()
     return TrainResult(out / "model", step, module)
@@ -278,25 +292,47 @@ def listening_gap(loss_module: nn.Module, inputs: tuple, mouth: torch.Tensor) ->
     """Does the model listen? (L_other - L_own) / L_own: its flow-matching error inside the mouth boxes
     with another clip's audio (the batch rolled by one; silence for a batch of one) against its own,
     same noise and times. 0: the audio makes no difference to the mouth; it grows as lip-sync is
-    learnt. The plain loss module runs (no DDP, no compile): rank 0 calls it alone."""
+    learnt. The plain loss module runs (no DDP, no compile): rank 0 calls it alone (under FSDP every
+    rank does, as the sharded weights are gathered for each forward)."""
     *head, audio, motion, _ = inputs
     other = audio.roll(1, dims=0) if audio.shape[0] > 1 else torch.zeros_like(audio)
     own = float(loss_module(*head, audio, motion, mouth))
     return (float(loss_module(*head, other, motion, mouth)) - own) / max(own, 1e-12)
 
 
-def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator, cfg: TrainConfig, log: TrainLog) -> None:
-    save_state(out / "state", step, {"model": module}, opt, ema, {"train_config": describe(cfg)})
-    live = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    ema.copy_to(module)
+def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator, cfg: TrainConfig, log: TrainLog | None,
+                write: bool = True, sharded: bool = False) -> None:
+    """state/, model/ (the EMA weights), samples.png and loss.png. Unsharded: rank 0 alone calls this
+    and swaps the EMA weights into the module for the export. Sharded (FSDP): every rank calls it, as
+    the shards are gathered into full tensors; rank 0 (write) exports from an unsharded copy."""
+    tensors = save_state(out / "state", step, {"model": module}, opt, ema, {"train_config": describe(cfg)}, write=write)
+    if not write:
+        return
+    if sharded:
+        export = _unsharded_copy(anim, cfg, {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+    else:
+        live = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        ema.copy_to(module)
+        export = anim
     if cfg.stage == "autoencoder":
-        _measure_latent_stats(anim, cfg)
+        _measure_latent_stats(export, cfg)
     trained = dict(_trained_steps(cfg.init_from))
     trained[cfg.stage] = trained.get(cfg.stage, 0) + step
-    anim.save_pretrained(out / "model", dtype=torch.bfloat16, extra={"trained_steps": trained})
-    _write_samples(anim, cfg, out / "samples.png")
-    module.load_state_dict(live)
+    export.save_pretrained(out / "model", dtype=torch.bfloat16, extra={"trained_steps": trained})
+    _write_samples(export, cfg, out / "samples.png")
+    if not sharded:
+        module.load_state_dict(live)
     log.plot()
+
+
+def _unsharded_copy(anim: KnotAnimator, cfg: TrainConfig, trained_state: dict) -> KnotAnimator:
+    """Rank 0's export under FSDP: a plain animator holding the frozen part's weights (never sharded)
+    from `anim` and the trained part's from `trained_state` (full tensors gathered from the shards)."""
+    copy = KnotAnimator.from_config(anim.config, device=anim.device, seed=cfg.seed)
+    trained, frozen = ("autoencoder", "model") if cfg.stage == "autoencoder" else ("model", "autoencoder")
+    getattr(copy, frozen).load_state_dict(getattr(anim, frozen).state_dict())
+    getattr(copy, trained).load_state_dict(trained_state)
+    return copy
 
 
 def _trained_steps(init_from: str) -> dict:
