@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 @dataclass
@@ -67,16 +66,25 @@ def shard_module(module: nn.Module, d: Dist, forward_methods: tuple[str, ...] = 
     return module
 
 
+def _is_sharded(t: torch.Tensor) -> bool:
+    """A DTensor (FSDP's shards). Imported here, as torch.distributed.tensor is slow to import."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor: a DTensor (an FSDP shard) is all-gathered, which is a collective, so every
     rank must call this for the same tensors in the same order; other tensors come back as they are."""
-    return t.full_tensor() if isinstance(t, DTensor) else t
+    return t.full_tensor() if _is_sharded(t) else t
 
 
 def _placed_like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """A full tensor read from a state file, held the way `target` is: sharded like it when it is a
     DTensor (each rank slices its own shard from the same file; no communication), else on its device."""
-    if isinstance(target, DTensor):
+    if _is_sharded(target):
+        from torch.distributed.tensor import distribute_tensor
+
         return distribute_tensor(value.to(target.to_local().device), target.device_mesh, target.placements,
                                  src_data_rank=None)
     return value.to(target.device)

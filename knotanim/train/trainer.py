@@ -122,7 +122,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 class TrainResult:
     model_dir: Path  # the exported EMA checkpoint (written by rank 0)
     step: int
-    module: nn.Module  # the trained module (live weights, not EMA) of this rank
+    module: nn.Module  # the trained module (live weights, not EMA) of this rank; under FSDP its shards
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | None = None,
