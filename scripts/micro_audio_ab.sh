@@ -2,6 +2,8 @@
 # A/B of how speech reaches the mouth, on the micro recipe (CPU-sized; configs/train/experiments/):
 #   arm "adaln":         audio only through the frame-wide adaLN modulation, plain loss (the first checkpoint's recipe)
 #   arm "attn_mouth":    + per-frame audio cross-attention + mouth-box loss weight x4 (the session-2 recipe)
+#   arm "attn_mouth_ctx": + history and knot noised up to std 0.5 (so copying the last mouth pays less)
+#   (also "attn", "mouth": one change each)
 # Both arms: same stage-1 autoencoder, same seed, same data, same steps. Then KnotBench quick on each.
 #
 #   STEPS=600 ARMS="adaln attn_mouth" bash scripts/micro_audio_ab.sh      (runs/micro/...)
@@ -17,6 +19,7 @@ for arm in $ARMS; do
     attn)       SET="--set model.model.audio_attention=true --set mouth_weight=1" ;;
     mouth)      SET="--set model.model.audio_attention=false --set mouth_weight=4" ;;
     attn_mouth) SET="--set model.model.audio_attention=true --set mouth_weight=4" ;;
+    attn_mouth_ctx) SET="--set model.model.audio_attention=true --set mouth_weight=4 --set context_noise=0.5 --set knot_noise=0.5" ;;
     *) echo "unknown arm $arm"; exit 2 ;;
   esac
   train configs/train/experiments/micro_stage2_teacher_forcing.yaml --out runs/micro/$arm --fresh --set steps="$STEPS" $SET
