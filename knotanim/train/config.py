@@ -41,7 +41,7 @@ class TrainConfig:
     ema: float = 0.999  # EMA decay of the weights that get saved as the model
     bf16: bool = True  # autocast to bfloat16 on CUDA
     grad_checkpointing: bool = False
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile each DiT block (regional: see trainer.compile_blocks)
     flex_attention: bool = True  # block-sparse FlexAttention on CUDA (dense SDPA mask otherwise)
     moving_weight: float = 10.0  # loss weight where the target differs from the reference (mouth, eyes)
     mouth_weight: float = 1.0  # extra loss factor inside each frame's mouth box (1 = no extra weight)

@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     else:
         wrapped = loss_module
     if cfg.compile and not stage_ae:
-        wrapped = torch.compile(wrapped, dynamic=False)
+        compile_blocks(module)
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         (no_decay if p.ndim < 2 or "embed" in name or "modulation" in name else decay).append(p)
@@ -244,6 +244,45 @@ def _encode_batch(anim: KnotAnimator, batch: dict) -> dict:
             "mouth_box": batch["mouth_box"]}
 
 
+def training_layout(sc, chunks: int, knot: bool, run_ahead: bool, phase: int) -> tuple[RunAhead, SequenceLayout]:
+    """The run-ahead schedule and sequence layout of one training clip: knot on/off, running ahead
+    on/off, and the reference's lead at `phase` (0 .. stride-1) frames past the chunk span, so every
+    phase of the lead is trained."""
+    schedule = RunAhead.from_config(sc, knot, run_ahead)
+    schedule = dataclasses.replace(schedule, start=schedule.span + phase)
+    return schedule, SequenceLayout.build(sc, chunks, schedule)
+
+
+def all_training_layouts(sc, chunks: int) -> list[SequenceLayout]:
+    """Every distinct layout training draws (the shapes a compiled model meets)."""
+    seen: dict = {}
+    for knot in (True, False):
+        for run_ahead in (True, False):
+            for phase in range(sc.run_ahead_stride):
+                layout = training_layout(sc, chunks, knot, run_ahead, phase)[1]
+                seen.setdefault((layout.span, layout.ref_positions), layout)
+    return list(seen.values())
+
+
+def compile_blocks(model: nn.Module, recompile_limit: int = 64) -> None:
+    """torch.compile each transformer block (regional compilation), not the whole loss.
+
+    Training draws several layouts (knot on/off, running ahead on/off, each phase of the lead:
+    `all_training_layouts`) whose sequences and masks differ; a whole-loss graph would be compiled
+    again, forward and backward, for each of them, and past dynamo's recompile limit run eagerly.
+    A block sees only a few distinct shapes, compiles in seconds, and all blocks share the code.
+    The limit is raised so no variant silently falls back to eager (dynamo's setting is per process).
+    """
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), recompile_limit))
+    for block in model.blocks:
+        block.compile(dynamic=False)
+
+
 def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.Generator, masks: dict):
     """The loss module's inputs for one step, and the mouth boxes as a 0/1 map over its frames.
 
@@ -253,10 +292,7 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     sc = mc.stream
     knot = bool(rng.random() < cfg.knot_probability)
     run_ahead = bool(rng.random() < cfg.run_ahead_probability)
-    schedule = RunAhead.from_config(sc, knot, run_ahead)
-    start = schedule.span + int(rng.integers(0, sc.run_ahead_stride))  # every phase of the reference's lead
-    schedule = dataclasses.replace(schedule, start=start)
-    layout = SequenceLayout.build(sc, cfg.chunks, schedule)
+    schedule, layout = training_layout(sc, cfg.chunks, knot, run_ahead, int(rng.integers(0, sc.run_ahead_stride)))
     key = (layout.span, layout.ref_positions)
     if key not in masks:
         if cfg.flex_attention and dev.type == "cuda" and flex_available():
