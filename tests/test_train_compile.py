@@ -1,4 +1,4 @@
-"""Training's regional compile: every DiT block compiled, same loss and gradients as eager."""
+"""Training's regional compile (every DiT block compiled, same loss and gradients as eager), and its log."""
 import copy
 
 import pytest
@@ -44,3 +44,24 @@ def test_compiled_blocks_give_the_eager_loss_and_gradients():
     assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-6)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-6), name
+
+
+def test_a_fresh_run_does_not_continue_an_earlier_runs_log(tmp_path):
+    import csv
+
+    from knotanim.train.common import TrainLog
+
+    old = TrainLog(tmp_path)
+    for step in (1, 2):
+        old.write(step, loss=1.0)
+    resumed = TrainLog(tmp_path)  # resuming with the same columns continues the file
+    resumed.write(3, loss=0.9)
+    assert [r["step"] for r in csv.DictReader(open(tmp_path / "log.csv"))] == ["1", "2", "3"]
+    widened = TrainLog(tmp_path)  # resuming with new columns: the old file is kept aside, a new one starts
+    widened.write(4, loss=0.8, listen_gap=0.1)
+    (row,) = csv.DictReader(open(tmp_path / "log.csv"))
+    assert (row["step"], row["loss"], row["listen_gap"]) == ("4", "0.8", "0.1")
+    assert len(list(csv.DictReader(open(tmp_path / "log.previous.csv")))) == 3
+    TrainLog(tmp_path, fresh=True).write(1, loss=2.0, listen_gap=0.0)  # a fresh run starts its own log
+    assert [r["step"] for r in csv.DictReader(open(tmp_path / "log.csv"))] == ["1"]
+    assert [r["step"] for r in csv.DictReader(open(tmp_path / "log.previous.csv"))] == ["4"]

@@ -138,13 +138,24 @@ class TrainLog:
     note through `progress` and the CSV alone.
     """
 
-    def __init__(self, folder: Path, tensorboard: bool = False, progress=print):
+    def __init__(self, folder: Path, tensorboard: bool = False, progress=print, fresh: bool = False):
+        """fresh: the run starts at step 0, so an earlier run's log.csv is moved to log.previous.csv
+        instead of being continued."""
         self.folder = folder
         self.path = folder / "log.csv"
         self.start = time.time()
         self.writer = _tensorboard_writer(folder / "tensorboard", progress) if tensorboard else None
+        self._header_checked = False
+        if fresh and self.path.exists():
+            self.path.replace(folder / "log.previous.csv")
 
     def write(self, step: int, **values: float) -> None:
+        if not self._header_checked and self.path.exists():  # a resumed run logging other columns: start anew
+            with open(self.path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != ["step", "elapsed_s", *values]:
+                self.path.replace(self.folder / "log.previous.csv")
+        self._header_checked = True
         new = not self.path.exists()
         elapsed = time.time() - self.start
         with open(self.path, "a", newline="") as f:

@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     per_rank_batch = 4 if stage_ae else cfg.batch_size  # autoencoder: clips per step; frames come from each
     loader = clip_loader(mc, cfg.data, ClipRequest(n_frames, d.rank, d.world, cfg.seed * 1_000_003 + step * 997),
                          per_rank_batch)
-    log = TrainLog(out, cfg.tensorboard, progress) if d.main else None
+    log = TrainLog(out, cfg.tensorboard, progress, fresh=step == 0) if d.main else None
     masks: dict = {}
     rng = np.random.default_rng(cfg.seed + 31 * step + d.rank)
     t_start, last = time.time(), time.time()
