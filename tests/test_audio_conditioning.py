@@ -8,7 +8,7 @@ from knotanim.animator import KnotAnimator
 from knotanim.model.dit import AudioCrossAttention, KnotDiT
 from knotanim.train.config import DataConfig, TrainConfig
 from knotanim.train.data import ClipRequest, clip_loader
-from knotanim.train.trainer import _init_animator, mouth_weight_map
+from knotanim.train.trainer import _init_animator, mouth_cells, mouth_weight
 
 
 def test_audio_attention_reads_only_its_own_frame():
@@ -58,13 +58,13 @@ def test_training_switches_audio_attention_on_for_a_checkpoint_without_it(tmp_pa
 
 def test_mouth_weight_map_marks_the_cells_inside_each_frame_box():
     boxes = torch.tensor([[[0.0, 0.0, 16.0, 8.0], [32.0, 32.0, 64.0, 64.0]]])  # [B=1, T=2, 4] on a 64-px frame
-    w = mouth_weight_map(boxes, frame_size=64, latent_size=8, weight=5.0)  # cells of 8 px, centres at 4, 12, ...
+    w = mouth_weight(mouth_cells(boxes, frame_size=64, latent_size=8), weight=5.0)  # cells of 8 px, centres at 4, 12, ...
     assert w.shape == (1, 2, 1, 8, 8)
     assert set(w.unique().tolist()) == {1.0, 5.0}
     assert int((w[0, 0] == 5).sum()) == 2 * 1  # x centres 4, 12 inside [0, 16]; y centre 4 inside [0, 8]
     assert int((w[0, 1] == 5).sum()) == 4 * 4
     assert bool((w[0, 1, 0, 4:, 4:] == 5).all()) and bool((w[0, 1, 0, :4] == 1).all())
-    assert torch.equal(mouth_weight_map(boxes, 64, 8, 1.0), torch.ones(1, 2, 1, 8, 8))
+    assert torch.equal(mouth_weight(mouth_cells(boxes, 64, 8), 1.0), torch.ones(1, 2, 1, 8, 8))
 
 
 def test_generated_batches_carry_the_true_mouth_boxes():

@@ -68,8 +68,8 @@ class TeacherForcedLoss(nn.Module):
         return (weight * (v - target).pow(2)).mean()
 
 
-def mouth_weight_map(boxes: torch.Tensor, frame_size: int, latent_size: int, weight: float) -> torch.Tensor:
-    """Per-latent-cell loss factor: `weight` where a cell's centre lies in the frame's mouth box, else 1.
+def mouth_cells(boxes: torch.Tensor, frame_size: int, latent_size: int) -> torch.Tensor:
+    """1 on the latent cells whose centre lies in the frame's mouth box, else 0.
 
     boxes: [B, T, 4] (x0, y0, x1, y1 pixels) -> [B, T, 1, h, w] with h = w = latent_size.
     """
@@ -77,8 +77,12 @@ def mouth_weight_map(boxes: torch.Tensor, frame_size: int, latent_size: int, wei
     x0, y0, x1, y1 = (boxes[..., i, None].float() for i in range(4))  # [B, T, 1]
     in_x = (centres >= x0) & (centres <= x1)  # [B, T, w]
     in_y = (centres >= y0) & (centres <= y1)  # [B, T, h]
-    inside = in_y.unsqueeze(-1) & in_x.unsqueeze(-2)  # [B, T, h, w]
-    return (1 + (weight - 1) * inside.float()).unsqueeze(2)
+    return (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).float().unsqueeze(2)  # [B, T, 1, h, w]
+
+
+def mouth_weight(cells: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-cell loss factor from `mouth_cells`: `weight` in the mouth box, 1 elsewhere."""
+    return 1 + (weight - 1) * cells
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -318,8 +322,8 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
     noise = torch.randn_like(x0)
     boxes = enc["mouth_box"][:, : layout.n_frames]
-    region = mouth_weight_map(boxes, mc.frame_size, mc.latent_size, cfg.mouth_weight)[:, idx]
-    mouth = mouth_weight_map(boxes, mc.frame_size, mc.latent_size, 2.0)[:, idx] - 1
+    mouth = mouth_cells(boxes, mc.frame_size, mc.latent_size)[:, idx]
+    region = mouth_weight(mouth, cfg.mouth_weight)
     return (layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion, region), mouth
 
 
