@@ -10,7 +10,7 @@ ONNX Runtime sessions on the CPU use torch's thread count (`torch.set_num_thread
 
 `StepBackends` holds one backend name built for each sampler step count a stream may switch to
 (`KnotStream.set_steps`, the live quality ladder): `prepare(steps)` builds (exports, compiles) them
-ahead of time; `backends(steps)` returns the one for that count. A stream's state (reference
+ahead of time; calling it, `step_backends(steps)`, returns the one for that count. A stream's state (reference
 cache, history ring, knot) is the stream's own tensors, handed to the backend each chunk, so
 swapping backends between chunks carries it over. `live_candidates` lists what the live start-up
 measurement tries on a device.
@@ -101,7 +101,7 @@ class StepBackends:
 
     `prepare(steps_list)` builds every count ahead (exporting artifacts that are missing when
     `export`; a "compiled" backend is also run once on sample inputs, so it compiles now and not at
-    the first chunk); calling `backends(steps)` returns the backend built for `steps` (None: the
+    the first chunk); calling it, `step_backends(steps)`, returns the backend built for `steps` (None: the
     model's), building it first unless `build=False`, which raises BackendUnavailable instead (the
     live pipeline's inference thread never builds).
     """
