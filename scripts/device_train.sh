@@ -10,6 +10,10 @@
 # - Stage 3 (self-rollout) starts from this call's stage-2 model, or the carried one.
 # - The exported model (EMA, bf16, shards <= 16 MiB) and logs.tar.gz (logs, loss curves, sample strips) go to $OUT.
 #
+# STAGE*_MIN bounds each stage's wall clock, torch.compile's warm-up (~100 s on the H200) included;
+# start-up (~30 s) and the export come on top. Do not wrap this script in `timeout`: a stage killed
+# before its end exports nothing (checkpoints come every save_every steps).
+#
 # PROFILE=lite trains the lite profile instead (configs/train/lite_*.yaml, runs/lite_*, .cache/carry/lite_model).
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -29,6 +33,9 @@ if [ ! -f runs/${P}stage1/model/config.json ]; then
 fi
 
 INIT=runs/${P}stage1/model
+# A resumed stage 2 on a warm machine that started from the carried model has no stage-1 model; its
+# configuration's base is the carried model still.
+[ -f "$INIT/config.json" ] || INIT=.cache/carry/${P}model
 WARMUP=""
 if [ ! -f runs/${P}stage2/state/state.json ] && [ -f .cache/carry/${P}model/config.json ]; then
   INIT=.cache/carry/${P}model

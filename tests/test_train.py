@@ -301,3 +301,35 @@ def test_fsdp_gloo_autoencoder_and_rollout_stages(tmp_path):
     rollout = KnotAnimator.from_pretrained(tmp_path / "ro_fsdp" / "model", device="cpu")
     assert json.loads((tmp_path / "ro_fsdp" / "model" / "config.json").read_text())["trained_steps"] == {"rollout": 2}
     assert all(torch.isfinite(v).all() for v in rollout.state_tensors().values())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the fused AdamW on the GPU needs CUDA"))])
+def test_resumed_fused_adamw_continues_exactly(tmp_path, device):
+    """The GPU trainer's fused AdamW refuses a step count on the CPU (a resumed GPU run failed on its
+    first step that way); the resumed optimiser must also take the same next step as the original."""
+    from knotanim.train.common import load_state, save_state
+
+    def fresh():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3)).to(device)
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+
+    x = torch.randn(5, 6, device=device)
+    model, opt = fresh()
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    save_state(tmp_path / "state", 3, {"model": model}, opt, None, {})
+    resumed, resumed_opt = fresh()
+    assert load_state(tmp_path / "state", {"model": resumed}, resumed_opt, None) == 3
+    for p in resumed.parameters():
+        assert resumed_opt.state[p]["step"].device == p.device
+        assert float(resumed_opt.state[p]["step"]) == 3.0
+    for m, o in ((model, opt), (resumed, resumed_opt)):
+        o.zero_grad()
+        m(x).square().mean().backward()
+        o.step()
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -286,11 +286,17 @@ def load_state(folder: Path, modules: dict[str, torch.nn.Module], optimizer: tor
         for k in ema.shadow:
             if f"ema.{k}" in tensors:
                 ema.shadow[k].copy_(_placed_like(tensors[f"ema.{k}"], ema.shadow[k]))
-    params = dict(modules["model"].named_parameters())
-    for name, p in params.items():
+    # The optimiser state goes in through torch's own load_state_dict, which places each value where
+    # this optimiser needs it: the step count stays on the CPU for the default AdamW and moves to the
+    # parameter's device for the fused one (the GPU trainer's), which refuses a CPU step.
+    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    saved = optimizer.state_dict()
+    saved["state"] = {}
+    for name, p in modules["model"].named_parameters():
         st = {key.rsplit(".", 1)[1]: _placed_like(v, p) for key, v in tensors.items()
               if key.startswith(f"opt.{name}.") and key.count(".") == name.count(".") + 2}
-        if st:
+        if st and id(p) in index:
             st["step"] = torch.tensor(float(step))
-            optimizer.state[p] = st
+            saved["state"][index[id(p)]] = st
+    optimizer.load_state_dict(saved)
     return step
