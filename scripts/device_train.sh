@@ -15,20 +15,27 @@
 # before its end exports nothing (checkpoints come every save_every steps).
 #
 # PROFILE=lite trains the lite profile instead (configs/train/lite_*.yaml, runs/lite_*, .cache/carry/lite_model).
+#
+# Rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu (default cuda) for the trainer's --device,
+# PYTHON (default python3) for the interpreter. runs/, .cache/ and $OUT are taken relative to the working
+# directory; the code (PYTHONPATH) and configs/ come from the checkout this script lies in.
 set -euo pipefail
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PYTHONPATH=$ROOT PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
 P=""
 [ "${PROFILE:-default}" = "lite" ] && P="lite_"
 OUT=${OUT:-out}
 mkdir -p "$OUT" runs
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-train() { python3 -m knotanim.cli.train "$@" --device cuda; }
+"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+train() { "$PY" -m knotanim.cli.train "$@" --device "$DEVICE"; }
 
 if [ ! -f runs/${P}stage1/model/config.json ]; then
   if [ -f .cache/carry/${P}stage1/config.json ]; then
     mkdir -p runs/${P}stage1 && cp -r .cache/carry/${P}stage1 runs/${P}stage1/model
   elif [ "${STAGE1_MIN:-0}" != "0" ]; then
-    train configs/train/${P}stage1_autoencoder.yaml --out runs/${P}stage1 --set max_minutes="$STAGE1_MIN"
+    train "$ROOT"/configs/train/${P}stage1_autoencoder.yaml --out runs/${P}stage1 --set max_minutes="$STAGE1_MIN"
   fi
 fi
 
@@ -42,15 +49,20 @@ if [ ! -f runs/${P}stage2/state/state.json ] && [ -f .cache/carry/${P}model/conf
   WARMUP="--set warmup=100"  # trained weights, fresh optimiser: a short warm-up is enough
 fi
 if [ "${STAGE2_MIN:-0}" != "0" ]; then
-  train configs/train/${P}stage2_teacher_forcing.yaml --out runs/${P}stage2 --set max_minutes="$STAGE2_MIN" \
+  train "$ROOT"/configs/train/${P}stage2_teacher_forcing.yaml --out runs/${P}stage2 --set max_minutes="$STAGE2_MIN" \
     --set init_from="$INIT" $WARMUP ${STAGE2_SET:-}
   cp runs/${P}stage2/model/* "$OUT"/
 fi
 if [ "${STAGE3_MIN:-0}" != "0" ]; then
   INIT3=runs/${P}stage2/model
   [ -f "$INIT3/config.json" ] || INIT3=.cache/carry/${P}model
-  [ -f runs/${P}stage3/state/state.json ] && INIT3=""  # warm machine: resume stage 3's own state
-  train configs/train/stage3_self_rollout.yaml --out runs/${P}stage3 --set max_minutes="$STAGE3_MIN" \
+  # Warm machine: resume stage 3's own state, over the base it started from (recorded in its state), not
+  # the config's runs/stage2/model, which a stage 3 started from the carried model (or PROFILE=lite) lacks.
+  if [ -f runs/${P}stage3/state/state.json ]; then
+    INIT3=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['train_config']['init_from'])" \
+      runs/${P}stage3/state/state.json)
+  fi
+  train "$ROOT"/configs/train/stage3_self_rollout.yaml --out runs/${P}stage3 --set max_minutes="$STAGE3_MIN" \
     ${INIT3:+--set init_from="$INIT3"} ${STAGE3_SET:-}
   cp runs/${P}stage3/model/* "$OUT"/
 fi

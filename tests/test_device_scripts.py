@@ -1,0 +1,117 @@
+"""scripts/device_train.sh rehearsed on the CPU before it costs a GPU lease: a tiny carried model, a tiny
+speech corpus, the script run from a plain source checkout that was never installed (PYTHONPATH=<repository>,
+no editable-install finder), as on the accelerator machine; then run again over the same runs/, as a
+second call on a warm machine does (stage 2 and stage 3 resume their own state)."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from knotanim import tiny_config
+from knotanim.animator import KnotAnimator
+from knotanim.data.corpus import _mulaw_encode
+from knotanim.data.visemes import PHONEMES
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "device_train.sh"
+# The smallest run that still goes through every step of a stage: data with speech, optimiser steps,
+# a checkpoint on the way (save_every) and at the end, the export and the sample strip.
+TINY_RUN = "--set batch_size=2 --set chunks=2 --set data.workers=0 --set log_every=1 --set save_every=2 --set warmup=1"
+
+
+def _speech_corpus(path: Path, n: int = 3, seconds: float = 1.0, sr: int = 16000) -> None:
+    """A corpus in the .npz layout `knotanim data build-speech` writes (no espeak-ng needed): tones
+    with phoneme events every 0.1 s."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sr)) / sr
+    audio = [(0.5 * np.sin(2 * np.pi * (120 + 40 * i) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+             for i in range(n)]
+    times = [np.arange(0, seconds - 0.1, 0.1, dtype=np.float32) for _ in range(n)]
+    ids = [rng.integers(2, len(PHONEMES), len(ts)).astype(np.int16) for ts in times]
+    np.savez_compressed(
+        path, audio_mulaw=_mulaw_encode(np.concatenate(audio)), offsets=np.cumsum([0] + [len(a) for a in audio]),
+        ev_offsets=np.cumsum([0] + [len(ts) for ts in times]), ev_times=np.concatenate(times),
+        ev_ids=np.concatenate(ids), speech_end=np.full(n, seconds - 0.1, np.float32), vocab=np.array(PHONEMES),
+        voices=np.array(["test"] * n), langs=np.array(["en"] * n), texts=np.array(["tone"] * n),
+        meta=np.array(json.dumps({"split": "train", "sample_rate": sr, "format": 1})))
+
+
+def _uninstalled_python(tmp_path: Path) -> Path:
+    """An interpreter that sees the package only through the script's PYTHONPATH: `python -S` (no site
+    module, so no .pth file and no editable-install finder) with this interpreter's site-packages
+    appended as plain paths for torch and numpy."""
+    site_dirs = [p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages"))]
+    wrapper = tmp_path / "python-uninstalled"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="$PYTHONPATH:{os.pathsep.join(site_dirs)}" '
+                       f'exec "{sys.executable}" -S "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _run(work: Path, env: dict, **stages) -> str:
+    r = subprocess.run(["bash", str(SCRIPT)], cwd=work, env={**env, **stages}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    return r.stdout + r.stderr
+
+
+def _state(work: Path, stage: str) -> dict:
+    return json.loads((work / "runs" / stage / "state" / "state.json").read_text())
+
+
+def _machine(tmp_path: Path, **stages) -> tuple[Path, Path, dict]:
+    """The device's working directory (runs/, .cache/ with the carried model and the speech corpus), its
+    $OUT, and the script's environment: the CPU, an uninstalled checkout, the given STAGE*_MIN."""
+    work = tmp_path / "work"
+    (work / ".cache" / "data").mkdir(parents=True)
+    KnotAnimator.from_config(tiny_config(), device="cpu", seed=0).save_pretrained(work / ".cache" / "carry" / "model")
+    _speech_corpus(work / ".cache" / "data" / "speech_train.npz")  # the stage configs' data.speech_corpus
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(DEVICE="cpu", PYTHON=str(_uninstalled_python(tmp_path)), OUT=str(out), OMP_NUM_THREADS="1",
+               STAGE1_MIN="0", **stages)
+    return work, out, env
+
+
+STAGE3_RUN = f"{TINY_RUN} --set rollout_steps=1 --set reuse=1"
+
+
+def test_device_train_script_runs_and_resumes_on_a_warm_machine(tmp_path):
+    work, out, env = _machine(tmp_path, STAGE2_MIN="1", STAGE3_MIN="1")
+
+    # First call (a fresh machine): stage 2 from the carried model, stage 3 from this call's stage 2.
+    log = _run(work, env, STAGE2_SET=f"{TINY_RUN} --set steps=2", STAGE3_SET=f"{STAGE3_RUN} --set steps=1")
+    assert "resumed from" not in log
+    assert _state(work, "stage2")["step"] == 2 and _state(work, "stage3")["step"] == 1
+    assert _state(work, "stage2")["train_config"]["init_from"] == ".cache/carry/model"
+    assert _state(work, "stage3")["train_config"]["init_from"] == "runs/stage2/model"
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["trained_steps"] == {"dit": 2, "rollout": 1}  # stage 3's model went out last
+    assert any(p.suffix == ".safetensors" for p in out.iterdir())
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {f"runs/stage{s}/{f}" for s in (2, 3) for f in ("log.csv", "loss.png", "samples.png")} <= names
+    (out / "config.json").unlink()
+
+    # Second call (the machine still warm): both stages resume their own state and train further.
+    log = _run(work, env, STAGE2_SET=f"{TINY_RUN} --set steps=3", STAGE3_SET=f"{STAGE3_RUN} --set steps=2")
+    assert "resumed from runs/stage2/state at step 2" in log and "resumed from runs/stage3/state at step 1" in log
+    assert _state(work, "stage2")["step"] == 3 and _state(work, "stage3")["step"] == 2
+    assert (out / "config.json").is_file() and (out / "logs.tar.gz").is_file()
+
+
+def test_device_train_script_resumes_a_stage3_that_started_from_the_carried_model(tmp_path):
+    """Stage 3 alone (STAGE2_MIN=0) starts from the carried model; resumed on the warm machine, it keeps
+    that base (the config's runs/stage2/model does not exist there)."""
+    work, out, env = _machine(tmp_path, STAGE2_MIN="0", STAGE3_MIN="1")
+    _run(work, env, STAGE3_SET=f"{STAGE3_RUN} --set steps=1")
+    assert not (work / "runs" / "stage2").exists()
+    log = _run(work, env, STAGE3_SET=f"{STAGE3_RUN} --set steps=2")
+    assert "resumed from runs/stage3/state at step 1" in log
+    state = _state(work, "stage3")
+    assert state["step"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
+    assert json.loads((out / "config.json").read_text())["trained_steps"] == {"rollout": 2}
