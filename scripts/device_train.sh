@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training on the accelerator machine (one H200), one call of at most 10 minutes.
+# Training on the accelerator machine (one H200, or NPROC of them), one call of at most 10 minutes.
 #
 #   STAGE1_MIN=3 STAGE2_MIN=5.5 STAGE3_MIN=0 bash scripts/device_train.sh
 #
@@ -16,9 +16,19 @@
 #
 # PROFILE=lite trains the lite profile instead (configs/train/lite_*.yaml, runs/lite_*, .cache/carry/lite_model).
 #
-# Rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu (default cuda) for the trainer's --device,
-# PYTHON (default python3) for the interpreter. runs/, .cache/ and $OUT are taken relative to the working
-# directory; the code (PYTHONPATH) and configs/ come from the checkout this script lies in.
+# NPROC=2 (default 1) trains each stage on that many GPUs of one machine (kind nvidia-h200-x2): every
+# `train` call goes through torchrun (`$PYTHON -m torch.distributed.run --standalone`, ranks started with
+# the same interpreter), DDP by default, FSDP2 with `--set parallel=fsdp`; NVLink multicast stays off
+# (NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1), as the machine requires.
+# batch_size is per rank: the 1-GPU recipe's global batch (stage 2: 24) needs half of it on each of two
+#   NPROC=2 STAGE2_MIN=7.5 STAGE2_SET="--set compile=true --set batch_size=12" bash scripts/device_train.sh
+# (data.workers is per rank as well: 14 x 2 ranks on the 32 cores of the two-GPU machine). Rank 0 writes
+# runs/, logs and the export; a resumed call may use another NPROC (the state files are the same).
+#
+# Rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu (default cuda) for the trainer's --device
+# (NPROC > 1: gloo instead of NCCL), PYTHON (default python3) for the interpreter. runs/, .cache/ and $OUT
+# are taken relative to the working directory; the code (PYTHONPATH) and configs/ come from the checkout
+# this script lies in.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PYTHONPATH=$ROOT PYTHONUNBUFFERED=1
@@ -28,8 +38,17 @@ P=""
 [ "${PROFILE:-default}" = "lite" ] && P="lite_"
 OUT=${OUT:-out}
 mkdir -p "$OUT" runs
-"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-train() { "$PY" -m knotanim.cli.train "$@" --device "$DEVICE"; }
+NPROC=${NPROC:-1}
+"$PY" -c "import sys, torch; n = torch.cuda.device_count(); print('torch', torch.__version__, \
+torch.cuda.get_device_name(0) if n else 'cpu', f'x {n}' if n > 1 else ''); \
+sys.exit(f'NPROC={sys.argv[1]} but {n} GPU(s)' if sys.argv[2] == 'cuda' and int(sys.argv[1]) > max(n, 1) else 0)" "$NPROC" "$DEVICE"
+if [ "$NPROC" -gt 1 ]; then
+  # torchrun starts each rank with $PYTHON_EXEC (default: its own sys.executable), so PYTHON's wrapper holds there too.
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHON_EXEC=$PY
+  train() { "$PY" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m knotanim.cli.train "$@" --device "$DEVICE"; }
+else
+  train() { "$PY" -m knotanim.cli.train "$@" --device "$DEVICE"; }
+fi
 
 if [ ! -f runs/${P}stage1/model/config.json ]; then
   if [ -f .cache/carry/${P}stage1/config.json ]; then

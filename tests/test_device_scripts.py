@@ -1,7 +1,9 @@
-"""scripts/device_train.sh rehearsed on the CPU before it costs a GPU lease: a tiny carried model, a tiny
-speech corpus, the script run from a plain source checkout that was never installed (PYTHONPATH=<repository>,
-no editable-install finder), as on the accelerator machine; then run again over the same runs/, as a
-second call on a warm machine does (stage 2 and stage 3 resume their own state)."""
+"""scripts/device_train.sh and scripts/device_ddp_scaling.sh rehearsed on the CPU before they cost a GPU
+lease: a tiny carried model, a tiny speech corpus, the script run from a plain source checkout that was never
+installed (PYTHONPATH=<repository>, no editable-install finder), as on the accelerator machine; then run again
+over the same runs/, as a second call on a warm machine does (stage 2 and stage 3 resume their own state).
+Two ranks (NPROC=2, the scaling script's DDP and FSDP arms) go through torchrun as on the two-GPU machine,
+over gloo instead of NCCL, each rank started with the same uninstalled interpreter."""
 import json
 import os
 import subprocess
@@ -18,6 +20,7 @@ from knotanim.data.visemes import PHONEMES
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "device_train.sh"
+SCALING = REPO / "scripts" / "device_ddp_scaling.sh"
 # The smallest run that still goes through every step of a stage: data with speech, optimiser steps,
 # a checkpoint on the way (save_every) and at the end, the export and the sample strip.
 TINY_RUN = "--set batch_size=2 --set chunks=2 --set data.workers=0 --set log_every=1 --set save_every=2 --set warmup=1"
@@ -52,8 +55,8 @@ def _uninstalled_python(tmp_path: Path) -> Path:
     return wrapper
 
 
-def _run(work: Path, env: dict, **stages) -> str:
-    r = subprocess.run(["bash", str(SCRIPT)], cwd=work, env={**env, **stages}, capture_output=True, text=True,
+def _run(work: Path, env: dict, script: Path = SCRIPT, **stages) -> str:
+    r = subprocess.run(["bash", str(script)], cwd=work, env={**env, **stages}, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     return r.stdout + r.stderr
@@ -115,3 +118,50 @@ def test_device_train_script_resumes_a_stage3_that_started_from_the_carried_mode
     state = _state(work, "stage3")
     assert state["step"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
     assert json.loads((out / "config.json").read_text())["trained_steps"] == {"rollout": 2}
+
+
+def test_device_train_script_on_two_ranks_resumes_and_stops_on_time(tmp_path):
+    """NPROC=2: stage 2 through torchrun (DDP over gloo here, NCCL on the machine); rank 0 writes the state
+    and the export. The second call resumes and runs on the clock (STAGE2_MIN), as the lease's calls do:
+    both ranks must stop at the same step, or the one still going hangs in its next all-reduce."""
+    work, out, env = _machine(tmp_path, STAGE2_MIN="1", NPROC="2")
+    log = _run(work, env, STAGE2_SET=f"{TINY_RUN} --set steps=2")
+    state = _state(work, "stage2")
+    assert state["step"] == 2 and state["world"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
+    assert json.loads((out / "config.json").read_text())["trained_steps"] == {"dit": 2}
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        assert {f"runs/stage2/{f}" for f in ("log.csv", "loss.png", "samples.png")} <= set(tar.getnames())
+    (out / "config.json").unlink()
+
+    # A time budget of ~1 s, no step limit: rank 0 lags rank 1 by its listening-gap forwards at every
+    # (logged) step, so each rank's own clock would stop them at different steps.
+    log = _run(work, env, STAGE2_MIN="0.02", STAGE2_SET=f"{TINY_RUN} --set steps=100000 --set save_every=100000")
+    assert "resumed from runs/stage2/state at step 2" in log
+    state = _state(work, "stage2")
+    assert 2 < state["step"] < 100000 and state["world"] == 2
+    assert (out / "config.json").is_file()
+
+
+def test_ddp_scaling_script_three_arms(tmp_path):
+    """scripts/device_ddp_scaling.sh with tiny settings: the 1-process arm, DDP and FSDP2 on two ranks, one
+    summary table with a row per arm, the loss plot, and no more than 8 files in $OUT."""
+    work, out, env = _machine(tmp_path)
+    log = _run(work, env, SCALING, STEPS="4", GLOBAL_BATCH="2", WORKERS="0", WARM_STEPS="1",
+               EXTRA_SET="--set chunks=2 --set log_every=1 --set warmup=1")
+    summary = (out / "ddp_summary.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in summary.splitlines() if line.startswith("| ") and "GPU" in line.split("|")[1]}
+    assert list(rows) == ["1 GPU", "2 GPUs, DDP", "2 GPUs, FSDP2"], summary
+    for name, cells in rows.items():
+        assert "failed" not in cells[2] and float(cells[2]) > 0, (name, summary)  # steps/s
+    assert rows["1 GPU"][6] == "1.000" and rows["2 GPUs, DDP"][1] == "1"  # efficiency; batch per rank
+    assert (out / "ddp_loss.png").read_bytes()[:4] == b"\x89PNG"
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["ddp1_log.csv", "ddp2_log.csv", "ddp_loss.png", "ddp_summary.md", "fsdp2_log.csv",
+                     "scaling_logs.tar.gz"]
+    for arm, world, parallel in (("ddp1", 1, "ddp"), ("ddp2", 2, "ddp"), ("fsdp2", 2, "fsdp")):
+        state = _state(work, arm)
+        assert (state["step"], state["world"], state["train_config"]["parallel"]) == (4, world, parallel)
+        assert state["train_config"]["batch_size"] == 2 // world
+    with tarfile.open(out / "scaling_logs.tar.gz") as tar:
+        assert "done at step 4" in tar.extractfile("runs/scaling_fsdp2.txt").read().decode()

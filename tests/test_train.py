@@ -209,6 +209,45 @@ def test_ddp_gloo_two_processes_keep_identical_weights(tmp_path):
     assert not (tmp_path / "rank1" / "state").exists()  # only rank 0 writes
 
 
+_FAST_CLOCK_SCRIPT = """
+import os, sys, time
+import knotanim.train.trainer as trainer
+from knotanim.train.config import TrainConfig
+
+real, t0 = time.time, time.time()
+factor = 4.0 if os.environ["RANK"] == "1" else 1.0
+
+class Clock:  # the trainer's time.time(); rank 1's runs 4x fast
+    time = staticmethod(lambda: t0 + (real() - t0) * factor)
+
+trainer.time = Clock
+cfg = TrainConfig.load(sys.argv[1], ["steps=100000", "max_minutes=0.05", "save_every=100000"])
+print("stopped at", trainer.train(cfg, sys.argv[2], device="cpu", progress=lambda s: None).step)
+"""
+
+
+@pytest.mark.slow
+def test_ranks_stop_at_the_same_step_on_the_clock(tmp_path):
+    """max_minutes is read from each rank's own clock. Rank 1's runs 4x fast here, so its time is up after
+    ~0.75 s, rank 0's after 3 s: they must still stop at the same step (the first one's), or the rank that
+    goes on waits in the next step's all-reduce for a peer that has left (gloo: an error; NCCL: a hang)."""
+    cfg = _write(tmp_path, "clock.yaml", stage="dit")
+    script = tmp_path / "clock.py"
+    script.write_text(_FAST_CLOCK_SCRIPT)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(cfg), str(tmp_path / "run")],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    stops = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+        stops.append(int(out.split("stopped at")[1]))
+    assert stops[0] == stops[1] < 100000
+    assert json.loads((tmp_path / "run" / "state" / "state.json").read_text())["step"] == stops[0]
+
+
 _RANK_SCRIPT = """
 import json, os, shutil, sys
 from knotanim.train.config import TrainConfig

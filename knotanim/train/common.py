@@ -90,6 +90,17 @@ def _placed_like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return value.to(target.device)
 
 
+def any_rank(flag: bool, d: Dist) -> bool:
+    """`flag` or'ed over the ranks, the same answer on every rank: a collective, so every rank calls it
+    at the same point. A decision each rank takes from its own clock (the max_minutes budget) must go
+    through it: ranks that stop at different steps leave the others blocked in the next step's collective."""
+    if d.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

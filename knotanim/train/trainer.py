@@ -28,8 +28,8 @@ from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
 from knotanim.stream.rollout import rollout_latents
 from knotanim.stream.sampler import add_noise, shift_time, velocity_target
 from knotanim.stream.step import ChunkStep
-from knotanim.train.common import (EMA, TrainLog, cleanup_distributed, full_tensor, load_state, lr_at, save_state,
-                                   setup_distributed, shard_module)
+from knotanim.train.common import (EMA, TrainLog, any_rank, cleanup_distributed, full_tensor, load_state, lr_at,
+                                   save_state, setup_distributed, shard_module)
 from knotanim.train.config import TrainConfig, describe
 from knotanim.train.data import ClipRequest, clip_loader
 
@@ -183,7 +183,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     running = []
     data_wait, fetch_start = 0.0, time.time()
     for batch, repeat in ((b, r) for b in loader for r in range(cfg.reuse)):
-        if step >= cfg.steps or (cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60):
+        time_up = bool(cfg.max_minutes) and time.time() - t_start > cfg.max_minutes * 60
+        if cfg.max_minutes:  # several ranks: all stop at the same step, when the first one's time is up
+            time_up = any_rank(time_up, d)
+        if step >= cfg.steps or time_up:
             break
         data_wait += time.time() - fetch_start
         if repeat == 0:  # a fresh batch: to the device, and (stage 2/3) into latents once for all its reuses
@@ -226,10 +229,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
             progress(f"step {step}/{cfg.steps}  " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
             running = []
         if (d.main or sharded) and step % cfg.save_every == 0:
-            _checkpoint(out, step, module, opt, ema, anim, cfg, log, d.main, sharded)
+            _checkpoint(out, step, module, opt, ema, anim, cfg, log, d.main, sharded, d.world)
         fetch_start = time.time()
     if d.main or sharded:
-        _checkpoint(out, step, module, opt, ema, anim, cfg, log, d.main, sharded)
+        _checkpoint(out, step, module, opt, ema, anim, cfg, log, d.main, sharded, d.world)
     if d.main:
         log.close()
         progress(f"done at step {step} in {(time.time() - t_start) / 60:.1f} min; model in {out / 'model'}")
@@ -341,11 +344,12 @@ def listening_gap(loss_module: nn.Module, inputs: tuple, mouth: torch.Tensor) ->
 
 
 def _checkpoint(out: Path, step: int, module, opt, ema: EMA, anim: KnotAnimator, cfg: TrainConfig, log: TrainLog | None,
-                write: bool = True, sharded: bool = False) -> None:
+                write: bool = True, sharded: bool = False, world: int = 1) -> None:
     """state/, model/ (the EMA weights), samples.png and loss.png. Unsharded: rank 0 alone calls this
     and swaps the EMA weights into the module for the export. Sharded (FSDP): every rank calls it, as
     the shards are gathered into full tensors; rank 0 (write) exports from an unsharded copy."""
-    tensors = save_state(out / "state", step, {"model": module}, opt, ema, {"train_config": describe(cfg)}, write=write)
+    tensors = save_state(out / "state", step, {"model": module}, opt, ema,
+                         {"train_config": describe(cfg), "world": world}, write=write)
     if not write:
         return
     if sharded:
