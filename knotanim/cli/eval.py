@@ -33,6 +33,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="torch",
+                   help="inference backend of every model stream (default torch: eager; compiled: torch.compile, "
+                   "CUDA graphs on a GPU; onnxruntime/tensorrt/aoti export on first use, see knotanim export; auto: "
+                   "the fastest already built). One backend per model and knot/steps variant, compiled or exported "
+                   "and warmed up before the first clip (not counted in frames/s) and reused by every clip; the "
+                   "report names the backend actually used (compiled->torch: compilation failed, ran eagerly)")
+    p.add_argument("--engine-dir", metavar="DIR", help="where exported graphs/engines live (default: the knotanim cache)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's config)")
     p.add_argument("--seed", type=int, default=0, help="stream seed")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -79,12 +86,14 @@ def run(args: argparse.Namespace) -> int:
     spec = build_spec(args, models[0][1].config.fps)
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     say(f"KnotBench {spec.name}: {len(spec.clips)} clips, models {', '.join(n for n, _ in models)}, "
-        f"variants {', '.join(variants)}")
+        f"variants {', '.join(variants)}, backend {args.backend}")
     t0 = time.perf_counter()
     report = run_knotbench(models, spec, args.out, variants=variants, progress=say,
-                           seed=args.seed, steps=args.steps, plots=not args.no_plots, corpus=corpus)
+                           seed=args.seed, steps=args.steps, plots=not args.no_plots, corpus=corpus,
+                           backend=args.backend, engine_dir=args.engine_dir)
     print()
     print(summary_table(report))
+    print(f"frames/s: {report['metrics']['fps']}")
     drift = drift_table(report)
     if drift:
         print("\nlong-horizon drift, first window -> last window (change %):")

@@ -1,10 +1,14 @@
 """KnotBench reports: aggregate per-clip scores into rows, and write JSON + Markdown (+ plots).
 
 Report dict (also report.json; NaN/inf become null there):
-  benchmark, version, created, spec, info (frame_size, fps, chunk, device, seed, variants, models),
-  metrics: {key: one-line definition},
-  rows: [{name, kind, model, variant, overall: {column: value}}]   kind: ground-truth |
-        copy-reference | audio-zeroed | model,
+  benchmark, version, created, spec, info (frame_size, fps, chunk, device, seed, variants, models,
+        backend: the chunk backend actually used, e.g. "torch", "compiled", "compiled->torch" (compiling
+        failed: eager), "onnxruntime[CPU] (requested auto)"; backend_requested; backend_prepare_s:
+        compile/export/warm-up time, not in frames/s;
+        backends: one entry per (model, knot/steps variant) built),
+  metrics: {key: one-line definition} (fps: names the backend),
+  rows: [{name, kind, model, variant, backend, overall: {column: value}}]   kind: ground-truth |
+        copy-reference | audio-zeroed | model; backend: what the row's streams ran on (model rows),
   clips: {clip: {meta: {...}, rows: {row: {metric: value}}}},
   over_time: {long clip: {row: {metric: [value per window], start_s: [...]}}},
   drift: {row: {metric: {first, last, ratio, change_pct}}}   (first vs last window of the long stream).
@@ -60,6 +64,18 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
 DRIFT_METRICS = ("psnr", "ssim", "lipsync", "envelope_corr", "appearance_ssim", "flicker", "jump_ratio")
 
 
+def fps_meaning(info: dict[str, Any]) -> str:
+    """The frames/s column's definition for a run: the device and the backend the streams ran on."""
+    backend = info.get("backend")
+    if not backend:
+        return METRICS["fps"]
+    text = f"{METRICS['fps']}, batch 1, on {info.get('device', '?')} with the {backend} backend"
+    if info.get("backend_requested", "torch") != "torch":
+        text += (f"; its compile/export/warm-up ({info.get('backend_prepare_s', 0.0):.1f} s, before the first "
+                 "clip) is not included")
+    return text
+
+
 def _keep(meta: dict[str, Any], which: str) -> bool:
     if meta.get("long") and which != "any":
         return False  # the long stream is reported over time, not averaged into the summary
@@ -104,7 +120,7 @@ def aggregate(spec: BenchSpec, rows: list[dict[str, Any]], clips: dict[str, dict
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "spec": spec.to_dict(),
         "info": info,
-        "metrics": dict(METRICS),
+        "metrics": {**METRICS, "fps": fps_meaning(info)},
         "rows": out_rows,
         "clips": {cn: {"meta": meta[cn], "rows": {r: dict(s.scalars) for r, s in c.items()}} for cn, c in clips.items()},
         "over_time": over_time,
@@ -179,12 +195,15 @@ def markdown_report(report: dict[str, Any], images: list[str]) -> str:
     parts = [
         f"# KnotBench: {report['spec']['name']}",
         f"{report['created']} · models: {', '.join(info['models'])} · variants: {', '.join(info['variants'])} · "
-        f"{info['frame_size']} px, {info['fps']} fps, chunk {info['chunk']} · device {info['device']}",
+        f"{info['frame_size']} px, {info['fps']} fps, chunk {info['chunk']} · device {info['device']}"
+        + (f" · backend {info['backend']}" if info.get("backend") else ""),
         "Read every number against the two reference rows: **copy-reference** (the reference image on "
         "every frame) and **audio-zeroed** (the model with silent audio). The ground-truth row is each "
         "measurement's ceiling, not a competitor.",
         "## Summary", summary_table(report, markdown=True),
     ]
+    if "fps" in report["metrics"]:
+        parts.append(f"frames/s: {report['metrics']['fps']}.")
     if report["drift"]:
         parts += ["## Long-horizon drift (first vs last window)", drift_table(report, markdown=True)]
     parts.append("## Per clip")

@@ -10,18 +10,33 @@ Memory: every row is scored in blocks of BLOCK_FRAMES frames as it streams, and 
 a long clip (the long-horizon stream, or any clip over IN_MEMORY_FRAMES frames) is rendered into a
 temporary file on disk (np.memmap) and read back block by block, so a 10-minute stream
 (15,000 frames, 2.9 GB at 256 px) never sits in memory. Still-head clips (head_motion 0) stream
-with the model's head-motion control at 0.
+with the model's head-motion control at 0. On CUDA a worker thread scores each block while the GPU
+generates the next (`score_in_thread`): the same scores in the same order, without scoring's ~10 ms
+a frame adding to a fast backend's wall time.
+
+Backend (`backend=`, `knotanim eval --backend`): every model stream runs its chunks on one backend
+of `knotanim.engines` ("torch": eager, the default; "compiled", "onnxruntime", "tensorrt", "aoti",
+"auto"). `EvalBackends` builds one per (model, static ChunkStep variant: knot on/off, sampler
+steps), compiles/exports and warms it up before the first clip, and hands the same object to every
+stream of that variant (every clip, the long stream, the audio-zeroed row; run-ahead on/off share
+it: the reference position is an input, not a shape). That is safe because a backend keeps no
+stream state: the reference cache, history ring, knot and positions are the stream's own tensors,
+passed in at every chunk, and every backend returns fresh output tensors (CUDA graphs: cloned out
+of the graph's buffers). frames/s therefore never includes compile or export time; the report
+names the backend each row actually ran on ("compiled->torch" when compilation failed).
 """
 from __future__ import annotations
 
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from knotanim.errors import ConfigError, InputError
+from knotanim.errors import BackendUnavailable, ConfigError, InputError
 from knotanim.eval.report import aggregate, write_reports
 from knotanim.eval.scoring import ClipScore, ClipScorer, ClipTruth
 from knotanim.eval.spec import BenchSpec
@@ -34,7 +49,11 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
     "no-run-ahead": (True, False),
     "no-knot-no-run-ahead": (False, False),
 }
+BACKEND_NAMES = ("torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto")  # knotanim.engines.select.BACKENDS
+WARMUP_CHUNKS = 3  # chunks a warm-up stream runs through a new backend (compile; CUDA graphs: warm-up, record, replay)
 BLOCK_FRAMES = 25  # frames of audio pushed per call, and frames scored per block (1 s at 25 fps)
+SCORE_AHEAD = 4  # blocks a scoring thread may still hold while the stream generates (see score_in_thread)
+SCORE_IN_THREAD: bool | None = None  # None: on CUDA only (on a CPU, scoring and generation share the cores)
 IN_MEMORY_FRAMES = 1500  # longer clips (and every long-horizon clip) keep their ground truth on disk
 
 Progress = Callable[[str], None]
@@ -75,36 +94,173 @@ def load_animators(models: Iterable[Any], device: str = "auto", dtype: Any = Non
     return out
 
 
+class EvalBackends:
+    """The chunk backend of every model stream of a run: one per (model, static ChunkStep variant).
+
+    name: a `knotanim.engines` backend name ("torch": eager torch, exactly as before backends
+    existed: `get` returns None and the stream makes its own). Any other name is built with
+    `engines.select_backend` (exporting a missing ONNX graph / TensorRT engine / AOTInductor
+    package into `artifacts`, default the knotanim cache) and warmed up by a short silent stream
+    (`WARMUP_CHUNKS` chunks) before the first clip, so compile, export and CUDA-graph capture stay
+    out of every row's frames/s. Variants with the same shapes (the same knot setting and sampler
+    steps; run-ahead is an input value) share one backend. `build(name, animator, knot, steps,
+    model_path)` -> (backend, reason) replaces select_backend (tests).
+    """
+
+    def __init__(self, name: str = "torch", *, artifacts: str | Path | None = None, progress: Progress | None = None,
+                 build: Callable[..., tuple[Any, str]] | None = None):
+        if name not in BACKEND_NAMES:
+            raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
+        self.name, self.artifacts = name, artifacts
+        self.say = progress or (lambda line: None)
+        self._build = build or self._select
+        self._backends: dict[tuple[int, str], Any] = {}
+        self.entries: dict[tuple[int, str], dict[str, Any]] = {}  # what each built backend is (see `summary`)
+
+    def _select(self, name: str, anim: Any, knot: bool, steps: int | None, model_path: Any) -> tuple[Any, str]:
+        from knotanim.engines.select import select_backend
+
+        return select_backend(name, anim, knot=knot, steps=steps, model_path=model_path, artifacts=self.artifacts,
+                              progress=self.say)
+
+    @staticmethod
+    def variant_tag(anim: Any, knot: bool, steps: int | None) -> str:
+        """The static ChunkStep variant a stream runs (e.g. "chunk_step-knot1-steps2-b1"): the reuse key."""
+        from knotanim.engines.descriptors import chunk_step_descriptor
+
+        return chunk_step_descriptor(anim.config, knot=knot, steps=steps).tag
+
+    def prepare(self, mname: str, anim: Any, knot: bool, steps: int | None, model_path: Any = None) -> Any:
+        """Build and warm up the backend for this variant unless it exists; -> it (None: eager torch)."""
+        key = (id(anim), self.variant_tag(anim, knot, steps))
+        if key in self.entries:
+            return self._backends[key]
+        entry = {"model": mname, "variant": key[1], "knot": "knot1" in key[1],
+                 "steps": int(steps or anim.config.sampler.steps), "requested": self.name, "name": "torch",
+                 "reason": "eager torch (default)", "prepare_s": 0.0}
+        backend = None
+        if self.name != "torch":
+            t0 = time.perf_counter()
+            backend, entry["reason"] = self._build(self.name, anim, knot, steps, model_path)
+            try:
+                _warm_up(anim, backend, knot, steps)
+            except Exception as e:  # noqa: BLE001: e.g. CUDA-graph capture failing after the compile succeeded
+                fall_back = getattr(backend, "_fall_back", None)  # CompiledTorchBackend: eager, said out loud
+                if fall_back is None or backend.name != "compiled":
+                    raise
+                fall_back(e)
+                _warm_up(anim, backend, knot, steps)
+            entry["prepare_s"] = round(time.perf_counter() - t0, 2)
+            entry["name"] = str(getattr(backend, "name", self.name))
+            fallback = getattr(backend, "fallback_reason", None)
+            if fallback:
+                entry["reason"] = fallback
+            self.say(f"backend for {mname} ({key[1]}): {entry['name']}, ready in {entry['prepare_s']:.1f} s "
+                     f"({entry['reason']})")
+        self._backends[key], self.entries[key] = backend, entry
+        return backend
+
+    def get(self, mname: str, anim: Any, knot: bool, steps: int | None) -> Any:
+        """The backend a stream of this variant runs on (prepared on first use; None: eager torch)."""
+        return self.prepare(mname, anim, knot, steps)
+
+    @staticmethod
+    def used_name(backend: Any) -> str:
+        """The name of what a stream actually ran on (after its run: a fallback shows, "compiled->torch")."""
+        return "torch" if backend is None else str(getattr(backend, "name", "?"))
+
+    def summary(self) -> str:
+        """One line naming the backend(s) actually used: "torch", "compiled", "compiled->torch" (compilation
+        failed: eager), "onnxruntime[CPU]", "torch (requested auto)", or "name (model variant)" for each
+        variant when they differ."""
+        for key, entry in self.entries.items():  # refreshed: a backend may fall back after it was prepared
+            entry["name"] = self.used_name(self._backends[key])
+        names = list(dict.fromkeys(e["name"] for e in self.entries.values())) or [self.name]
+        if len(names) == 1:
+            text = names[0]
+        else:
+            text = "; ".join(f"{e['name']} ({e['model']} {e['variant']})" for e in self.entries.values())
+        return text if all(n.startswith(self.name) for n in names) else f"{text} (requested {self.name})"
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.summary(), "backend_requested": self.name,
+                "backend_prepare_s": round(sum(e["prepare_s"] for e in self.entries.values()), 2),
+                "backends": [dict(e) for e in self.entries.values()]}
+
+
+def _warm_up(anim: Any, backend: Any, knot: bool, steps: int | None) -> None:
+    """Run WARMUP_CHUNKS chunks of silence on a grey portrait through `backend` (compiles it, captures CUDA
+    graphs) with exactly the tensors a real stream passes (dtypes, shapes), then wait for the device."""
+    cfg = anim.config
+    size = cfg.frame_size
+    stream = anim.stream(np.full((size, size, 3), 128, np.uint8), seed=0, head_motion=0.5, knot=knot, steps=steps,
+                         backend=backend)
+    n = WARMUP_CHUNKS * cfg.stream.chunk
+    stream.push_audio(np.zeros(n * cfg.samples_per_frame, np.float32))
+    stream.finish(total_frames=n)
+    from knotanim.engines.base import synchronize
+
+    synchronize(anim.device)
+
+
+def score_in_thread(anim: Any) -> bool:
+    """Score in a worker thread while generating? SCORE_IN_THREAD, or by default where the model runs
+    on CUDA: there the CPU is free while the GPU generates, and scoring (numpy, ~10 ms a frame at 256
+    px, SSIM mostly) would otherwise add to every frame of a fast backend."""
+    if SCORE_IN_THREAD is not None:
+        return SCORE_IN_THREAD
+    return getattr(getattr(anim, "device", None), "type", "cpu") == "cuda"
+
+
 def _stream_video(anim: Any, clip_truth: ClipTruth, audio: np.ndarray, scorer: ClipScorer, seed: int,
-                  knot: bool, run_ahead: bool, steps: int | None) -> float:
+                  knot: bool, run_ahead: bool, steps: int | None, backend: Any = None) -> float:
     """Stream `audio` (float32 [n_frames * spf] at 16 kHz) through a new stream of `anim`, scoring
     frames in blocks of BLOCK_FRAMES as they come; -> seconds spent generating (push_audio + finish
-    only). A still-head clip streams with head_motion=0.0 (its PSNR/SSIM assume a still head)."""
+    only). A still-head clip streams with head_motion=0.0 (its PSNR/SSIM assume a still head).
+    backend: a ChunkBackend built for this knot/steps variant (see EvalBackends), None: eager torch.
+    Where `score_in_thread(anim)`, a worker thread scores the blocks in order while the stream
+    generates the next ones (at most SCORE_AHEAD behind): the same scores, less wall time."""
     spec, n = clip_truth.spec, clip_truth.n_frames
     head_motion = 0.0 if spec.still else float(spec.head_motion)
     stream = anim.stream(clip_truth.reference, seed=seed, head_motion=head_motion, knot=knot,
-                         run_ahead=run_ahead, steps=steps)
+                         run_ahead=run_ahead, steps=steps, backend=backend)
     spf = len(audio) // n
     pending: list[np.ndarray] = []
     spent = 0.0
+    worker = ThreadPoolExecutor(1, thread_name_prefix="knotbench-score") if score_in_thread(anim) else None
+    queued: deque[Future] = deque()
+
+    def score(block: np.ndarray) -> None:
+        if worker is None:
+            scorer.update(block)
+            return
+        queued.append(worker.submit(scorer.update, block))  # one worker: blocks are scored in order
+        while len(queued) > SCORE_AHEAD:
+            queued.popleft().result()  # re-raises a scoring error here
 
     def take(frames) -> None:
         pending.extend(np.asarray(f.image) for f in frames)
         while len(pending) >= BLOCK_FRAMES:
-            scorer.update(np.stack(pending[:BLOCK_FRAMES]))
+            score(np.stack(pending[:BLOCK_FRAMES]))
             del pending[:BLOCK_FRAMES]
 
-    for a in range(0, len(audio), BLOCK_FRAMES * spf):
+    try:
+        for a in range(0, len(audio), BLOCK_FRAMES * spf):
+            t0 = time.perf_counter()
+            frames = stream.push_audio(np.ascontiguousarray(audio[a : a + BLOCK_FRAMES * spf], dtype=np.float32))
+            spent += time.perf_counter() - t0
+            take(frames)
         t0 = time.perf_counter()
-        frames = stream.push_audio(np.ascontiguousarray(audio[a : a + BLOCK_FRAMES * spf], dtype=np.float32))
+        frames = stream.finish(total_frames=n)
         spent += time.perf_counter() - t0
         take(frames)
-    t0 = time.perf_counter()
-    frames = stream.finish(total_frames=n)
-    spent += time.perf_counter() - t0
-    take(frames)
-    if pending:
-        scorer.update(np.stack(pending))
+        if pending:
+            score(np.stack(pending))
+        while queued:
+            queued.popleft().result()
+    finally:
+        if worker is not None:
+            worker.shutdown(wait=True, cancel_futures=True)
     return spent
 
 
@@ -128,6 +284,8 @@ def run_knotbench(
     steps: int | None = None,
     plots: bool = True,
     corpus: Any = None,
+    backend: str | EvalBackends = "torch",
+    engine_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate models on `spec`; write report.json, report.md and PNG plots to `out_dir` (if given).
 
@@ -138,31 +296,43 @@ def run_knotbench(
     ("auto": CUDA if present; dtype None: bf16 on CUDA, fp32 on CPU). seed: stream seed. steps:
     sampler steps (None: the config's). corpus: eval-split speech corpus (.npz path or SpeechCorpus,
     built by `knotanim data build-speech --split eval`; None: synthesise held-out speech with
-    espeak-ng; InputError at once when neither is available). Returns the report dict (see
-    `report.aggregate`).
+    espeak-ng; InputError at once when neither is available). backend: a `knotanim.engines` name
+    ("torch": eager, the default; "compiled", "onnxruntime", "tensorrt", "aoti", "auto") or an
+    EvalBackends; one backend per (model, knot/steps variant) is built, warmed up before the first
+    clip (its time is not in frames/s) and reused by every stream of that variant; engine_dir: where
+    exported graphs/engines live (default: the knotanim cache). Returns the report dict (see
+    `report.aggregate`; info["backend"] names the backend actually used).
     """
     say = progress or (lambda line: None)
     if not isinstance(animators_or_paths, (list, tuple)):
         animators_or_paths = [animators_or_paths]
     variant_names = parse_variants(variants)
+    backends = (backend if isinstance(backend, EvalBackends)
+                else EvalBackends(backend, artifacts=engine_dir, progress=say))
     models = load_animators(animators_or_paths, device, dtype)
     cfgs = [a.config for _, a in models]
     if len({(c.frame_size, c.fps, c.audio.sample_rate) for c in cfgs}) != 1:
         raise ConfigError("models compared in one run must share frame_size, fps and audio.sample_rate")
     cfg = cfgs[0]
     speech = EvalSpeech(corpus)  # fails here, before any work, without a corpus or espeak-ng
+    # Every backend the run needs, built and warmed up now: errors before any clip, compile time outside frames/s.
+    knots = dict.fromkeys([VARIANTS[v][0] for v in variant_names] + [VARIANTS["default"][0]])  # + audio-zeroed
+    for (mname, anim), source in zip(models, animators_or_paths):
+        for knot in knots:
+            backends.prepare(mname, anim, knot, steps, _model_path(source))
     scratch = tempfile.TemporaryDirectory(prefix="knotbench-")  # ground truth of long clips (memmap)
     rows: dict[str, dict[str, Any]] = {}
     clips: dict[str, dict[str, ClipScore]] = {}
     meta: dict[str, dict[str, Any]] = {}
     try:
-        _run_clips(spec, cfg, models, variant_names, speech, Path(scratch.name), seed, steps, say, rows, clips, meta)
+        _run_clips(spec, cfg, models, variant_names, speech, Path(scratch.name), seed, steps, say, rows, clips, meta,
+                   backends)
     finally:
         scratch.cleanup()
     report = aggregate(spec, list(rows.values()), clips, meta,
                        {"frame_size": cfg.frame_size, "fps": cfg.fps, "chunk": cfg.stream.chunk,
                         "device": str(getattr(models[0][1], "device", device)), "seed": seed, "variants": list(variant_names),
-                        "models": [n for n, _ in models]})
+                        "models": [n for n, _ in models], **backends.info()})
     if out_dir is not None:
         paths = write_reports(report, clips, Path(out_dir), plots=plots)
         report["files"] = [str(p) for p in paths]
@@ -178,12 +348,26 @@ def frames_buffer(n_frames: int, size: int, on_disk: bool, folder: Path, name: s
     return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
 
 
-def _run_clips(spec, cfg, models, variant_names, speech, scratch: Path, seed, steps, say, rows, clips, meta) -> None:
+def _model_path(source: Any) -> Path | None:
+    """The checkpoint folder a model was given as (for the backends' artifact cache keys), else None."""
+    if isinstance(source, tuple):
+        source = source[1]
+    if source is None:
+        from knotanim.animator import default_model_path
+
+        return default_model_path()
+    return Path(source) if isinstance(source, (str, Path)) else None
+
+
+def _run_clips(spec, cfg, models, variant_names, speech, scratch: Path, seed, steps, say, rows, clips, meta,
+               backends: EvalBackends | None = None) -> None:
     """Generate, stream and score every clip of `spec`, filling rows / clips / meta (see run_knotbench)."""
     from knotanim.data import make_clip
 
+    backends = backends or EvalBackends("torch")
+
     def add_row(name: str, kind: str, model: str | None = None, variant: str | None = None) -> None:
-        rows.setdefault(name, {"name": name, "kind": kind, "model": model, "variant": variant})
+        rows.setdefault(name, {"name": name, "kind": kind, "model": model, "variant": variant, "backend": None})
 
     total = len(spec.clips)
     for ci, cs in enumerate(spec.clips, 1):
@@ -213,7 +397,9 @@ def _run_clips(spec, cfg, models, variant_names, speech, scratch: Path, seed, st
             for rname, kind, variant, audio, knot, run_ahead in runs:
                 add_row(rname, kind, mname, variant)
                 scorer = ClipScorer(t_model, strip_frames=spec.strip_frames)
-                spent = _stream_video(anim, t_model, audio, scorer, seed, knot, run_ahead, steps)
+                backend = backends.get(mname, anim, knot, steps)
+                spent = _stream_video(anim, t_model, audio, scorer, seed, knot, run_ahead, steps, backend=backend)
+                rows[rname]["backend"] = backends.used_name(backend)
                 scores[rname] = scorer.result(seconds=spent)
                 _say_row(say, cs.name, rname, scores[rname])
         clips[cs.name] = scores
