@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Training on the accelerator machine (one H200, or NPROC of them), one call of at most 10 minutes.
 #
-#   STAGE1_MIN=3 STAGE2_MIN=5.5 STAGE3_MIN=0 bash scripts/device_train.sh
+#   STAGE1_MIN=3 STAGE2_MIN=5.5 STAGE3_MIN=0 STAGE4_MIN=0 bash scripts/device_train.sh
 #
 # - Stage 1 (frame autoencoder) runs only if no stage-1 model exists yet (runs/${P}stage1 on a warm
 #   machine, or .cache/carry/${P}stage1 carried from this machine).
 # - Stage 2 resumes runs/${P}stage2/state when the machine is still warm; otherwise it starts from the
 #   carried .cache/carry/${P}model (the latest exported weights), or from the stage-1 autoencoder.
 # - Stage 3 (self-rollout) starts from this call's stage-2 model, or the carried one.
+# - Stage 4 (few-step distillation, STAGE4_MIN/STAGE4_SET) starts from this call's stage-3 model, or the
+#   carried one; its export samples in student_steps (default 2).
 # - The exported model (EMA, bf16, shards <= 16 MiB) and logs.tar.gz (logs, loss curves, sample strips) go to $OUT.
 #
 # STAGE*_MIN bounds each stage's wall clock, torch.compile's warm-up (~100 s on the H200) included;
@@ -84,6 +86,18 @@ if [ "${STAGE3_MIN:-0}" != "0" ]; then
   train "$ROOT"/configs/train/stage3_self_rollout.yaml --out runs/${P}stage3 --set max_minutes="$STAGE3_MIN" \
     ${INIT3:+--set init_from="$INIT3"} ${STAGE3_SET:-}
   cp runs/${P}stage3/model/* "$OUT"/
+fi
+if [ "${STAGE4_MIN:-0}" != "0" ]; then
+  INIT4=runs/${P}stage3/model
+  [ -f "$INIT4/config.json" ] || INIT4=.cache/carry/${P}model
+  # Warm machine: resume stage 4's own state over the base (the teacher) recorded in its state, as stage 3 does.
+  if [ -f runs/${P}stage4/state/state.json ]; then
+    INIT4=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['train_config']['init_from'])" \
+      runs/${P}stage4/state/state.json)
+  fi
+  train "$ROOT"/configs/train/stage4_distill.yaml --out runs/${P}stage4 --set max_minutes="$STAGE4_MIN" \
+    ${INIT4:+--set init_from="$INIT4"} ${STAGE4_SET:-}
+  cp runs/${P}stage4/model/* "$OUT"/
 fi
 # Logs, loss curves and sample strips of every stage in one file (the $OUT file count is limited).
 tar czf "$OUT"/logs.tar.gz $(ls runs/*/log.csv runs/*/loss.png runs/*/samples.png 2>/dev/null)

@@ -1,7 +1,7 @@
 """scripts/device_train.sh and scripts/device_ddp_scaling.sh rehearsed on the CPU before they cost a GPU
 lease: a tiny carried model, a tiny speech corpus, the script run from a plain source checkout that was never
 installed (PYTHONPATH=<repository>, no editable-install finder), as on the accelerator machine; then run again
-over the same runs/, as a second call on a warm machine does (stage 2 and stage 3 resume their own state).
+over the same runs/, as a second call on a warm machine does (stages 2, 3 and 4 resume their own state).
 Two ranks (NPROC=2, the scaling script's DDP and FSDP arms) go through torchrun as on the two-GPU machine,
 over gloo instead of NCCL, each rank started with the same uninstalled interpreter."""
 import json
@@ -118,6 +118,21 @@ def test_device_train_script_resumes_a_stage3_that_started_from_the_carried_mode
     state = _state(work, "stage3")
     assert state["step"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
     assert json.loads((out / "config.json").read_text())["trained_steps"] == {"rollout": 2}
+
+
+def test_device_train_script_runs_and_resumes_stage4_from_the_carried_model(tmp_path):
+    """Stage 4 alone (STAGE4_MIN) distils the carried model (no stage-3 model on the machine); resumed on the
+    warm machine it keeps that base (its teacher), and the export samples in student_steps."""
+    work, out, env = _machine(tmp_path, STAGE2_MIN="0", STAGE4_MIN="1")
+    stage4 = f"{TINY_RUN} --set teacher_steps=2 --set student_steps=1 --set reuse=1"
+    _run(work, env, STAGE4_SET=f"{stage4} --set steps=1")
+    assert not (work / "runs" / "stage3").exists()
+    log = _run(work, env, STAGE4_SET=f"{stage4} --set steps=2")
+    assert "resumed from runs/stage4/state at step 1" in log
+    state = _state(work, "stage4")
+    assert state["step"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["trained_steps"] == {"distill": 2} and exported["config"]["sampler"]["steps"] == 1, exported
 
 
 def test_device_train_script_on_two_ranks_resumes_and_stops_on_time(tmp_path):

@@ -10,6 +10,7 @@ from knotanim.config import KnotAnimConfig, _build
 from knotanim.errors import ConfigError
 
 PARALLEL_MODES = ("ddp", "fsdp")
+DISTILL_HISTORIES = ("clean", "rollout")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    stage: str = "dit"  # "autoencoder" (stage 1), "dit" (stage 2: teacher-forced chunks), "rollout" (stage 3: self-rollout)
+    stage: str = "dit"  # "autoencoder" (stage 1), "dit" (stage 2: teacher-forced chunks), "rollout" (stage 3: self-rollout),
+    # "distill" (stage 4: few-step sampler distillation)
     model: dict = field(default_factory=dict)  # KnotAnimConfig overrides (the model being trained)
     init_from: str = ""  # checkpoint folder to start from (e.g. the stage-1 result or the shipped default)
     data: DataConfig = field(default_factory=DataConfig)
@@ -50,6 +52,10 @@ class TrainConfig:
     context_noise: float = 0.05  # max std of noise added to clean history latents (exposure-bias guard)
     knot_noise: float = 0.1  # max std of noise added to the knot latent
     rollout_steps: int = 4  # sampler steps of the self-rollout that makes the history (stage 3)
+    teacher_steps: int = 4  # stage 4: Euler steps of the frozen teacher (the init_from model) per chunk
+    student_steps: int = 2  # stage 4: Euler steps the student learns to sample in (the exported sampler.steps)
+    gt_weight: float = 0.25  # stage 4: weight of the student sample's error against the ground truth (teacher's: 1)
+    distill_history: str = "clean"  # stage 4: "clean" (ground-truth history, as stage 2) or "rollout" (the student's own)
     parallel: str = "ddp"  # under torchrun with several ranks: "ddp" (replicated weights) or "fsdp" (FSDP2-sharded)
     tensorboard: bool = False  # rank 0 also writes log.csv's scalars to OUT/tensorboard/ (needs the tensorboard package)
     log_every: int = 50
@@ -59,6 +65,16 @@ class TrainConfig:
     def __post_init__(self):
         if self.parallel not in PARALLEL_MODES:
             raise ConfigError(f"train.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
+        if not (isinstance(self.teacher_steps, int) and self.teacher_steps >= 1):
+            raise ConfigError(f"train.teacher_steps must be an integer >= 1, got {self.teacher_steps!r}")
+        if not (isinstance(self.student_steps, int) and 1 <= self.student_steps <= self.teacher_steps):
+            raise ConfigError(f"train.student_steps must be an integer from 1 to teacher_steps ({self.teacher_steps}), "
+                              f"got {self.student_steps!r}")
+        if not self.gt_weight >= 0:
+            raise ConfigError(f"train.gt_weight must be >= 0, got {self.gt_weight!r}")
+        if self.distill_history not in DISTILL_HISTORIES:
+            raise ConfigError(f"train.distill_history must be one of {', '.join(DISTILL_HISTORIES)}, "
+                              f"got {self.distill_history!r}")
 
     def model_config(self, base: KnotAnimConfig | None = None) -> KnotAnimConfig:
         base = base or KnotAnimConfig()

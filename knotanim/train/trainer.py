@@ -1,4 +1,5 @@
-"""Training stages 1 (frame autoencoder) and 2 (teacher-forced Knot Forcing chunks).
+"""Training stages 1 (frame autoencoder), 2 (teacher-forced Knot Forcing chunks), 3 (self-rollout)
+and 4 (few-step sampler distillation).
 
 Run through `knotanim train CONFIG` (one process) or `torchrun --nproc-per-node N -m knotanim.cli.main
 train CONFIG` (DDP, or FSDP2 with `parallel: fsdp`). Each stage writes to OUT/: log.csv, loss.png,
@@ -8,6 +9,7 @@ folder) and, with `tensorboard: true`, tensorboard/.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from knotanim.model.autoencoder import frames_to_tensor
 from knotanim.model.layout import RunAhead, SequenceLayout, expand_frame_mask
 from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
 from knotanim.stream.rollout import rollout_latents
-from knotanim.stream.sampler import add_noise, shift_time, velocity_target
+from knotanim.stream.sampler import add_noise, sampling_times, shift_time, velocity_target
 from knotanim.stream.step import ChunkStep
 from knotanim.train.common import (EMA, TrainLog, any_rank, cleanup_distributed, full_tensor, load_state, lr_at,
                                    save_state, setup_distributed, shard_module)
@@ -63,9 +65,71 @@ class TeacherForcedLoss(nn.Module):
         cond = knot_conditioning(knots, n, span, ref_latent.shape, x0.device).to(x0.dtype)
         v = teacher_forced_forward(self.model, layout, ref_latent, clean, noisy, cond, t, audio, motion, mask)
         target = velocity_target(x0, noise)
-        diff = (x0 - ref_latent[:, None, None]).abs().mean(3, keepdim=True)  # [B, n, F, 1, h, w]
-        weight = (1 + (self.moving_weight - 1) * (diff / 0.5).clamp(0, 1)) * region_weight
+        weight = region_loss_weight(x0, ref_latent, self.moving_weight, region_weight)
         return (weight * (v - target).pow(2)).mean()
+
+
+def region_loss_weight(x0: torch.Tensor, ref_latent: torch.Tensor, moving_weight: float,
+                       region_weight: torch.Tensor) -> torch.Tensor:
+    """TeacherForcedLoss's per-cell weight: `moving_weight` where the target differs from the
+    reference (ramping in over a latent difference of 0.5), times the mouth factor `region_weight`."""
+    diff = (x0 - ref_latent[:, None, None]).abs().mean(3, keepdim=True)  # [B, n, F, 1, h, w]
+    return (1 + (moving_weight - 1) * (diff / 0.5).clamp(0, 1)) * region_weight
+
+
+class DistillLoss(nn.Module):
+    """Stage 4: the student's `student_steps`-step sample of every chunk matches the frozen teacher's
+    `teacher_steps`-step sample from the same noise and conditioning.
+
+    Both sample each chunk as the stream does (Euler on the velocity over `sampling_times` with the
+    model's shift), all chunks of the clip at once through `teacher_forced_forward`, which computes the
+    stream's ChunkStep chunk by chunk (tests/test_equivalence.py): the history is whatever the inputs
+    hold (clean ground truth as in stage 2, or the student's own rollout), the knot and running-ahead
+    reference likewise. The teacher runs without gradients; the student's few steps are backpropagated
+    through end to end (2 steps cost two forwards' activations, as much as a stage-2 step with
+    twice the batch), which is simpler than per-step trajectory matching and needs no alignment of the
+    student's times with the teacher's. The loss is on the final clean latents of every chunk frame (the
+    knot frame included; the stream's fusion with the previous knot is a fixed average after it), with
+    TeacherForcedLoss's weighting (moving regions, mouth boxes), plus `gt_weight` times the same error
+    against the ground truth: the data has it exactly, and it keeps the student from copying the
+    teacher's mistakes; kept small, as a sample's regression onto ground truth alone averages over what
+    the audio leaves open (head motion, blinks) and blurs. Same inputs as TeacherForcedLoss; its flow
+    times `t` are not used (the samplers' times are fixed)."""
+
+    def __init__(self, model: nn.Module, teacher: nn.Module, moving_weight: float, teacher_steps: int,
+                 student_steps: int, shift: float, gt_weight: float):
+        super().__init__()
+        self.model, self.teacher, self.moving_weight, self.gt_weight = model, teacher, moving_weight, gt_weight
+        self.teacher_times, self.student_times = sampling_times(teacher_steps, shift), sampling_times(student_steps, shift)
+
+    @staticmethod
+    def sample(model, times, layout, mask, ref_latent, clean, cond, noise, audio, motion) -> torch.Tensor:
+        """Euler over `times` from `noise` [B, n, F, c, h, w] for every chunk at once -> clean latents."""
+        x = noise
+        for t_now, t_next in zip(times[:-1], times[1:]):
+            t = torch.full(noise.shape[:2], t_now, device=noise.device)
+            x = x + (t_next - t_now) * teacher_forced_forward(model, layout, ref_latent, clean, x, cond, t, audio,
+                                                              motion, mask)
+        return x
+
+    def forward(self, layout, mask, ref_latent, clean, x0, knots, t, noise, audio, motion, region_weight):
+        cond = knot_conditioning(knots, layout.n_chunks, layout.span, ref_latent.shape, x0.device).to(x0.dtype)
+        args = (layout, mask, ref_latent, clean, cond, noise, audio, motion)
+        with torch.no_grad():
+            target = self.sample(self.teacher, self.teacher_times, *args)
+        student = self.sample(self.model, self.student_times, *args)
+        weight = region_loss_weight(x0, ref_latent, self.moving_weight, region_weight)
+        loss = (weight * (student - target).pow(2)).mean()
+        if self.gt_weight:
+            loss = loss + self.gt_weight * (weight * (student - x0).pow(2)).mean()
+        return loss
+
+
+def frozen_teacher(model: nn.Module) -> nn.Module:
+    """Stage 4's teacher: a frozen copy of the model as it starts (the init_from weights)."""
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    teacher.grad_checkpointing = False  # no gradients: nothing to recompute
+    return teacher
 
 
 def mouth_cells(boxes: torch.Tensor, frame_size: int, latent_size: int) -> torch.Tensor:
@@ -102,6 +166,8 @@ def _init_animator(cfg: TrainConfig, device: torch.device, progress=print) -> Kn
     if cfg.init_from:
         ckpt_cfg, tensors, _ = load_checkpoint(cfg.init_from)
     model_cfg = cfg.model_config(base=ckpt_cfg if tensors is not None else None)
+    if cfg.stage == "distill":  # the student samples in student_steps: the export's default for every entry point
+        model_cfg = model_cfg.replace(sampler={"steps": cfg.student_steps})
     anim = KnotAnimator.from_config(model_cfg, device=device, seed=cfg.seed)
     for prefix, module in (("dit.", anim.model), ("autoencoder.", anim.autoencoder)):
         state = {k[len(prefix):]: v.float() for k, v in (tensors or {}).items() if k.startswith(prefix)}
@@ -132,8 +198,10 @@ class TrainResult:
 def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | None = None,
           progress=print) -> TrainResult:
     """Run the configured stage on this process (one rank under torchrun)."""
-    if cfg.stage not in ("autoencoder", "dit", "rollout"):
-        raise ConfigError(f"unknown training stage {cfg.stage!r} (autoencoder, dit or rollout)")
+    if cfg.stage not in ("autoencoder", "dit", "rollout", "distill"):
+        raise ConfigError(f"unknown training stage {cfg.stage!r} (autoencoder, dit, rollout or distill)")
+    if cfg.stage == "distill" and not cfg.init_from:
+        raise ConfigError("stage distill needs init_from: the model to distil (the teacher, and the student's start)")
     d = setup_distributed(device)
     out = Path(out)
     if d.main:
@@ -147,7 +215,16 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     if not stage_ae:
         anim.autoencoder.eval().requires_grad_(False)
         anim.model.grad_checkpointing = cfg.grad_checkpointing
-    loss_module = AutoencoderLoss(module) if stage_ae else TeacherForcedLoss(module, cfg.moving_weight)
+    if stage_ae:
+        loss_module = AutoencoderLoss(module)
+    elif cfg.stage == "distill":
+        teacher = frozen_teacher(module)  # before sharding and compiling: the init_from weights, whole on every rank
+        loss_module = DistillLoss(module, teacher, cfg.moving_weight, cfg.teacher_steps, cfg.student_steps,
+                                  anim.config.sampler.shift, cfg.gt_weight)
+    else:
+        loss_module = TeacherForcedLoss(module, cfg.moving_weight)
+    # listen_gap's probe: the flow-matching error with own and other audio (stage 4: of the student)
+    probe = TeacherForcedLoss(module, cfg.moving_weight) if cfg.stage == "distill" else loss_module
     sharded = d.world > 1 and cfg.parallel == "fsdp"
     if sharded:  # FSDP2 shards the trained module in place; the loss module calls it as before
         shard_module(module, d, ("encode_raw", "decode_raw") if stage_ae else ("reference_kv",))
@@ -158,6 +235,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
         wrapped = loss_module
     if cfg.compile and not stage_ae:
         compile_blocks(module)
+        if cfg.stage == "distill":
+            compile_blocks(loss_module.teacher)
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         (no_decay if p.ndim < 2 or "embed" in name or "modulation" in name else decay).append(p)
@@ -214,7 +293,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
         log_now = step % cfg.log_every == 0 or step == 1
         if log_now and not stage_ae and (d.main or sharded):  # under FSDP every rank joins the model's forwards
             with _autocast(d.device, cfg.bf16):
-                listen_gap = listening_gap(loss_module, inputs, mouth)
+                listen_gap = listening_gap(probe, inputs, mouth)
         if d.main and log_now:
             rate = cfg.log_every / max(time.time() - last, 1e-9) if step > 1 else 0.0
             last = time.time()
@@ -294,7 +373,9 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     """The loss module's inputs for one step, and the mouth boxes as a 0/1 map over its frames.
 
     Stage 2 (teacher forcing: clean ground-truth history) or stage 3 (self-rollout: the model's own
-    history and knots, generated chunk by chunk as the stream does, ground truth only as the target)."""
+    history and knots, generated chunk by chunk as the stream does, ground truth only as the target).
+    Stage 4 takes stage 2's inputs, or with distill_history "rollout" the student's own history sampled
+    in student_steps (DistillLoss uses the noise, not the flow times)."""
     mc, dev = anim.config, enc["latents"].device
     sc = mc.stream
     knot = bool(rng.random() < cfg.knot_probability)
@@ -312,8 +393,9 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     n, C, span = layout.n_chunks, layout.chunk, layout.span
     idx = (torch.arange(n).unsqueeze(1) * C + torch.arange(span)).to(dev)  # [n, F]
     x0 = lat[:, idx]  # [B, n, F, c, h, w]
-    if cfg.stage == "rollout":
-        step = ChunkStep(anim.model, C, cfg.rollout_steps, mc.sampler.shift)
+    if cfg.stage == "rollout" or (cfg.stage == "distill" and cfg.distill_history == "rollout"):
+        steps = cfg.rollout_steps if cfg.stage == "rollout" else cfg.student_steps  # stage 4: the student's own history
+        step = ChunkStep(anim.model, C, steps, mc.sampler.shift)
         gen = rollout_latents(step, ref, audio, motion, n, knot, schedule)
         clean, knots = gen.committed, (gen.knots if knot else None)
     else:
