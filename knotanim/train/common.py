@@ -102,7 +102,12 @@ def any_rank(flag: bool, d: Dist) -> bool:
 
 
 def cleanup_distributed() -> None:
+    """Every rank waits for the others before the process group goes: rank 0 may still be writing the
+    final checkpoint when the others finish, and a peer that has already left can make the transport
+    abort the process that is still there (gloo: SIGABRT, "terminate called without an active
+    exception", seen in CI on the clock test)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
