@@ -26,3 +26,14 @@ def anim():
 def ref():
     """A random 64x64 'portrait' for the tiny animator."""
     return np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def eval_corpus(tmp_path_factory):
+    """A small held-out speech corpus, built (with espeak-ng) the way `knotanim data build-speech --split
+    eval` does; KnotBench tests read their speech from it (reproducible, unlike espeak-ng within a process)."""
+    from knotanim.data.corpus import build_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "speech_eval.npz"
+    build_corpus(path, minutes=0.15, split="eval", seed=0)
+    return path

@@ -19,22 +19,6 @@ from knotanim.errors import BackendUnavailable
 from knotanim.eval.spec import BenchSpec, ClipSpec
 
 
-@pytest.fixture(scope="module")
-def tiny_anim():
-    from knotanim import KnotAnimator, tiny_config
-
-    return KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
-
-
-@pytest.fixture(scope="module")
-def eval_corpus(tmp_path_factory):
-    from knotanim.data.corpus import build_corpus
-
-    path = tmp_path_factory.mktemp("corpus") / "speech_eval.npz"
-    build_corpus(path, minutes=0.15, split="eval", seed=0)
-    return path
-
-
 class CountingBackend:
     """Eager torch under another name, refusing chunks of another variant's shape; counts its chunks."""
 
@@ -67,7 +51,7 @@ def assert_same_scores(a, b, tol=0.0):
             assert w == pytest.approx(v, rel=tol, abs=tol), key
 
 
-def test_one_backend_per_variant_reused_by_every_clip_and_row(tiny_anim, eval_corpus, monkeypatch):
+def test_one_backend_per_variant_reused_by_every_clip_and_row(anim, eval_corpus, monkeypatch):
     built: list[CountingBackend] = []
 
     def build(name, anim, knot, steps, model_path):
@@ -88,7 +72,7 @@ def test_one_backend_per_variant_reused_by_every_clip_and_row(tiny_anim, eval_co
     spec = BenchSpec("t", clips=(ClipSpec("s", 1, 8), ClipSpec("p", 3, 8, source="photo"))).with_long(minutes=24 / 25 / 60)
     variants = "default,no-knot,no-run-ahead"
     lines: list[str] = []
-    report = runner.run_knotbench([("a", tiny_anim)], spec, None, variants=variants, corpus=eval_corpus,
+    report = runner.run_knotbench([("a", anim)], spec, None, variants=variants, corpus=eval_corpus,
                                   backend=runner.EvalBackends("compiled", build=build, progress=lines.append),
                                   progress=lines.append)
     # two builds (knot on / off); no-run-ahead and audio-zeroed share the default's
@@ -107,20 +91,20 @@ def test_one_backend_per_variant_reused_by_every_clip_and_row(tiny_anim, eval_co
     assert info["backend"] in report["metrics"]["fps"]
     # the same scores as eager torch (the counting backend is eager torch): nothing leaked between streams
     monkeypatch.setattr(runner, "_stream_video", real)
-    eager = runner.run_knotbench([("a", tiny_anim)], spec, None, variants=variants, corpus=eval_corpus)
+    eager = runner.run_knotbench([("a", anim)], spec, None, variants=variants, corpus=eval_corpus)
     assert_same_scores(eager, report)
     assert eager["info"]["backend"] == "torch" and {r["backend"] for r in eager["rows"] if r["model"]} == {"torch"}
 
 
-def test_scoring_in_a_worker_thread_gives_the_same_scores(tiny_anim, eval_corpus, monkeypatch):
+def test_scoring_in_a_worker_thread_gives_the_same_scores(anim, eval_corpus, monkeypatch):
     """On CUDA each block is scored in a worker thread while the next is generated; forced here on the CPU."""
     import threading
 
     from knotanim.eval.scoring import ClipScorer
 
     spec = BenchSpec("t", clips=(ClipSpec("s", 1, 60), ClipSpec("p", 3, 30, source="photo")))
-    assert not runner.score_in_thread(tiny_anim)  # the CPU default: score in line
-    plain = runner.run_knotbench([("a", tiny_anim)], spec, None, variants="default,no-knot", corpus=eval_corpus)
+    assert not runner.score_in_thread(anim)  # the CPU default: score in line
+    plain = runner.run_knotbench([("a", anim)], spec, None, variants="default,no-knot", corpus=eval_corpus)
     threads: set[str] = set()
     update = ClipScorer.update
 
@@ -131,7 +115,7 @@ def test_scoring_in_a_worker_thread_gives_the_same_scores(tiny_anim, eval_corpus
     monkeypatch.setattr(ClipScorer, "update", spy)
     monkeypatch.setattr(runner, "SCORE_IN_THREAD", True)
     monkeypatch.setattr(runner, "SCORE_AHEAD", 1)
-    threaded = runner.run_knotbench([("a", tiny_anim)], spec, None, variants="default,no-knot", corpus=eval_corpus)
+    threaded = runner.run_knotbench([("a", anim)], spec, None, variants="default,no-knot", corpus=eval_corpus)
     assert any(t.startswith("knotbench-score") for t in threads)  # model rows were scored in the worker
     assert_same_scores(plain, threaded)
 

@@ -10,23 +10,6 @@ from knotanim.errors import InputError
 from knotanim.eval.spec import BenchSpec, ClipSpec, tiny_spec
 
 
-@pytest.fixture(scope="module")
-def tiny_anim():
-    from knotanim import KnotAnimator, tiny_config
-
-    return KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
-
-
-@pytest.fixture(scope="module")
-def eval_corpus(tmp_path_factory):
-    """A small held-out corpus, built (with espeak-ng) the way `knotanim data build-speech --split eval` does."""
-    from knotanim.data.corpus import build_corpus
-
-    path = tmp_path_factory.mktemp("corpus") / "speech_eval.npz"
-    build_corpus(path, minutes=0.15, split="eval", seed=0)
-    return path
-
-
 @pytest.fixture
 def no_espeak(monkeypatch):
     """Make espeak-ng look absent, as on the accelerator machine."""
@@ -38,13 +21,13 @@ def no_espeak(monkeypatch):
     monkeypatch.setattr(Espeak, "_load", staticmethod(missing))
 
 
-def test_without_espeak_the_corpus_is_used_and_its_absence_is_explained(tmp_path, tiny_anim, eval_corpus, no_espeak):
+def test_without_espeak_the_corpus_is_used_and_its_absence_is_explained(tmp_path, anim, eval_corpus, no_espeak):
     from knotanim.cli.main import main
 
     with pytest.raises(InputError, match="--corpus"):
-        runner.run_knotbench(tiny_anim, tiny_spec(n_frames=8), None)
+        runner.run_knotbench(anim, tiny_spec(n_frames=8), None)
     model = tmp_path / "tiny-model"
-    tiny_anim.save_pretrained(model)
+    anim.save_pretrained(model)
     tiny_spec(n_frames=8).save(tmp_path / "spec.json")
     args = ["eval", "--model", str(model), "--spec", str(tmp_path / "spec.json"), "--device", "cpu", "--no-plots",
             "--out", str(tmp_path / "out")]
@@ -67,7 +50,7 @@ def test_full_spec_clips_get_speech_from_the_corpus(eval_corpus, no_espeak):
         assert len(u.audio) >= cs.n_frames * 640 and np.abs(u.audio).max() > 0.1
 
 
-def test_long_stream_is_scored_in_blocks_with_its_truth_on_disk(tmp_path, tiny_anim, eval_corpus, monkeypatch):
+def test_long_stream_is_scored_in_blocks_with_its_truth_on_disk(tmp_path, anim, eval_corpus, monkeypatch):
     """A short "long" stream: its ground truth goes to a memmap file and every row is scored in blocks
     of at most BLOCK_FRAMES, so no row's video is ever held whole."""
     n_long = 40
@@ -89,14 +72,14 @@ def test_long_stream_is_scored_in_blocks_with_its_truth_on_disk(tmp_path, tiny_a
 
     monkeypatch.setattr(runner, "frames_buffer", buffer)
     monkeypatch.setattr(runner.ClipScorer, "update", update)
-    report = runner.run_knotbench([("a", tiny_anim)], spec, tmp_path, corpus=eval_corpus, plots=False)
+    report = runner.run_knotbench([("a", anim)], spec, tmp_path, corpus=eval_corpus, plots=False)
     assert seen == {"clip1": False, "clip2": True}  # the short clip in memory, the long one on disk
     assert max(blocks) <= runner.BLOCK_FRAMES and sum(blocks) == 4 * (10 + n_long)  # 4 rows per clip
     assert len(report["over_time"]["long"]["a:default"]["psnr"]) == 4  # 40 frames / 10-frame windows
     assert not list(tmp_path.glob("*.npy"))
 
 
-def test_still_head_clips_stream_with_head_motion_zero(tiny_anim, eval_corpus, monkeypatch):
+def test_still_head_clips_stream_with_head_motion_zero(anim, eval_corpus, monkeypatch):
     calls: list[tuple[float, float]] = []  # (clip spec head_motion, stream head_motion)
     real_stream = runner._stream_video
 
@@ -116,6 +99,6 @@ def test_still_head_clips_stream_with_head_motion_zero(tiny_anim, eval_corpus, m
     monkeypatch.setattr(runner, "_stream_video", spy)
     spec = BenchSpec("t", clips=(ClipSpec("still", 1, 6, head_motion=0.0), ClipSpec("moving", 2, 6, head_motion=0.5),
                                  ClipSpec("photo", 3, 6, source="photo")))
-    runner.run_knotbench(tiny_anim, spec, None, corpus=eval_corpus)
+    runner.run_knotbench(anim, spec, None, corpus=eval_corpus)
     assert sorted(set(calls)) == [(0.0, 0.0), (0.5, 0.5)] and len(calls) == 6  # 3 clips x (default, audio-zeroed)
     assert all(isinstance(h, float) for _, h in calls)

@@ -132,13 +132,6 @@ def test_bad_spec_is_a_config_error(tmp_path):
 
 
 # --- the runner with the tiny random model ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_anim():
-    from knotanim import KnotAnimator, tiny_config
-
-    return KnotAnimator.from_config(tiny_config(), device="cpu", seed=0)
-
-
 def check_report(report, out_dir, models=("tiny",), variants=("default",)):
     kinds = {r["kind"] for r in report["rows"]}
     assert {"ground-truth", "copy-reference", "audio-zeroed", "model"} <= kinds
@@ -160,11 +153,11 @@ def check_report(report, out_dir, models=("tiny",), variants=("default",)):
     assert list(out_dir.glob("strip_*.png")) and list(out_dir.glob("series_*.png"))
 
 
-def test_run_knotbench_tiny(tmp_path, tiny_anim):
+def test_run_knotbench_tiny(tmp_path, anim):
     from knotanim.eval import run_knotbench
 
     lines = []
-    report = run_knotbench(tiny_anim, tiny_spec(n_frames=16), tmp_path, variants="default,no-knot",
+    report = run_knotbench(anim, tiny_spec(n_frames=16), tmp_path, variants="default,no-knot",
                            progress=lines.append)
     check_report(report, tmp_path, variants=("default", "no-knot"))
     assert sum("[" in ln and "/2]" in ln for ln in lines) == 2  # a line per clip
@@ -172,22 +165,22 @@ def test_run_knotbench_tiny(tmp_path, tiny_anim):
     assert "copy-reference" in table and "tiny:no-knot" in table
 
 
-def test_long_stream_reports_drift(tmp_path, tiny_anim):
+def test_long_stream_reports_drift(tmp_path, anim):
     from knotanim.eval import run_knotbench
 
     spec = BenchSpec("t", clips=(ClipSpec("s", 1, 8),)).with_long(minutes=24 / 25 / 60)  # 24 frames
     spec = BenchSpec(spec.name, spec.clips, drift_window_s=0.24, strip_frames=2)
-    report = run_knotbench([("a", tiny_anim)], spec, tmp_path)
+    report = run_knotbench([("a", anim)], spec, tmp_path)
     assert report["drift"]["a:default"]["psnr"]["ratio"] > 0
     assert len(report["over_time"]["long"]["a:default"]["psnr"]) == 4  # 24 frames / 6-frame windows
     assert (tmp_path / "over_time_long.png").exists()
 
 
-def test_cli_prints_a_table(tmp_path, tiny_anim, capsys):
+def test_cli_prints_a_table(tmp_path, anim, capsys):
     from knotanim.cli.main import main
 
     model = tmp_path / "tiny-model"
-    tiny_anim.save_pretrained(model)
+    anim.save_pretrained(model)
     tiny_spec(n_frames=8).save(tmp_path / "spec.json")
     out = tmp_path / "out"
     rc = main(["eval", "--model", str(model), "--spec", str(tmp_path / "spec.json"), "--out", str(out),
