@@ -60,44 +60,41 @@ if [ ! -f runs/${P}stage1/model/config.json ]; then
   fi
 fi
 
+# A stage resumed on a warm machine trains over the base it started from, recorded in its own state
+# (not its config's default, which a stage started from the carried model, or PROFILE=lite, lacks).
+recorded_base() {
+  "$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['train_config']['init_from'])" \
+    runs/${P}$1/state/state.json
+}
+# run_stage NAME CONFIG MINUTES INIT EXTRA: train one stage, resuming its state if there is one, and copy
+# its exported model to $OUT. EXTRA is split into words (the STAGE*_SET variables).
+run_stage() {
+  local name=$1 config=$2 minutes=$3 init=$4
+  [ -f runs/${P}$name/state/state.json ] && init=$(recorded_base "$name")
+  train "$ROOT"/configs/train/$config --out runs/${P}$name --set max_minutes="$minutes" \
+    ${init:+--set init_from="$init"} $5
+  cp runs/${P}$name/model/* "$OUT"/
+}
+# A later stage starts from the previous stage's model of this call, else the carried model.
+previous_or_carried() {
+  if [ -f runs/${P}$1/model/config.json ]; then echo runs/${P}$1/model; else echo .cache/carry/${P}model; fi
+}
+
 INIT=runs/${P}stage1/model
-# A resumed stage 2 on a warm machine that started from the carried model has no stage-1 model; its
-# configuration's base is the carried model still.
-[ -f "$INIT/config.json" ] || INIT=.cache/carry/${P}model
 WARMUP=""
 if [ ! -f runs/${P}stage2/state/state.json ] && [ -f .cache/carry/${P}model/config.json ]; then
   INIT=.cache/carry/${P}model
   WARMUP="--set warmup=100"  # trained weights, fresh optimiser: a short warm-up is enough
 fi
 if [ "${STAGE2_MIN:-0}" != "0" ]; then
-  train "$ROOT"/configs/train/${P}stage2_teacher_forcing.yaml --out runs/${P}stage2 --set max_minutes="$STAGE2_MIN" \
-    --set init_from="$INIT" $WARMUP ${STAGE2_SET:-}
-  cp runs/${P}stage2/model/* "$OUT"/
+  run_stage stage2 ${P}stage2_teacher_forcing.yaml "$STAGE2_MIN" "$INIT" "$WARMUP ${STAGE2_SET:-}"
 fi
 if [ "${STAGE3_MIN:-0}" != "0" ]; then
-  INIT3=runs/${P}stage2/model
-  [ -f "$INIT3/config.json" ] || INIT3=.cache/carry/${P}model
-  # Warm machine: resume stage 3's own state, over the base it started from (recorded in its state), not
-  # the config's runs/stage2/model, which a stage 3 started from the carried model (or PROFILE=lite) lacks.
-  if [ -f runs/${P}stage3/state/state.json ]; then
-    INIT3=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['train_config']['init_from'])" \
-      runs/${P}stage3/state/state.json)
-  fi
-  train "$ROOT"/configs/train/stage3_self_rollout.yaml --out runs/${P}stage3 --set max_minutes="$STAGE3_MIN" \
-    ${INIT3:+--set init_from="$INIT3"} ${STAGE3_SET:-}
-  cp runs/${P}stage3/model/* "$OUT"/
+  run_stage stage3 stage3_self_rollout.yaml "$STAGE3_MIN" "$(previous_or_carried stage2)" "${STAGE3_SET:-}"
 fi
 if [ "${STAGE4_MIN:-0}" != "0" ]; then
-  INIT4=runs/${P}stage3/model
-  [ -f "$INIT4/config.json" ] || INIT4=.cache/carry/${P}model
-  # Warm machine: resume stage 4's own state over the base (the teacher) recorded in its state, as stage 3 does.
-  if [ -f runs/${P}stage4/state/state.json ]; then
-    INIT4=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['train_config']['init_from'])" \
-      runs/${P}stage4/state/state.json)
-  fi
-  train "$ROOT"/configs/train/stage4_distill.yaml --out runs/${P}stage4 --set max_minutes="$STAGE4_MIN" \
-    ${INIT4:+--set init_from="$INIT4"} ${STAGE4_SET:-}
-  cp runs/${P}stage4/model/* "$OUT"/
+  # stage 4's recorded base is its teacher
+  run_stage stage4 stage4_distill.yaml "$STAGE4_MIN" "$(previous_or_carried stage3)" "${STAGE4_SET:-}"
 fi
 # Logs, loss curves and sample strips of every stage in one file (the $OUT file count is limited).
 tar czf "$OUT"/logs.tar.gz $(ls runs/*/log.csv runs/*/loss.png runs/*/samples.png 2>/dev/null)
