@@ -8,13 +8,15 @@ import argparse
 import signal
 import sys
 
+from knotanim.config import BACKENDS
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="knotanim-gui", description="Animate a portrait from your microphone, live.")
     p.add_argument("--model", help="checkpoint folder (overrides --profile)")
     p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
                    help="model profile (auto: the best that holds 25 fps here, measured in the background)")
-    p.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference backend (auto: the fastest measured with the profile; --tiny: torch); built for every "
                    "quality step before streaming, torch with a note if it cannot be")
     p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")

@@ -25,9 +25,8 @@ import torch
 from knotanim.engines.base import ChunkBackend, CompiledTorchBackend, TorchBackend, measure
 from knotanim.engines.cache import animator_hash, aoti_path, default_cache_dir, onnx_path
 from knotanim.engines.descriptors import chunk_step_descriptor
+from knotanim.config import BACKENDS
 from knotanim.errors import BackendUnavailable, KnotAnimError
-
-BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto")
 
 
 def _quiet(_: str) -> None:

@@ -15,6 +15,10 @@ from typing import Any
 
 from knotanim.errors import ConfigError
 
+# The chunk backends of knotanim.engines, by name ("auto": the fastest available). Here, not in engines/,
+# so that the CLIs and the app can offer them without importing torch.
+BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto")
+
 
 @dataclass(frozen=True)
 class AutoencoderConfig:

@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 
+from knotanim.config import BACKENDS
 from knotanim.errors import ConfigError
 
 
@@ -33,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="inference backend of every model stream (default torch: eager; compiled: torch.compile, "
                    "CUDA graphs on a GPU; onnxruntime/tensorrt/aoti export on first use, see knotanim export; auto: "
                    "the fastest already built). One backend per model and knot/steps variant, compiled or exported "

@@ -10,6 +10,8 @@ import argparse
 import sys
 import time
 
+from knotanim.config import BACKENDS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="animate a portrait from the microphone, live (virtual camera / mp4, no window)",
@@ -28,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
                    help="installed model profile (auto: the best quality that holds 25 fps here, measured at start "
                    "and cached; lite: docs/lite.md)")
-    p.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference backend (auto: the fastest measured at start, with the profile; ONNX Runtime on a CPU, "
                    "torch.compile / TensorRT on a GPU; --tiny: torch). Built for every quality step at start; "
                    "one that cannot be built falls back to torch with a note")

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from knotanim.config import BACKENDS
 from knotanim.errors import InputError, OutputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jp2", ".ppm", ".pgm", ".heic"}
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="installed model profile (auto: the best-quality one installed; render is offline, so it "
                    "does not need to hold 25 fps; lite: docs/lite.md)")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    m.add_argument("--backend", choices=("auto", "torch", "compiled", "onnxruntime", "tensorrt", "aoti"), default="auto",
+    m.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference backend (auto: the fastest already exported/built, else torch; "
                    "onnxruntime/tensorrt/aoti export on first use; see knotanim export)")
     m.add_argument("--engine-dir", metavar="DIR", help="where exported graphs/engines live (default: the knotanim cache)")

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from knotanim.config import BACKENDS
 from knotanim.errors import BackendUnavailable, ConfigError, InputError
 from knotanim.eval.report import aggregate, write_reports
 from knotanim.eval.scoring import ClipScore, ClipScorer, ClipTruth
@@ -49,7 +50,6 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
     "no-run-ahead": (True, False),
     "no-knot-no-run-ahead": (False, False),
 }
-BACKEND_NAMES = ("torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto")  # knotanim.engines.select.BACKENDS
 WARMUP_CHUNKS = 3  # chunks a warm-up stream runs through a new backend (compile; CUDA graphs: warm-up, record, replay)
 BLOCK_FRAMES = 25  # frames of audio pushed per call, and frames scored per block (1 s at 25 fps)
 SCORE_AHEAD = 4  # blocks a scoring thread may still hold while the stream generates (see score_in_thread)
@@ -109,8 +109,8 @@ class EvalBackends:
 
     def __init__(self, name: str = "torch", *, artifacts: str | Path | None = None, progress: Progress | None = None,
                  build: Callable[..., tuple[Any, str]] | None = None):
-        if name not in BACKEND_NAMES:
-            raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
+        if name not in BACKENDS:
+            raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
         self.name, self.artifacts = name, artifacts
         self.say = progress or (lambda line: None)
         self._build = build or self._select
