@@ -113,7 +113,7 @@ def test_scoring_in_a_worker_thread_gives_the_same_scores(anim, eval_corpus, mon
         return update(self, block)
 
     monkeypatch.setattr(ClipScorer, "update", spy)
-    monkeypatch.setattr(runner, "SCORE_IN_THREAD", True)
+    monkeypatch.setattr(runner, "score_in_thread", lambda anim: True)
     monkeypatch.setattr(runner, "SCORE_AHEAD", 1)
     threaded = runner.run_knotbench([("a", anim)], spec, None, variants="default,no-knot", corpus=eval_corpus)
     assert any(t.startswith("knotbench-score") for t in threads)  # model rows were scored in the worker

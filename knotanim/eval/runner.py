@@ -53,7 +53,6 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
 WARMUP_CHUNKS = 3  # chunks a warm-up stream runs through a new backend (compile; CUDA graphs: warm-up, record, replay)
 BLOCK_FRAMES = 25  # frames of audio pushed per call, and frames scored per block (1 s at 25 fps)
 SCORE_AHEAD = 4  # blocks a scoring thread may still hold while the stream generates (see score_in_thread)
-SCORE_IN_THREAD: bool | None = None  # None: on CUDA only (on a CPU, scoring and generation share the cores)
 IN_MEMORY_FRAMES = 1500  # longer clips (and every long-horizon clip) keep their ground truth on disk
 
 Progress = Callable[[str], None]
@@ -204,11 +203,9 @@ def _warm_up(anim: Any, backend: Any, knot: bool, steps: int | None) -> None:
 
 
 def score_in_thread(anim: Any) -> bool:
-    """Score in a worker thread while generating? SCORE_IN_THREAD, or by default where the model runs
-    on CUDA: there the CPU is free while the GPU generates, and scoring (numpy, ~10 ms a frame at 256
-    px, SSIM mostly) would otherwise add to every frame of a fast backend."""
-    if SCORE_IN_THREAD is not None:
-        return SCORE_IN_THREAD
+    """Score in a worker thread while generating? Where the model runs on CUDA: there the CPU is free
+    while the GPU generates, and scoring (numpy, ~10 ms a frame at 256 px, SSIM mostly) would otherwise
+    add to every frame of a fast backend. On a CPU, scoring and generation share the cores: in line."""
     return getattr(getattr(anim, "device", None), "type", "cpu") == "cuda"
 
 
