@@ -7,6 +7,13 @@ command and device, and with --append adds them to docs/benchmarks.md (`| date |
 
   python scripts/bench_backends.py --tiny --seconds 4
   python scripts/bench_backends.py --seconds 2 --backends torch,onnxruntime --append docs/benchmarks.md
+  python scripts/bench_backends.py --seconds 3 --timeout-s 100 --json $OUT/backends.json   # the H200 call
+
+--json writes every backend's measurement (or why it has none) after each backend, so a run stopped
+from outside keeps the backends already done; --timeout-s stops one backend's child process (a
+compile that hangs) and goes on with the next. A backend that cannot be built here (not installed,
+no GPU) is "unavailable"; one that crashes or times out is "failed", and the exit status is then 1.
+Runs from a source checkout without installing knotanim (the checkout is put on sys.path).
 
 Timing: after a warm-up stream (compilation, allocation, graph capture), audio is pushed one
 frame at a time, faster than real time; chunk latency is the compute time of each push that
@@ -26,6 +33,12 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+try:  # a source checkout where knotanim is not installed (the device machine): use the checkout
+    import knotanim  # noqa: F401
+except ModuleNotFoundError:
+    sys.path.insert(0, str(REPO))
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
     p.add_argument("--artifacts", help="folder for exported graphs (default: a fresh temporary folder)")
     p.add_argument("--append", metavar="MD", help="append the rows to this Markdown file")
+    p.add_argument("--json", metavar="PATH", help="write every backend's result here (rewritten after each)")
+    p.add_argument("--timeout-s", type=float, help="wall-clock limit of each backend's child process, seconds")
     p.add_argument("--only", help=argparse.SUPPRESS)  # child mode: run one backend, print JSON
     return p.parse_args(argv)
 
@@ -110,31 +125,64 @@ def run_one(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.only:
-        print(json.dumps(run_one(args)))
+        from knotanim.errors import BackendUnavailable
+
+        try:
+            print(json.dumps(run_one(args)))
+        except BackendUnavailable as e:  # not installed / no such device here: a row that says so, not a failure
+            print(f"{type(e).__name__}: {e}", file=sys.stderr)
+            print(json.dumps({"backend": args.only, "unavailable": str(e)}))
+        except Exception as e:  # noqa: BLE001: the traceback to stderr (the log), one line to the parent
+            import traceback
+
+            traceback.print_exc()
+            print(json.dumps({"backend": args.only, "error": f"{type(e).__name__}: {str(e).strip()[:300]}"}))
+            return 1
         return 0
     artifacts = args.artifacts or tempfile.mkdtemp(prefix="knotanim-bench-")
     cmd = "python scripts/bench_backends.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    rows = []
+    rows, results = [], []
     for name in args.backends.split(","):
         child = [sys.executable, __file__, "--only", name, "--artifacts", artifacts, "--seconds", str(args.seconds),
                  "--device", args.device] + (["--tiny"] if args.tiny else []) + (["--model", args.model] if args.model else []) \
             + (["--threads", str(args.threads)] if args.threads else [])
-        proc = subprocess.run(child, capture_output=True, text=True)
-        if proc.returncode != 0:
-            why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            row = f"| {time.strftime('%Y-%m-%d')} | `{cmd}` | {name}: unavailable: {why} |"
+        t0 = time.perf_counter()
+        try:  # the child's stderr (progress, warnings, a traceback) goes straight to ours, for the log
+            proc = subprocess.run(child, stdout=subprocess.PIPE, text=True, timeout=args.timeout_s)
+            rc, out = proc.returncode, proc.stdout
+        except subprocess.TimeoutExpired:  # run() has killed the child
+            rc, out = None, ""
+        result = {"backend": name, "wall_s": round(time.perf_counter() - t0, 1), "returncode": rc}
+        last = (out.strip().splitlines() or [""])[-1]
+        r = json.loads(last) if last.startswith("{") else None
+        if r is None or "unavailable" in r or "error" in r:
+            if rc is None:
+                why = f"timed out after {args.timeout_s:g} s (--timeout-s)"
+            elif r is not None:
+                why = r.get("unavailable") or r["error"]
+            else:
+                why = f"no result, exit status {rc}"
+            result.update(status="unavailable" if r is not None and "unavailable" in r else "failed", reason=why)
+            row = f"| {time.strftime('%Y-%m-%d')} | `{cmd}` | {name}: {result['status']}: {why} |"
         else:
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            result.update(status="ok", **{k: v for k, v in r.items() if k != "backend"}, name=r["backend"])
             row = (f"| {time.strftime('%Y-%m-%d')} | `{cmd}` | **{r['backend']}** ({r['model']}): {r['fps']:.2f} frames/s, "
                    f"chunk latency median {r['median_ms']:.1f} ms / p95 {r['p95_ms']:.1f} ms, time to first frame "
                    f"{r['first_ms']:.0f} ms, peak {r['peak']}, {r['frames']} frames; export/build {r['build_s']:.1f} s, "
                    f"warm-up {r['warm_s']:.1f} s; device {r['device']}, {r['dtype']}, {r['shape']}, torch {r['torch']} |")
+        result["row"] = row
         print(row, flush=True)
         rows.append(row)
+        results.append(result)
+        if args.json:
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(json.dumps({"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                       "results": results}, indent=1), encoding="utf-8")
+            tmp.replace(args.json)
     if args.append:
         with open(args.append, "a", encoding="utf-8") as f:
             f.write("\n".join(rows) + "\n")
-    return 0
+    return 1 if any(r["status"] == "failed" for r in results) else 0
 
 
 if __name__ == "__main__":

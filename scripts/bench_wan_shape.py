@@ -406,7 +406,8 @@ def main(argv=None):
         st = Stream(s, to_fp8(params) if v == "fp8" else params, dev, dtype)
         if v != "eager":
             for knob in ("cache_size_limit", "recompile_limit"):  # the name differs between versions
-                setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob, 8), 64))
+                if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
+                    setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
             st.fns = {k: torch.compile(f, dynamic=False) for k, f in st.fns.items()}
         for w in workloads:
             t0 = time.perf_counter()

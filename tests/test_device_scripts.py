@@ -1,9 +1,11 @@
-"""scripts/device_train.sh and scripts/device_ddp_scaling.sh rehearsed on the CPU before they cost a GPU
+"""scripts/device_train.sh, scripts/device_ddp_scaling.sh and scripts/device_benchmarks.sh rehearsed on the CPU
+before they cost a GPU
 lease: a tiny carried model, a tiny speech corpus, the script run from a plain source checkout that was never
 installed (PYTHONPATH=<repository>, no editable-install finder), as on the accelerator machine; then run again
 over the same runs/, as a second call on a warm machine does (stages 2, 3 and 4 resume their own state).
 Two ranks (NPROC=2, the scaling script's DDP and FSDP arms) go through torchrun as on the two-GPU machine,
-over gloo instead of NCCL, each rank started with the same uninstalled interpreter."""
+over gloo instead of NCCL, each rank started with the same uninstalled interpreter. The benchmarks script runs
+its three parts at tiny sizes, once as it should and once with a part that hangs and one that fails."""
 import json
 import os
 import subprocess
@@ -183,3 +185,78 @@ def test_ddp_scaling_script_three_arms(tmp_path):
         assert state["train_config"]["batch_size"] == 2 // world
     with tarfile.open(out / "scaling_logs.tar.gz") as tar:
         assert "done at step 4" in tar.extractfile("runs/scaling_fsdp2.txt").read().decode()
+
+
+BENCH = REPO / "scripts" / "device_benchmarks.sh"
+# The three benchmarks at the smallest sizes each offers: the tiny model (one backend, 1 s of audio), a
+# 4-point tiny scaling sweep with a 3-chunk long stream, a one-layer Wan-like shape timed once.
+TINY_BENCH = dict(
+    DEVICE="cpu", BACKENDS="torch", BACKENDS_ARGS="--tiny --seconds 1",
+    SCALING_ARGS="--tiny --quick --warmup 1 --chunks 2 --long-chunks 3 --windows 0,3 --chunk-lengths 2 "
+                 "--frame-sizes 64 --no-count",
+    WAN_ARGS="--layers 1 --width 64 --heads 2 --ffn 128 --text-tokens 8 --tokens-per-frame 16 --window 6 --steps 2",
+    WAN_ITERS="1", WAN_WARMUP="0", WAN_VARIANTS="eager,graphs")
+
+
+def _bench(tmp_path: Path, **knobs) -> tuple[subprocess.CompletedProcess, Path, dict]:
+    """scripts/device_benchmarks.sh from an uninstalled checkout on the CPU; its result, $OUT and the
+    summary's part table ({part: (exit status, outcome, outputs)}, in the order the parts ran)."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PYTHON=str(_uninstalled_python(tmp_path)), OUT=str(out), OMP_NUM_THREADS="1", **{**TINY_BENCH, **knobs})
+    r = subprocess.run(["bash", str(BENCH)], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    summary = (out / "summary.txt").read_text()
+    table = summary.split("outputs\n", 1)[1].split("\n\n", 1)[0]
+    parts = {}
+    for line in table.splitlines():
+        name, rc, outcome, _wall, _limit, *outputs = line.split()
+        parts[name] = (int(rc), outcome, " ".join(outputs))
+    return r, out, parts
+
+
+def test_device_benchmarks_script_runs_every_part(tmp_path):
+    r, out, parts = _bench(tmp_path)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert list(parts) == ["backends", "scaling", "wan"], parts
+    assert all(rc == 0 and outcome == "ok" and "missing" not in files for rc, outcome, files in parts.values()), parts
+    assert sorted(p.name for p in out.iterdir()) == ["backends.json", "bench_logs.tar.gz", "scaling.json", "scaling.png",
+                                                     "summary.txt", "wan.json"]  # + the caller's bench.txt: 7 <= 8
+    backends = json.loads((out / "backends.json").read_text())["results"]
+    assert [(b["name"], b["status"]) for b in backends] == [("torch", "ok")] and backends[0]["fps"] > 0
+    scaling = json.loads((out / "scaling.json").read_text())
+    assert [p["status"] for p in scaling["points"]] == ["ok"] * 4 and scaling["long"]["status"] == "ok"
+    assert scaling["settings"]["timing"]["long_budget_s"] == 35  # SCALING_LONG_BUDGET_S's default, passed on
+    assert (out / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    wan = json.loads((out / "wan.json").read_text())
+    assert [(w["variant"], w["workload"]) for w in wan["runs"]] == [("eager", "clip"), ("eager", "steady")]
+    assert [s["variant"] for s in wan["skipped"]] == ["graphs"] and wan["shape"]["layers"] == 1
+    summary = (out / "summary.txt").read_text()
+    assert "backends: torch: " in summary and "scaling: 4 sweep points: 4 ok" in summary
+    assert "wan: eager/clip: " in summary and "wan: graphs/all: skipped" in summary
+    with tarfile.open(out / "bench_logs.tar.gz") as tar:
+        names = {n.removeprefix("./") for n in tar.getnames()}
+        assert {"env.txt", "parts.tsv", "backends.log", "scaling.log", "wan.log"} <= names
+        assert "bench_scaling: " in tar.extractfile("./scaling.log").read().decode()
+    for part in parts:  # every part's output went to the console (bench.txt) as well
+        assert f"== {part}: exit 0 (ok)" in r.stdout
+
+
+def test_device_benchmarks_script_reports_failed_parts_and_goes_on(tmp_path):
+    """A part that hangs past its budget (wan: endless iterations, 2 s) and one that fails at once (scaling:
+    an unknown option) are reported; the part after them (backends) still runs; the script exits 1."""
+    r, out, parts = _bench(tmp_path, PARTS="wan scaling backends", WAN_S="2", WAN_ITERS="100000",
+                           SCALING_ARGS="--no-such-option")
+    assert r.returncode == 1, (r.stdout[-3000:], r.stderr[-3000:])
+    assert list(parts) == ["wan", "scaling", "backends"], parts
+    assert parts["wan"][:2] == (124, "timed-out") and "wan.json (missing)" in parts["wan"][2]
+    assert parts["scaling"][:2] == (2, "failed")
+    assert parts["backends"][:2] == (0, "ok")
+    assert json.loads((out / "backends.json").read_text())["results"][0]["status"] == "ok"
+    assert "no-such-option" in r.stdout  # argparse's complaint, in the console output
+
+
+def test_device_benchmarks_script_refuses_an_unknown_part(tmp_path):
+    r = subprocess.run(["bash", str(BENCH)], cwd=tmp_path, env={**os.environ, "PARTS": "backends bogus"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown part bogus" in r.stdout and not (tmp_path / "out").exists()

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Issue #7: the three GPU benchmarks of docs/benchmarks.md in one device call (one H200, < 9 minutes).
+#
+#   OUT=$OUT bash scripts/device_benchmarks.sh > $OUT/bench.txt 2>&1
+#
+# Parts, in this order (PARTS, default "backends scaling wan"; the order is the priority):
+#   backends  scripts/bench_backends.py on the default model (assets/default): eager torch, torch.compile
+#             (reduce-overhead: CUDA graphs) and ONNX Runtime, each in its own child process, stopped after
+#             BACKEND_TIMEOUT_S (default 100) each; frames/s, chunk latency, time to first frame, peak GPU
+#             memory. The machine's onnxruntime is the CPU build: its row is "onnxruntime[CPU]" (an ONNX
+#             Runtime CPU session fed from and back to the GPU stream each chunk), not a GPU ONNX Runtime.
+#             -> backends.json (rewritten after each backend)
+#   scaling   scripts/bench_scaling.py --device cuda: per-chunk time against window, chunk length, frame
+#             size, and one long stream stopped after SCALING_LONG_BUDGET_S (default 35) seconds.
+#             -> scaling.json (rewritten after each point), scaling.png
+#   wan       scripts/bench_wan_shape.py: the Wan2.1-1.3B-shaped same-work benchmark, variants WAN_VARIANTS
+#             (default eager,compile,graphs,fp8), WAN_ITERS (default 3) timed rounds after WAN_WARMUP (1).
+#             -> wan.json (rewritten after each variant and workload)
+# Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 150, SCALING_S 120, WAN_S 260 by
+# default: 530 s in all, counted from the script's start; the environment check and the packing add a
+# few seconds). Time a part leaves unused goes to the next ones: part k is stopped at the start + the
+# sum of the budgets of parts 1..k, so the parts never run past the sum. A part that fails or is
+# stopped does not stop the others; the script exits 1 at the end if any part did not exit 0.
+#
+# $OUT gets at most 7 files: the four above, summary.txt (each part's exit status, outcome, duration,
+# budget, its outputs and a digest of its results; rewritten after every part), bench_logs.tar.gz (each
+# part's console output, the environment, GPU memory samples from nvidia-smi every second; repacked
+# after every part), and the caller's bench.txt (this script's stdout and stderr: every part's output
+# is teed there too, so it survives even a call killed from outside).
+#
+# Knobs for the rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu (default cuda), PYTHON
+# (default python3), BACKENDS (default torch,compiled,onnxruntime), BACKENDS_SECONDS (seconds of audio
+# per timed stream, default 3), and BACKENDS_ARGS / SCALING_ARGS / WAN_ARGS: more options for a part's
+# script, last (tiny sizes; or a bad option, to see a failing part reported). The logs go to LOGS
+# (default runs/bench) and $OUT (default out), both relative to the working directory; the code
+# (PYTHONPATH) comes from the checkout this script lies in; knotanim need not be installed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${PYTHON:-python3}
+export PYTHONPATH=$ROOT PYTHONUNBUFFERED=1
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-out}
+LOGS=${LOGS:-runs/bench}
+PARTS=${PARTS:-backends scaling wan}
+BACKENDS_S=${BACKENDS_S:-150}; SCALING_S=${SCALING_S:-120}; WAN_S=${WAN_S:-260}
+BACKENDS=${BACKENDS:-torch,compiled,onnxruntime}; BACKENDS_SECONDS=${BACKENDS_SECONDS:-3}
+BACKEND_TIMEOUT_S=${BACKEND_TIMEOUT_S:-100}
+SCALING_LONG_BUDGET_S=${SCALING_LONG_BUDGET_S:-35}
+WAN_VARIANTS=${WAN_VARIANTS:-eager,compile,graphs,fp8}; WAN_ITERS=${WAN_ITERS:-3}; WAN_WARMUP=${WAN_WARMUP:-1}
+for part in $PARTS; do
+  case $part in backends|scaling|wan) ;; *) echo "unknown part $part (PARTS: backends, scaling, wan)"; exit 2 ;; esac
+done
+mkdir -p "$OUT" "$LOGS"
+rm -f "$LOGS"/*.log "$LOGS"/parts.tsv "$LOGS"/gpumem.csv
+T0=$(date +%s)
+
+{
+  echo "date $(date -u +%Y-%m-%dT%H:%M:%SZ), device $DEVICE, parts: $PARTS"
+  echo "commit $(git -C "$ROOT" rev-parse HEAD 2> /dev/null || echo unknown)"
+  timeout 60 "$PY" -c "
+import platform, sys, torch
+n = torch.cuda.device_count()
+print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', torch.version.cuda,
+      'GPUs:', n, torch.cuda.get_device_name(0) if n else '', 'CPU cores:', __import__('os').cpu_count())
+for mod in ('onnx', 'onnxruntime', 'tensorrt', 'matplotlib'):
+    try:
+        m = __import__(mod)
+        extra = m.get_available_providers() if mod == 'onnxruntime' else ''
+        print(mod, getattr(m, '__version__', '?'), extra)
+    except Exception as e:
+        print(mod, 'not available:', type(e).__name__)
+" 2>&1
+  command -v nvidia-smi > /dev/null && nvidia-smi -L
+} | tee "$LOGS/env.txt"
+
+mon=""
+if [ "$DEVICE" = cuda ] && command -v nvidia-smi > /dev/null; then  # GPU memory in use, every second
+  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 1000 > "$LOGS/gpumem.csv" &
+  mon=$!
+fi
+
+outputs() {  # the files in $OUT a part writes
+  case $1 in backends) echo backends.json ;; scaling) echo scaling.json scaling.png ;; wan) echo wan.json ;; esac
+}
+
+summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
+  {
+    echo "scripts/device_benchmarks.sh: device $DEVICE, parts: $PARTS; budgets (s): backends $BACKENDS_S," \
+      "scaling $SCALING_S, wan $WAN_S; $(($(date +%s) - T0)) s so far"
+    echo
+    printf '%-9s %-5s %-10s %8s %8s  %s\n' part exit outcome wall_s limit_s outputs
+    [ -f "$LOGS/parts.tsv" ] && while IFS=$'\t' read -r name rc outcome wall limit; do
+      files=""
+      for f in $(outputs "$name"); do
+        if [ -f "$OUT/$f" ]; then files+="$f ($(wc -c < "$OUT/$f") B) "; else files+="$f (missing) "; fi
+      done
+      printf '%-9s %-5s %-10s %8s %8s  %s\n' "$name" "$rc" "$outcome" "$wall" "$limit" "$files"
+    done < "$LOGS/parts.tsv"
+    echo
+    "$PY" "$ROOT"/scripts/device_benchmarks_digest.py "$OUT" 2>&1 || true
+  } > "$OUT/summary.txt"
+  (cd "$LOGS" && tar czf - $(ls env.txt parts.tsv gpumem.csv ./*.log 2> /dev/null)) > "$OUT/bench_logs.tar.gz"
+}
+
+failed=0
+deadline=$T0
+for part in $PARTS; do
+  case $part in
+    backends) budget=$BACKENDS_S
+      # shellcheck disable=SC2086  # *_ARGS are lists of words
+      cmd=("$PY" "$ROOT"/scripts/bench_backends.py --device "$DEVICE" --backends "$BACKENDS" --seconds "$BACKENDS_SECONDS"
+           --timeout-s "$BACKEND_TIMEOUT_S" --artifacts "$LOGS/artifacts" --json "$OUT/backends.json" ${BACKENDS_ARGS:-}) ;;
+    scaling) budget=$SCALING_S
+      cmd=("$PY" "$ROOT"/scripts/bench_scaling.py --device "$DEVICE" --out "$OUT" --long-budget-s "$SCALING_LONG_BUDGET_S"
+           ${SCALING_ARGS:-}) ;;
+    wan) budget=$WAN_S
+      cmd=("$PY" "$ROOT"/scripts/bench_wan_shape.py --device "$DEVICE" --variants "$WAN_VARIANTS" --iters "$WAN_ITERS"
+           --warmup "$WAN_WARMUP" --out "$OUT/wan.json" ${WAN_ARGS:-}) ;;
+  esac
+  deadline=$((deadline + budget))
+  start=$(date +%s)
+  limit=$((deadline - start)); [ "$limit" -lt 1 ] && limit=1
+  echo
+  echo "== $part: limit ${limit} s (budget $budget s + what earlier parts left): ${cmd[*]}"
+  timeout -k 10 "$limit" "${cmd[@]}" 2>&1 | tee "$LOGS/$part.log"
+  rc=${PIPESTATUS[0]}
+  wall=$(($(date +%s) - start))
+  case $rc in
+    0) outcome=ok ;;
+    124|137) outcome="timed-out" ;;
+    *) outcome=failed ;;
+  esac
+  [ "$rc" = 0 ] || failed=1
+  echo "== $part: exit $rc ($outcome) after $wall s"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$part" "$rc" "$outcome" "$wall" "$limit" >> "$LOGS/parts.tsv"
+  summarise
+done
+[ -n "$mon" ] && kill "$mon" && wait "$mon" 2> /dev/null
+summarise
+echo
+cat "$OUT/summary.txt"
+ls -la "$OUT"
+exit $failed
