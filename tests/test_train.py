@@ -180,6 +180,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Each rank's check after train(): no thread of the process group's backend is left (gloo's workers and TCP
+# loop, the TCPStore server; Linux thread names). Left running into interpreter shutdown, a gloo worker
+# releasing a tensor can abort the rank after training has finished (SIGABRT, "terminate called without an
+# active exception"); they were left whenever anything still held the group (cleanup_distributed).
+_NO_BACKEND_THREADS = """
+def assert_no_backend_threads():
+    import os
+    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    left = [n for n in names if n.startswith(("pt_gloo", "gloo_", "pt_tcpstore"))]
+    assert not left, f"process-group threads outlive train(): {left}"
+"""
+
+
 @pytest.mark.slow
 def test_ddp_gloo_two_processes_keep_identical_weights(tmp_path):
     cfg = _write(tmp_path, "ddp.yaml", stage="dit", steps=2)
@@ -192,8 +205,10 @@ def test_ddp_gloo_two_processes_keep_identical_weights(tmp_path):
         code = ("import sys, torch; from knotanim.train.config import TrainConfig; from knotanim.train.trainer import train;"
                 "from safetensors.torch import save_file;"
                 f"cfg = TrainConfig.load({str(cfg)!r}); r = train(cfg, {str(out)!r}, device='cpu', progress=lambda s: None);"
-                f"save_file({{k: v.contiguous() for k, v in r.module.state_dict().items()}}, {str(tmp_path / f'w{rank}.safetensors')!r})")
-        procs.append(subprocess.Popen([sys.executable, "-c", code], env=e, stderr=subprocess.PIPE, text=True))
+                f"save_file({{k: v.contiguous() for k, v in r.module.state_dict().items()}}, {str(tmp_path / f'w{rank}.safetensors')!r});"
+                "assert_no_backend_threads()")  # with the result still held
+        procs.append(subprocess.Popen([sys.executable, "-c", _NO_BACKEND_THREADS + code], env=e, stderr=subprocess.PIPE,
+                                      text=True))
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-2000:]
@@ -223,6 +238,7 @@ class Clock:  # the trainer's time.time(); rank 1's runs 4x fast
 trainer.time = Clock
 cfg = TrainConfig.load(sys.argv[1], ["steps=100000", "max_minutes=0.05", "save_every=100000"])
 print("stopped at", trainer.train(cfg, sys.argv[2], device="cpu", progress=lambda s: None).step)
+assert_no_backend_threads()
 """
 
 
@@ -233,7 +249,7 @@ def test_ranks_stop_at_the_same_step_on_the_clock(tmp_path):
     goes on waits in the next step's all-reduce for a peer that has left (gloo: an error; NCCL: a hang)."""
     cfg = _write(tmp_path, "clock.yaml", stage="dit")
     script = tmp_path / "clock.py"
-    script.write_text(_FAST_CLOCK_SCRIPT)
+    script.write_text(_NO_BACKEND_THREADS + _FAST_CLOCK_SCRIPT)
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
            "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, str(script), str(cfg), str(tmp_path / "run")],
@@ -249,7 +265,7 @@ def test_ranks_stop_at_the_same_step_on_the_clock(tmp_path):
 
 
 _RANK_SCRIPT = """
-import json, os, shutil, sys
+import gc, json, os, shutil, sys
 from knotanim.train.config import TrainConfig
 from knotanim.train.trainer import train
 
@@ -258,6 +274,8 @@ for phase in phases:  # one process group per phase, as separate torchrun launch
     os.environ["MASTER_PORT"] = str(phase["port"])
     cfg = TrainConfig.load(phase.get("config", config), [f"parallel={phase['parallel']}", f"steps={phase['steps']}"])
     train(cfg, phase["out"], device="cpu", progress=print)
+    gc.collect()  # as `knotanim train` does: under FSDP the dropped result's shards hold the group until then
+    assert_no_backend_threads()
     if os.environ["RANK"] == "0" and phase.get("keep"):
         shutil.copy(os.path.join(phase["out"], "state", "state.safetensors"), phase["keep"])
 """
@@ -267,7 +285,7 @@ def _run_ranks(tmp_path: Path, config: Path, phases: list[dict], world: int = 2)
     """Run `phases` (train() calls, one after another) on `world` CPU processes over gloo, as torchrun
     would start them; returns each rank's stdout."""
     script = tmp_path / "rank.py"
-    script.write_text(_RANK_SCRIPT)
+    script.write_text(_NO_BACKEND_THREADS + _RANK_SCRIPT)
     for phase in phases:
         phase["port"] = _free_port()
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1"}

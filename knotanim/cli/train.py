@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config, args.set)
     train(cfg, args.out, resume=not args.fresh, device=None if args.device == "auto" else args.device)
+    # Under FSDP the dropped result's shards, garbage in cycles through FSDP's hooks, still hold the process
+    # group and with it gloo's threads: collected now rather than at interpreter shutdown (cleanup_distributed).
+    gc.collect()
     return 0
 
 

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 
 @dataclass
@@ -20,6 +25,7 @@ class Dist:
     world: int
     local_rank: int
     device: torch.device
+    mesh: DeviceMesh | None = None  # FSDP's (shard_module): cleanup_distributed releases the group it holds
 
     @property
     def main(self) -> bool:
@@ -36,6 +42,12 @@ def setup_distributed(device: str | None = None) -> Dist:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
+        # Imported before the group exists: its collectives take `group=group.WORLD` as a default argument,
+        # evaluated at import. Imported later (torch._dynamo imports it, and DDP and FSDP import
+        # torch._dynamo), those defaults would hold the world group for the life of the process, out of
+        # destroy_process_group's reach (see cleanup_distributed).
+        from torch.distributed.nn import functional  # noqa: F401
+
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return Dist(rank, world, local, dev)
 
@@ -57,7 +69,7 @@ def shard_module(module: nn.Module, d: Dist, forward_methods: tuple[str, ...] = 
     with torch.no_grad():
         for t in module.state_dict().values():
             dist.broadcast(t, src=0)
-    mesh = init_device_mesh(d.device.type, (d.world,))
+    mesh = d.mesh = init_device_mesh(d.device.type, (d.world,))
     for block in getattr(module, "blocks", ()):
         fully_shard(block, mesh=mesh)
     fully_shard(module, mesh=mesh)
@@ -101,14 +113,31 @@ def any_rank(flag: bool, d: Dist) -> bool:
     return bool(t.item())
 
 
-def cleanup_distributed() -> None:
-    """Every rank waits for the others before the process group goes: rank 0 may still be writing the
-    final checkpoint when the others finish, and a peer that has already left can make the transport
-    abort the process that is still there (gloo: SIGABRT, "terminate called without an active
-    exception", seen in CI on the clock test)."""
+def cleanup_distributed(d: Dist) -> None:
+    """Take the process group down while the interpreter is fully alive, so that no backend thread (gloo's
+    workers and TCP loop, the TCPStore server) is still running when the process exits. The caller drops
+    its DDP wrapper first: that holds the group too.
+
+    destroy_process_group only unregisters the group; gloo has no shutdown, its threads stop when the last
+    reference to the group goes. Torch itself kept such references, so in every multi-rank run the threads
+    ran on into interpreter shutdown. There a gloo worker that releases a tensor made in Python takes the
+    GIL and the process aborts (SIGABRT, "terminate called without an active exception"): shown with an
+    all-reduce still in flight at exit; the flaky two-rank gloo tests died with that message after
+    training had finished, though which tensor it was there is not known. The references are never made
+    (setup_distributed) or dropped here: FSDP's device mesh holds the group in its registry and DTensor's
+    caches keep the mesh for the life of the process; garbage cycles through the DDP wrapper are
+    collected. Under FSDP the returned module's shards still hold the group until the caller drops them
+    (and they are collected: `knotanim train` does that). The barrier lets every rank finish its
+    collectives (rank 0 may still be writing the final checkpoint) before any rank's group goes; it does
+    not prevent the abort.
+    """
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    if d.mesh is not None:
+        d.mesh._pg_registry.clear()  # private, but the only way in: the mesh's references to its groups
+        d.mesh = None
+    gc.collect()
 
 
 def lr_at(step: int, base: float, warmup: int, total: int) -> float:

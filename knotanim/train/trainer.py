@@ -192,7 +192,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 class TrainResult:
     model_dir: Path  # the exported EMA checkpoint (written by rank 0)
     step: int
-    module: nn.Module  # the trained module (live weights, not EMA) of this rank; under FSDP its shards
+    module: nn.Module  # the trained module (live weights, not EMA) of this rank; under FSDP its shards,
+    # which hold the (destroyed) process group and gloo's threads until dropped (cleanup_distributed)
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | None = None,
@@ -315,7 +316,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
     if d.main:
         log.close()
         progress(f"done at step {step} in {(time.time() - t_start) / 60:.1f} min; model in {out / 'model'}")
-    cleanup_distributed()
+    del wrapped  # DDP holds the process group: it has to go before the group can
+    cleanup_distributed(d)
     return TrainResult(out / "model", step, module)
 
 
