@@ -3,23 +3,26 @@
   --mode stream  drives a KnotStream directly, as fast as the hardware allows, for --stream-hours
                  of stream time (default 2.0) with an endless speech-like signal (the bundled
                  speech.wav looped with random gaps and gain, seeded), sampling every
-                 --sample-seconds of stream time.
+                 --sample-seconds of stream time. --backend picks the chunk backend by name, as
+                 `knotanim render/live --backend` do (default auto; compiled: torch.compile with
+                 CUDA graphs on a GPU); it is built, and compiled, before the stream's clock starts.
   --mode live    runs the real LivePipeline (fake microphone looping the same signal in real time,
                  recording to a fragmented mp4 in a temp dir) for --minutes, sampling every second.
 
 Outputs in --out: soak_<mode>.csv (one row per sample), soak_<mode>.json (pass/fail checks and the
-command), PNG plots. --max-wall-s (or SIGTERM / Ctrl-C) ends a run early; the summary then says
+command), PNG plots. --max-wall-s (counted from the script's start: imports, model load and the
+backend's compile included) or SIGTERM / Ctrl-C ends a run early; the summary then says
 complete: false and the stream time reached. Examples:
 
-  python scripts/soak.py --mode stream --tiny --stream-hours 2 --out docs/soak/cpu_tiny
-  python scripts/soak.py --mode stream --stream-hours 2 --device cuda --out $OUT/soak
+  python scripts/soak.py --mode stream --tiny --stream-hours 2 --backend torch --out docs/soak/cpu_tiny
+  PYTHONPATH=. python3 scripts/soak.py --mode stream --backend compiled --stream-hours 2 --device cuda \
+      --max-wall-s 540 --out $OUT/soak
   python scripts/soak.py --mode live --tiny --minutes 3 --out docs/soak/cpu_tiny_live
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import os
 import platform
 import shlex
 import signal
@@ -28,14 +31,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+T0 = time.monotonic()  # the script's start: --max-wall-s counts from here (torch's import, model load, compile)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soak_report as rep  # noqa: E402
 
 from knotanim import tiny_config  # noqa: E402
 from knotanim.animator import KnotAnimator, prepare_reference, resolve_device  # noqa: E402
+from knotanim.config import BACKENDS  # noqa: E402
+
 
 class StopRequest:
     """Why the soak was asked to stop early (a signal's name, or the wall-clock limit); None: it was not."""
@@ -70,6 +77,26 @@ def _sync(dev) -> None:
         torch.cuda.synchronize(dev)
 
 
+def _say(msg: str) -> None:
+    print(f"backend: {msg}", file=sys.stderr, flush=True)
+
+
+def build_backend(args, anim: KnotAnimator):
+    """(ChunkBackend, or None for eager torch; the reason) for --backend, chosen as `knotanim render --backend`
+    chooses: "auto" measures the backends that are ready (knotanim.engines.select_backend: on CUDA torch.compile
+    too, compiled while it is measured); another name is built through StepBackends, which exports a missing
+    artifact into --engine-dir and runs a compiled backend once on sample inputs, so torch.compile and the CUDA
+    graph capture happen here, before the stream's clock starts, not in its first chunk."""
+    if args.backend == "torch":
+        return None, "torch: requested"
+    from knotanim.engines.select import StepBackends, select_backend
+
+    if args.backend == "auto":
+        return select_backend("auto", anim, model_path=args.model, artifacts=args.engine_dir, progress=_say)
+    backend = StepBackends(args.backend, anim, model_path=args.model, artifacts=args.engine_dir, progress=_say)()
+    return backend, f"{backend.name}: requested"
+
+
 def meta(args, anim: KnotAnimator) -> dict:
     cpu = platform.processor() or platform.machine()
     info = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "mode": args.mode,
@@ -84,20 +111,31 @@ def meta(args, anim: KnotAnimator) -> dict:
 
 # --- stream mode ---------------------------------------------------------------------------------
 STREAM_FIELDS = ["stream_s", "stream_h", "wall_s", "realtime_x", "frames", "chunks", "rss_mb", "cuda_alloc_mb",
-                 "cuda_max_mb", "chunk_ms_median", "chunk_ms_mean", "chunk_ms_p10", "chunk_ms_p95", "chunk_ms_max",
-                 "chunk_cpu_ms", "load1", "feature_frames",
+                 "cuda_max_mb", "cuda_reserved_mb", "gpu_used_mb", "chunk_ms_median", "chunk_ms_mean", "chunk_ms_p10",
+                 "chunk_ms_p95", "chunk_ms_max", "chunk_cpu_ms", "load1", "feature_frames",
                  "audio_buffer_samples", "ring_valid_slots", "ring_mb", "ref_pos", "ref_drift", "frame_diff", "gc_objects"]
 
 
 def run_stream(args, out: Path, stop: StopRequest) -> dict:
+    """The stream soak. Per chunk it measures the wall time of `push_audio` (audio features, the backend's chunk,
+    the ring update, the decode and the copy of the uint8 frames to the host) and its process CPU time. The
+    frames come back as numpy arrays, so the stream itself waits for the GPU once per chunk; the soak's
+    `_sync` after it finds nothing left to wait for and adds no stall. Per frame it computes the drift numbers
+    on a <= 64x64 grid (host numpy); per sample (every --sample-seconds of stream) it reads memory and buffer
+    sizes (every --gc-every samples also Python's gc objects), none of which wait for the GPU. The time spent
+    outside `push_audio` is reported in the summary (soak_overhead_pct, time_in_sampling_s)."""
     anim = load_animator(args)
     cfg, dev = anim.config, anim.device
+    backend, backend_reason = build_backend(args, anim)
+    _sync(dev)
     ref = load_reference(cfg.frame_size)
     sub = max(1, cfg.frame_size // 64)  # drift on a 64x64 pixel grid: cheap next to a GPU chunk
     ref_img = prepare_reference(ref, cfg.frame_size)[::sub, ::sub].astype(np.float32)
     spf, fps = cfg.samples_per_frame, cfg.fps
     feed = rep.SpeechFeed(cfg.audio.sample_rate, seed=args.seed)
-    stream = anim.stream(ref, seed=args.seed, head_motion=0.5)
+    stream = anim.stream(ref, seed=args.seed, head_motion=0.5, backend=backend)
+    print(f"soak: {stream.backend.name} backend on {dev}; setup {time.monotonic() - T0:.1f} s since the script's start",
+          file=sys.stderr, flush=True)
     push = cfg.stream.chunk * spf  # one chunk of audio per push
     target_frames = int(round(args.stream_hours * 3600 * fps))
     every = max(1, int(round(args.sample_seconds * fps)))  # frames between samples
@@ -107,14 +145,21 @@ def run_stream(args, out: Path, stop: StopRequest) -> dict:
     times, drifts, diffs, cpu = [], [], [], []
     prev = None
     frames = chunks = 0
+    gc_objects = 0
+    in_push = in_samples = 0.0  # seconds inside push_audio, and in the per-sample bookkeeping
     next_sample = every
+    setup_s = time.monotonic() - T0
     t_start = time.perf_counter()
     while frames < target_frames and stop.reason is None:
+        if args.max_wall_s and time.monotonic() - T0 > args.max_wall_s:
+            stop.reason = f"--max-wall-s {args.max_wall_s:g}"
+            break
         block = feed.take(push)
         c0, p0 = time.perf_counter(), time.process_time()
         out_frames = stream.push_audio(block)
-        _sync(dev)
+        _sync(dev)  # nothing left in flight: push_audio returned host frames (see the docstring)
         dt = time.perf_counter() - c0
+        in_push += dt
         if not out_frames:
             continue
         n_chunks = max(1, len(out_frames) // cfg.stream.chunk)
@@ -129,36 +174,58 @@ def run_stream(args, out: Path, stop: StopRequest) -> dict:
             prev = img
         frames += len(out_frames)
         if frames >= next_sample:
+            s0 = time.perf_counter()
             next_sample += every
-            wall = time.perf_counter() - t_start
+            wall = s0 - t_start
             alloc, peak = rep.cuda_mb(dev)
+            reserved, used = rep.cuda_extra_mb(dev)
             t = np.array(times)
+            if log.count % args.gc_every == 0:  # len(gc.get_objects()) walks every object: ~40 ms at 400k
+                gc_objects = len(gc.get_objects())
             log.add({"stream_s": frames / fps, "stream_h": frames / fps / 3600, "wall_s": wall,
                      "realtime_x": frames / fps / wall, "frames": frames, "chunks": chunks, "rss_mb": rep.rss_mb(),
-                     "cuda_alloc_mb": alloc, "cuda_max_mb": peak, "chunk_ms_median": float(np.median(t)),
+                     "cuda_alloc_mb": alloc, "cuda_max_mb": peak, "cuda_reserved_mb": reserved, "gpu_used_mb": used,
+                     "chunk_ms_median": float(np.median(t)),
                      "chunk_ms_mean": float(t.mean()), "chunk_ms_p10": float(np.percentile(t, 10)),
                      "chunk_ms_p95": float(np.percentile(t, 95)), "chunk_ms_max": float(t.max()),
-                     "chunk_cpu_ms": float(np.median(cpu)), "load1": os.getloadavg()[0], "feature_frames": len(stream._features),
+                     "chunk_cpu_ms": float(np.median(cpu)), "load1": rep.load1(), "feature_frames": len(stream._features),
                      "audio_buffer_samples": int(stream.audio._buffer.size),
                      "ring_valid_slots": int(stream.ring.valid.sum()), "ring_mb": stream.ring.nbytes() / 2**20,
                      "ref_pos": stream.loop.run_ahead.relative(stream.chunk_start),
                      "ref_drift": float(np.mean(drifts)), "frame_diff": float(np.mean(diffs)) if diffs else 0.0,
-                     "gc_objects": len(gc.get_objects())})
+                     "gc_objects": gc_objects})
             times, drifts, diffs, cpu = [], [], [], []
             if args.progress and log.count % args.progress == 0:
                 r = log.last
                 print(f"stream {r['stream_s'] / 60:7.1f} min  wall {wall:7.1f} s  x{r['realtime_x']:.1f}  "
-                      f"rss {r['rss_mb']:.1f} MB  chunk {r['chunk_ms_median']:.2f} ms", flush=True)
-            if args.max_wall_s and wall > args.max_wall_s:
-                stop.reason = f"--max-wall-s {args.max_wall_s:g}"
+                      f"{frames / wall:.0f} frames/s  rss {r['rss_mb']:.1f} MB  chunk {r['chunk_ms_median']:.2f} ms", flush=True)
+            in_samples += time.perf_counter() - s0
     log.close()
     wall = time.perf_counter() - t_start
-    if log.count < 5:
-        raise SystemExit(f"only {log.count} samples: run longer or lower --sample-seconds")
+    backend_used = str(stream.backend.name)
+    run_meta = {
+        **meta(args, anim), "backend": args.backend, "backend_used": backend_used, "backend_reason": backend_reason,
+        "backend_fallback": getattr(stream.backend, "fallback_reason", None),
+        "complete": frames >= target_frames, "stopped_by": stop.reason, "max_wall_s": args.max_wall_s,
+        "setup_s": round(setup_s, 1), "stream_hours_target": args.stream_hours,
+        "stream_hours_reached": round(frames / fps / 3600, 4), "frames": frames, "chunks": chunks,
+        "wall_s": round(wall, 1), "frames_per_s": round(frames / wall, 1) if wall > 0 else 0.0,
+        "realtime_x": round(frames / fps / wall, 2) if wall > 0 else 0.0,
+        "time_in_push_audio_s": round(in_push, 2), "time_in_sampling_s": round(in_samples, 2),
+        "soak_overhead_pct": round(100 * (wall - in_push) / wall, 2) if wall > 0 else 0.0,
+        "samples": log.count, "sample_every_stream_s": every / fps,
+        "warmup": "first 10% of the samples", "frame_size": cfg.frame_size, "chunk_frames": cfg.stream.chunk}
+    if log.count < 5:  # stopped before the curves mean anything: say so in the JSON, draw nothing
+        summary = rep.write_summary(out / "soak_stream.json", run_meta, [
+            {"check": "enough samples for the checks (>= 5)", "samples": log.count, "pass": False}])
+        print(f"only {log.count} samples: run longer or lower --sample-seconds", file=sys.stderr)
+        return summary
     h = log.col("stream_h")
     checks = [rep.memory_check("process RSS", h, log.col("rss_mb"))]
     if dev.type == "cuda":
         checks.append(rep.memory_check("CUDA memory_allocated", h, log.col("cuda_alloc_mb")))
+        checks.append(rep.memory_check("CUDA memory_reserved", h, log.col("cuda_reserved_mb")))
+        checks.append(rep.memory_check("GPU memory in use (cudaMemGetInfo)", h, log.col("gpu_used_mb")))
     checks.append(rep.slope_check("per-chunk time (interval median)", h, log.col("chunk_ms_median")))
     # Not gating: the lower envelope (interval 10th percentile) resists other processes sharing the machine.
     checks.append({**rep.slope_check("per-chunk time, 10th percentile (information)", h, log.col("chunk_ms_p10")),
@@ -175,29 +242,29 @@ def run_stream(args, out: Path, stop: StopRequest) -> dict:
             checks.append(rep.bounded_check(name, log.col(name), hard_max=hard))
     checks.append(rep.drift_check("output vs reference (mean abs, 0-255)", log.col("ref_drift"), args.drift_factor))
     checks.append(rep.drift_check("frame-to-frame difference energy", log.col("frame_diff"), args.drift_factor))
-    summary = rep.write_summary(out / "soak_stream.json", {
-        **meta(args, anim), "complete": frames >= target_frames, "stopped_by": stop.reason,
-        "stream_hours_target": args.stream_hours, "stream_hours_reached": round(frames / fps / 3600, 4),
-        "frames": frames, "chunks": chunks, "wall_s": round(wall, 1), "realtime_x": round(frames / fps / wall, 2),
-        "samples": log.count, "sample_every_stream_s": every / fps,
-        "warmup": "first 10% of the samples", "frame_size": cfg.frame_size, "chunk_frames": cfg.stream.chunk}, checks)
+    summary = rep.write_summary(out / "soak_stream.json", run_meta, checks)
     hours_label = "stream time (hours)"
+    tag = f"{backend_used} backend, {dev.type}"  # in every title: which backend made the curves
     fit = next(c for c in checks if c["check"].startswith("per-chunk"))
     rep.plot(out / "soak_stream_memory.png", h, [("process RSS (MB)", log.col("rss_mb"))], hours_label, "RSS (MB)",
-             "Memory over stream time", secondary=[("CUDA allocated (MB)", log.col("cuda_alloc_mb")),
-                                                   ("CUDA max allocated (MB)", log.col("cuda_max_mb"))]
+             f"Memory over stream time ({tag})",
+             secondary=[("CUDA allocated (MB)", log.col("cuda_alloc_mb")),
+                        ("CUDA max allocated (MB)", log.col("cuda_max_mb")),
+                        ("CUDA reserved (MB)", log.col("cuda_reserved_mb")),
+                        ("GPU in use, cudaMemGetInfo (MB)", log.col("gpu_used_mb"))]
              if dev.type == "cuda" else None)
     rep.plot(out / "soak_stream_chunk_time.png", h, [("per-chunk compute (ms, interval median)", log.col("chunk_ms_median")),
                                                      ("interval 10th percentile", log.col("chunk_ms_p10"))],
-             hours_label, "ms per chunk", f"Per-chunk time: slope {fit.get('slope_pct_per_hour', float('nan')):+.3f}% per hour",
+             hours_label, "ms per chunk",
+             f"Per-chunk time ({tag}): slope {fit.get('slope_pct_per_hour', float('nan')):+.3f}% per hour",
              fit=(fit.get("slope_ms_per_hour", 0.0), fit.get("intercept_ms", 0.0)), roll=15,
              ylim=(0.0, 3.0 * float(np.median(log.col("chunk_ms_median")))))  # spikes from other processes clipped
     rep.plot(out / "soak_stream_drift.png", h, [("|frame - reference| (0-255)", log.col("ref_drift"))], hours_label,
-             "mean abs difference", "Output drift", secondary=[("frame-to-frame diff energy", log.col("frame_diff"))])
+             "mean abs difference", f"Output drift ({tag})", secondary=[("frame-to-frame diff energy", log.col("frame_diff"))])
     rep.plot(out / "soak_stream_buffers.png", h, [("feature buffer (frames)", log.col("feature_frames")),
                                                   ("ring valid slots", log.col("ring_valid_slots")),
                                                   ("reference run-ahead (frames)", log.col("ref_pos"))],
-             hours_label, "size", "Stream buffers",
+             hours_label, "size", f"Stream buffers ({tag})",
              secondary=[("audio buffer (samples)", log.col("audio_buffer_samples"))])
     return summary
 
@@ -368,16 +435,28 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded default model)")
     p.add_argument("--tiny", action="store_true", help="tiny random model (tiny_config + randomize_zero_init)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="stream mode: chunk backend, as in `knotanim render/live` (auto: the fastest of those ready, "
+                        "torch.compile included on CUDA; torch: eager; compiled: torch.compile, CUDA graphs on a GPU; "
+                        "onnxruntime/tensorrt/aoti: exported first when missing). Built before the stream starts")
+    p.add_argument("--engine-dir", default=None,
+                   help="stream mode: where exported backends are kept (default: knotanim's cache folder)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-seconds", type=float, default=None,
                    help="stream: stream seconds between samples (default 10); live: wall seconds (default 1)")
-    p.add_argument("--max-wall-s", type=float, default=None, help="stream mode: stop after this many wall seconds")
+    p.add_argument("--max-wall-s", type=float, default=None,
+                   help="stream mode: stop once this many wall seconds have passed since the script started "
+                        "(imports, model load and the backend's build/compile count), then write every output")
     p.add_argument("--vcam", choices=("none", "null", "real"), default="null",
                    help="live mode: virtual camera output (null: the real output class with a discarding camera)")
     p.add_argument("--drift-factor", type=float, default=1.5)
+    p.add_argument("--gc-every", type=int, default=6,
+                   help="stream mode: count Python's gc objects every N samples (rows between repeat the last "
+                        "count); the count walks every object, tens of ms with torch.compile loaded")
     p.add_argument("--progress", type=int, default=30, help="print every N samples (0: quiet)")
     args = p.parse_args(argv)
+    args.gc_every = max(1, args.gc_every)
     if args.sample_seconds is None:
         args.sample_seconds = 10.0 if args.mode == "stream" else 1.0
     out = Path(args.out)

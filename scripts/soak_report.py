@@ -23,9 +23,7 @@ class SpeechFeed:
     take(n) returns the next n float32 samples; nothing longer than one loop is ever held."""
 
     def __init__(self, sample_rate: int, seed: int = 0, path: Path = SPEECH):
-        from knotanim.frontends.audio_io import load_audio
-
-        self.speech = load_audio(path, sample_rate).astype(np.float32)
+        self.speech = read_speech(path, sample_rate)
         self.sr, self.rng = sample_rate, np.random.default_rng(seed)
         self._buf = np.zeros(0, np.float32)
         self.produced = 0
@@ -49,6 +47,24 @@ class SpeechFeed:
         return out
 
 
+def read_speech(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of `path` at `sample_rate`. A 16-bit PCM WAV already at that rate (the bundled
+    speech.wav) is read with the standard library's `wave`, as PyAV would decode it (s16 / 32768, channels
+    averaged): the accelerator machine has no PyAV. Anything else goes through knotanim's decoder (PyAV)."""
+    import wave
+
+    try:
+        with wave.open(str(path)) as w:
+            if w.getframerate() == sample_rate and w.getsampwidth() == 2:
+                pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / np.float32(32768.0)
+                return np.ascontiguousarray(pcm.reshape(-1, w.getnchannels()).mean(axis=1, dtype=np.float32))
+    except (wave.Error, EOFError):
+        pass
+    from knotanim.frontends.audio_io import load_audio
+
+    return load_audio(path, sample_rate).astype(np.float32)
+
+
 # --- probes --------------------------------------------------------------------------------------
 def rss_mb() -> float:
     """Resident set size of this process in MB (psutil if installed, else /proc/self/statm)."""
@@ -59,6 +75,27 @@ def rss_mb() -> float:
     except ImportError:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def load1() -> float:
+    """The 1-minute load average; NaN where the system gives none (sandboxed kernels may not)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def cuda_extra_mb(device) -> tuple[float, float]:
+    """(torch.cuda.memory_reserved: the caching allocator's pool, CUDA graph pools included; device memory in use
+    by every process: total - free from cudaMemGetInfo, i.e. what nvidia-smi shows, with the CUDA context,
+    cuBLAS/cuDNN workspaces and anything allocated outside torch), in MB; zeros off CUDA. Neither call waits for
+    the GPU, and neither needs nvidia-smi."""
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda":
+        return 0.0, 0.0
+    free, total = torch.cuda.mem_get_info(device)
+    return torch.cuda.memory_reserved(device) / 2**20, (total - free) / 2**20
 
 
 def cuda_mb(device) -> tuple[float, float]:

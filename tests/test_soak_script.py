@@ -1,30 +1,55 @@
-"""scripts/soak.py --mode stream: a few seconds of stream time with the tiny model; outputs and checks."""
+"""scripts/soak.py --mode stream: a few seconds of stream time with the tiny model; outputs and checks.
+The --backend runs rehearse the accelerator machine: an uninstalled checkout (python -S, PYTHONPATH=<repository>),
+no PyAV, a working directory outside the repository."""
 from __future__ import annotations
 
 import csv
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+PNGS = ("memory", "chunk_time", "drift", "buffers")
+
+
+def _device_like(tmp_path: Path) -> tuple[list[str], dict]:
+    """(interpreter command, environment) as on the accelerator machine: `python -S` (no site module, so no
+    editable-install finder) seeing knotanim only through PYTHONPATH=<repository>, this interpreter's
+    site-packages appended as plain paths for torch and numpy, and an `av` module that cannot be imported
+    (the machine has no PyAV). One torch thread: the tiny model gains nothing from more on a busy machine."""
+    noav = tmp_path / "noav"
+    noav.mkdir()
+    (noav / "av.py").write_text('raise ImportError("no PyAV (as on the accelerator machine)")\n')
+    site = [p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PYTHONPATH=os.pathsep.join([str(noav), str(ROOT), *site]), OMP_NUM_THREADS="1")
+    return [sys.executable, "-S", str(ROOT / "scripts" / "soak.py")], env
 
 
 def test_soak_stream_mode_writes_csv_json_pngs_and_checks(tmp_path):
     out = tmp_path / "soak"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--mode", "stream", "--tiny",
-                        "--stream-hours", str(12 / 3600), "--sample-seconds", "1", "--device", "cpu",
-                        "--progress", "0", "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+                        "--stream-hours", str(12 / 3600), "--sample-seconds", "1", "--device", "cpu", "--backend", "torch",
+                        "--progress", "0", "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode in (0, 1), r.stderr[-2000:]  # 1: a check failed (noisy timings on a busy machine)
     rows = list(csv.DictReader(open(out / "soak_stream.csv")))
     assert len(rows) >= 10
     assert float(rows[-1]["stream_s"]) >= 12 and float(rows[-1]["rss_mb"]) > 0
     assert all(float(row["chunk_ms_median"]) > 0 for row in rows)
     assert {int(row["ring_valid_slots"]) for row in rows[2:]} == {3}  # tiny window: 3 frames, full after warm-up
+    assert {"cuda_reserved_mb", "gpu_used_mb"} <= set(rows[0])  # zeros on the CPU
     summary = json.loads((out / "soak_stream.json").read_text())
     assert summary["complete"] and summary["frames"] >= 300 and summary["torch"]
+    assert (summary["backend"], summary["backend_used"], summary["backend_fallback"]) == ("torch", "torch", None)
+    assert 0 <= summary["soak_overhead_pct"] < 50 and summary["time_in_push_audio_s"] > 0
     names = [c["check"] for c in summary["checks"]]
     for want in ("process RSS growth", "per-chunk time", "feature_frames bounded", "ring_valid_slots bounded",
                  "output vs reference", "frame-to-frame"):
@@ -36,9 +61,61 @@ def test_soak_stream_mode_writes_csv_json_pngs_and_checks(tmp_path):
                ("feature_frames", "audio_buffer_samples", "ring_valid_slots", "ring_mb", "ref_pos"))
     drift = next(c for c in summary["checks"] if c["check"].startswith("output vs reference"))
     assert 0 < drift["mean_last_10pct"] < 255
-    for name in ("memory", "chunk_time", "drift", "buffers"):
+    for name in PNGS:
         png = out / f"soak_stream_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_soak_stream_through_another_backend_from_an_uninstalled_checkout_without_pyav(tmp_path):
+    """--backend onnxruntime: exported into --engine-dir before the stream, used by the stream (its name, as the
+    stream's backend reports it, is in the summary) and recorded; every output written."""
+    python, env = _device_like(tmp_path)
+    out, engines = tmp_path / "soak", tmp_path / "engines"
+    r = subprocess.run([*python, "--mode", "stream", "--tiny", "--stream-hours", str(3 / 3600), "--sample-seconds", "0.5",
+                        "--device", "cpu", "--backend", "onnxruntime", "--engine-dir", str(engines), "--max-wall-s", "300",
+                        "--progress", "0", "--out", str(out)], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    assert "onnxruntime" in r.stderr and "backend on cpu" in r.stderr
+    assert list(engines.glob("*.onnx")), list(engines.iterdir())  # exported where --engine-dir said
+    summary = json.loads((out / "soak_stream.json").read_text())
+    assert summary["backend"] == "onnxruntime" and summary["backend_used"].startswith("onnxruntime"), summary
+    assert summary["complete"] and summary["frames"] >= 75 and summary["samples"] >= 5
+    assert summary["setup_s"] > 0 and summary["stopped_by"] is None
+    rows = list(csv.DictReader(open(out / "soak_stream.csv")))
+    assert len(rows) == summary["samples"] and all(float(row["chunk_ms_median"]) > 0 for row in rows)
+    assert all(c["pass"] for c in summary["checks"] if c["check"].split()[0] in ("feature_frames", "ring_valid_slots"))
+    for name in PNGS:
+        assert (out / f"soak_stream_{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_soak_stream_stopped_by_the_wall_clock_before_any_sample_still_writes_its_summary(tmp_path):
+    """--max-wall-s counts from the script's start: a limit that the imports and model load already used up stops
+    the stream before its first sample; the JSON still comes back, saying so, and the exit status is 1."""
+    python, env = _device_like(tmp_path)
+    out = tmp_path / "soak"
+    r = subprocess.run([*python, "--mode", "stream", "--tiny", "--device", "cpu", "--backend", "torch",
+                        "--max-wall-s", "0.01", "--progress", "0", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 1, r.stderr[-3000:]
+    summary = json.loads((out / "soak_stream.json").read_text())
+    assert not summary["complete"] and summary["stopped_by"] == "--max-wall-s 0.01" and summary["frames"] == 0
+    assert summary["backend_used"] == "torch" and not summary["all_pass"]
+    assert [c["check"] for c in summary["checks"]] == ["enough samples for the checks (>= 5)"]
+    assert not list(out.glob("*.png"))
+
+
+def test_speech_feed_reads_the_bundled_wav_without_pyav_as_pyav_decodes_it():
+    pytest.importorskip("av")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import soak_report as rep
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    from knotanim.frontends.audio_io import load_audio
+
+    ours, theirs = rep.read_speech(rep.SPEECH, 16000), load_audio(rep.SPEECH, 16000)
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
 def test_live_mode_counts_frames_across_a_gpu_memory_fallback():
