@@ -390,3 +390,40 @@ def test_resumed_fused_adamw_continues_exactly(tmp_path, device):
         o.step()
     for a, b in zip(model.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_stage3_rolls_out_only_the_still_clips_when_asked(tmp_path):
+    """rollout_clips "still": clips with head motion keep stage 2's ground-truth history (and knots);
+    the still ones condition on the model's own rollout. "all" rolls every clip out."""
+    import dataclasses
+
+    import numpy as np
+
+    from knotanim.train.trainer import STILL_MOTION, _dit_inputs, own_history_rows
+
+    cfg = TrainConfig.load(_write(tmp_path, "ro.yaml", stage="rollout", rollout_steps=1, chunks=2, context_noise=0.0,
+                                  knot_probability=1.0, knot_noise=0.0, rollout_clips="still"))
+    motion = torch.tensor([0.0, 0.6, STILL_MOTION, 0.3])
+    assert own_history_rows(cfg, motion).tolist() == [0, 2]
+    assert own_history_rows(dataclasses.replace(cfg, rollout_clips="all"), motion).tolist() == [0, 1, 2, 3]
+    assert own_history_rows(dataclasses.replace(cfg, stage="dit"), motion) is None
+
+    anim = KnotAnimator.from_config(tiny_config(), seed=0)
+    anim.model.randomize_zero_init(seed=1)  # a rollout that differs from the ground truth
+    from knotanim.train.data import ClipRequest, clip_loader
+    from knotanim.train.trainer import _encode_batch
+
+    mc = anim.config
+    T = cfg.chunks * mc.stream.chunk + mc.stream.knot
+    enc = _encode_batch(anim, next(iter(clip_loader(mc, cfg.data, ClipRequest(T, 0, 1, 0), 4))))
+    enc["motion"] = motion
+    for clips, own in (("still", {0, 2}), ("all", {0, 1, 2, 3})):
+        inputs, _ = _dit_inputs(anim, dataclasses.replace(cfg, rollout_clips=clips), enc, np.random.default_rng(0), {})
+        layout, clean, knots = inputs[0], inputs[3], inputs[5]
+        truth = enc["latents"][:, : layout.n_clean]
+        for row in range(4):
+            same = torch.equal(clean[row], truth[row])
+            assert same == (row not in own), (clips, row)
+            assert torch.equal(knots[row, 1], enc["latents"][row, layout.chunk]) == (row not in own)
+    with pytest.raises(Exception, match="rollout_clips must be one of all, still"):
+        TrainConfig.load(_write(tmp_path, "bad.yaml", stage="rollout", rollout_clips="moving"))

@@ -11,6 +11,7 @@ from knotanim.errors import ConfigError
 
 PARALLEL_MODES = ("ddp", "fsdp")
 DISTILL_HISTORIES = ("clean", "rollout")
+ROLLOUT_CLIPS = ("all", "still")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class TrainConfig:
     context_noise: float = 0.05  # max std of noise added to clean history latents (exposure-bias guard)
     knot_noise: float = 0.1  # max std of noise added to the knot latent
     rollout_steps: int = 4  # sampler steps of the self-rollout that makes the history (stage 3)
+    rollout_clips: str = "all"  # stage 3: which clips get their own history: "all", or "still" (motion 0; the rest
+    # keep stage 2's ground-truth history, since a moving head's ground truth does not continue a rolled-out pose)
     teacher_steps: int = 4  # stage 4: Euler steps of the frozen teacher (the init_from model) per chunk
     student_steps: int = 2  # stage 4: Euler steps the student learns to sample in (the exported sampler.steps)
     gt_weight: float = 0.25  # stage 4: weight of the student sample's error against the ground truth (teacher's: 1)
@@ -72,6 +75,8 @@ class TrainConfig:
                               f"got {self.student_steps!r}")
         if not self.gt_weight >= 0:
             raise ConfigError(f"train.gt_weight must be >= 0, got {self.gt_weight!r}")
+        if self.rollout_clips not in ROLLOUT_CLIPS:
+            raise ConfigError(f"train.rollout_clips must be one of {', '.join(ROLLOUT_CLIPS)}, got {self.rollout_clips!r}")
         if self.distill_history not in DISTILL_HISTORIES:
             raise ConfigError(f"train.distill_history must be one of {', '.join(DISTILL_HISTORIES)}, "
                               f"got {self.distill_history!r}")

@@ -395,23 +395,47 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     n, C, span = layout.n_chunks, layout.chunk, layout.span
     idx = (torch.arange(n).unsqueeze(1) * C + torch.arange(span)).to(dev)  # [n, F]
     x0 = lat[:, idx]  # [B, n, F, c, h, w]
-    if cfg.stage == "rollout" or (cfg.stage == "distill" and cfg.distill_history == "rollout"):
+    clean = lat[:, : layout.n_clean]  # stage 2's history: the ground truth, lightly noised
+    clean = clean + torch.randn_like(clean) * cfg.context_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
+    knots = None
+    if knot:
+        knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
+    own = own_history_rows(cfg, motion)
+    if own is not None:  # these clips' history and knots are the model's own, generated as the stream does
         steps = cfg.rollout_steps if cfg.stage == "rollout" else cfg.student_steps  # stage 4: the student's own history
         step = ChunkStep(anim.model, C, steps, mc.sampler.shift)
-        gen = rollout_latents(step, ref, audio, motion, n, knot, schedule)
-        clean, knots = gen.committed, (gen.knots if knot else None)
-    else:
-        clean = lat[:, : layout.n_clean]
-        clean = clean + torch.randn_like(clean) * cfg.context_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
-        knots = None
-        if knot:
-            knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
+        # With no clip to roll out, the first one still is, and discarded: under FSDP every rank must run
+        # the same forwards (each gathers the shards), whatever its batch holds.
+        rows = own if own.numel() else torch.zeros(1, dtype=torch.long, device=dev)
+        gen = rollout_latents(step, ref[rows], audio[rows], motion[rows], n, knot, schedule)
+        if own.numel():
+            clean[own] = gen.committed.to(clean.dtype)
+            if knot:
+                knots[own] = gen.knots.to(knots.dtype)
     t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
     noise = torch.randn_like(x0)
     boxes = enc["mouth_box"][:, : layout.n_frames]
     mouth = mouth_cells(boxes, mc.frame_size, mc.latent_size)[:, idx]
     region = mouth_weight(mouth, cfg.mouth_weight)
     return (layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion, region), mouth
+
+
+STILL_MOTION = 0.1  # head-motion intensity at or below which a clip counts as still (synthetic moving clips: 0.2-1)
+
+
+def own_history_rows(cfg: TrainConfig, motion: torch.Tensor) -> torch.Tensor | None:
+    """Which clips of the batch condition on their own rolled-out history (indices), or None for none
+    (teacher forcing: stage 2, stage 4 on clean history). Stage 3 with rollout_clips "still" keeps the
+    moving clips on the ground-truth history: their target, the ground truth's next chunk, continues
+    the ground truth's head pose, not the one the rollout drifted to, so training on it teaches the
+    model to jump back to a pose it cannot know (KnotBench, session 4: flicker x3 on moving heads)."""
+    if cfg.stage == "rollout":
+        if cfg.rollout_clips == "still":
+            return torch.nonzero(motion <= STILL_MOTION).flatten()
+        return torch.arange(motion.shape[0], device=motion.device)
+    if cfg.stage == "distill" and cfg.distill_history == "rollout":
+        return torch.arange(motion.shape[0], device=motion.device)
+    return None
 
 
 @torch.no_grad()
