@@ -427,3 +427,22 @@ def test_stage3_rolls_out_only_the_still_clips_when_asked(tmp_path):
             assert torch.equal(knots[row, 1], enc["latents"][row, layout.chunk]) == (row not in own)
     with pytest.raises(Exception, match="rollout_clips must be one of all, still"):
         TrainConfig.load(_write(tmp_path, "bad.yaml", stage="rollout", rollout_clips="moving"))
+
+
+def test_cleanup_distributed_clears_the_mesh_registry_and_tolerates_a_torch_without_it():
+    """cleanup_distributed empties the FSDP mesh's private `_pg_registry` (its references to the process
+    groups), and on a torch whose DeviceMesh lacks that attribute it still drops the mesh without failing."""
+    from knotanim.train.common import Dist, cleanup_distributed
+
+    class Mesh:  # stands in for DeviceMesh; the process group itself is not initialised here
+        pass
+
+    with_registry, without = Mesh(), Mesh()
+    registry = {"group": object()}
+    with_registry._pg_registry = registry
+    d = Dist(0, 1, 0, torch.device("cpu"), mesh=with_registry)
+    cleanup_distributed(d)
+    assert registry == {} and d.mesh is None
+    d = Dist(0, 1, 0, torch.device("cpu"), mesh=without)
+    cleanup_distributed(d)
+    assert d.mesh is None

@@ -135,7 +135,11 @@ def cleanup_distributed(d: Dist) -> None:
         dist.barrier()
         dist.destroy_process_group()
     if d.mesh is not None:
-        d.mesh._pg_registry.clear()  # private, but the only way in: the mesh's references to its groups
+        # Private, but the only way in: the mesh's references to its groups (torch 2.11-2.14). Guarded: a
+        # torch without it keeps its threads until exit, the behaviour before this fix, rather than failing.
+        registry = getattr(d.mesh, "_pg_registry", None)
+        if hasattr(registry, "clear"):
+            registry.clear()
         d.mesh = None
     gc.collect()
 
