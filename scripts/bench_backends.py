@@ -154,7 +154,10 @@ def main(argv=None) -> int:
             rc, out = None, ""
         result = {"backend": name, "wall_s": round(time.perf_counter() - t0, 1), "returncode": rc}
         last = (out.strip().splitlines() or [""])[-1]
-        r = json.loads(last) if last.startswith("{") else None
+        try:  # the child's result line; a crash mid-print leaves a line that is not JSON: no result
+            r = json.loads(last) if last.startswith("{") else None
+        except ValueError:
+            r = None
         if r is None or "unavailable" in r or "error" in r:
             if rc is None:
                 why = f"timed out after {args.timeout_s:g} s (--timeout-s)"
