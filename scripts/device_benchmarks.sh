@@ -19,7 +19,8 @@
 # Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 150, SCALING_S 120, WAN_S 260 by
 # default: 530 s in all, counted from the script's start; the environment check and the packing add a
 # few seconds). Time a part leaves unused goes to the next ones: part k is stopped at the start + the
-# sum of the budgets of parts 1..k, so the parts never run past the sum. A part that fails or is
+# sum of the budgets of parts 1..k (SIGTERM; SIGKILL 10 s later if it is still running), so the parts never run
+# more than 10 s past the sum. A part that fails or is
 # stopped does not stop the others; the script exits 1 at the end if any part did not exit 0.
 #
 # $OUT gets at most 7 files: the four above, summary.txt (each part's exit status, outcome, duration,
