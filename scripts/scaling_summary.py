@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=os.environ.get("INIT", ".cache/carry/model"), help="for the header line")
     p.add_argument("--print", action="store_true", help="print the summary as well")
     a = p.parse_args(argv)
+    if not any((a.runs / f"scaling_{arm}.json").exists() for arm in NAMES):
+        print(f"scaling_summary: no scaling_<arm>.json in {a.runs} (arms: {', '.join(NAMES)})", file=sys.stderr)
+        return 2
     a.out.mkdir(parents=True, exist_ok=True)
     lines = summarise(a.runs, a.warm_steps, a.init)
     (a.out / "ddp_summary.md").write_text("\n".join(lines) + "\n")

@@ -114,3 +114,8 @@ def test_summary_table_efficiency_loss_table_and_plot(tmp_path):
     assert cells == ["50-120", "8", "0.3000 ± 0.0000", f"0.3100 ± {se:.4f}", f"+0.0100 ± {se:.4f}",
                      f"{0.01 / se:+.2f}"]
     assert (out / "ddp_loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_runs_folder_without_any_arm_is_an_error_not_an_empty_table(tmp_path, capsys):
+    assert ss.main(["--runs", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no scaling_<arm>.json" in capsys.readouterr().err and not (tmp_path / "out").exists()
