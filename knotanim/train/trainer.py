@@ -375,7 +375,8 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     """The loss module's inputs for one step, and the mouth boxes as a 0/1 map over its frames.
 
     Stage 2 (teacher forcing: clean ground-truth history) or stage 3 (self-rollout: the model's own
-    history and knots, generated chunk by chunk as the stream does, ground truth only as the target).
+    history and knots, generated chunk by chunk as the stream does, ground truth only as the target; for
+    the clips `own_history_rows` picks, the rest keep stage 2's history).
     Stage 4 takes stage 2's inputs, or with distill_history "rollout" the student's own history sampled
     in student_steps (DistillLoss uses the noise, not the flow times)."""
     mc, dev = anim.config, enc["latents"].device
