@@ -399,11 +399,11 @@ def test_stage3_rolls_out_only_the_still_clips_when_asked(tmp_path):
 
     import numpy as np
 
-    from knotanim.train.trainer import STILL_MOTION, _dit_inputs, own_history_rows
+    from knotanim.train.trainer import _dit_inputs, own_history_rows
 
     cfg = TrainConfig.load(_write(tmp_path, "ro.yaml", stage="rollout", rollout_steps=1, chunks=2, context_noise=0.0,
                                   knot_probability=1.0, knot_noise=0.0, rollout_clips="still"))
-    motion = torch.tensor([0.0, 0.6, STILL_MOTION, 0.3])
+    motion = torch.tensor([0.0, 0.6, cfg.still_motion, 0.3])
     assert own_history_rows(cfg, motion).tolist() == [0, 2]
     assert own_history_rows(dataclasses.replace(cfg, rollout_clips="all"), motion).tolist() == [0, 1, 2, 3]
     assert own_history_rows(dataclasses.replace(cfg, stage="dit"), motion) is None

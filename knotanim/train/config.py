@@ -55,6 +55,7 @@ class TrainConfig:
     rollout_steps: int = 4  # sampler steps of the self-rollout that makes the history (stage 3)
     rollout_clips: str = "all"  # stage 3: which clips get their own history: "all", or "still" (motion 0; the rest
     # keep stage 2's ground-truth history, since a moving head's ground truth does not continue a rolled-out pose)
+    still_motion: float = 0.1  # head-motion intensity at or below which a clip counts as still (synthetic moving: 0.2-1)
     teacher_steps: int = 4  # stage 4: Euler steps of the frozen teacher (the init_from model) per chunk
     student_steps: int = 2  # stage 4: Euler steps the student learns to sample in (the exported sampler.steps)
     gt_weight: float = 0.25  # stage 4: weight of the student sample's error against the ground truth (teacher's: 1)

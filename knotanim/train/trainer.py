@@ -421,9 +421,6 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     return (layout, masks[key], ref, clean, x0, knots, t, noise, audio, motion, region), mouth
 
 
-STILL_MOTION = 0.1  # head-motion intensity at or below which a clip counts as still (synthetic moving clips: 0.2-1)
-
-
 def own_history_rows(cfg: TrainConfig, motion: torch.Tensor) -> torch.Tensor | None:
     """Which clips of the batch condition on their own rolled-out history (indices), or None for none
     (teacher forcing: stage 2, stage 4 on clean history). Stage 3 with rollout_clips "still" keeps the
@@ -432,7 +429,7 @@ def own_history_rows(cfg: TrainConfig, motion: torch.Tensor) -> torch.Tensor | N
     model to jump back to a pose it cannot know (KnotBench, session 4: flicker x3 on moving heads)."""
     if cfg.stage == "rollout":
         if cfg.rollout_clips == "still":
-            return torch.nonzero(motion <= STILL_MOTION).flatten()
+            return torch.nonzero(motion <= cfg.still_motion).flatten()
         return torch.arange(motion.shape[0], device=motion.device)
     if cfg.stage == "distill" and cfg.distill_history == "rollout":
         return torch.arange(motion.shape[0], device=motion.device)
