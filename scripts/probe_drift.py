@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -179,7 +180,7 @@ def summarise(score: ClipScore, head: int = 10) -> dict[str, float]:
             "psnr": float(np.mean(score.series["psnr"])) if len(score.series["psnr"]) else float("nan")}
 
 
-def plot(curves: dict[str, dict[str, np.ndarray]], path: str) -> None:
+def plot(curves: dict[str, dict[str, np.ndarray]], path: str, model_name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,7 +195,7 @@ def plot(curves: dict[str, dict[str, np.ndarray]], path: str) -> None:
                     label=f"{name} ({clip})")
     ax.set_xlabel("frame (25 fps)")
     ax.set_ylabel("appearance SSIM vs reference")
-    ax.set_title("Drift: own history vs ground-truth history (default model)", fontsize=10)
+    ax.set_title(f"Drift: own history vs ground-truth history ({model_name})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -262,7 +263,7 @@ def main(argv=None) -> None:
     for clip, row, v in table:
         psnr = "" if row in ("ground truth",) or not np.isfinite(v["psnr"]) else f"{v['psnr']:.2f}"
         print(f"| {clip} | {row} | {v['first']:.4f} | {v['last']:.4f} | {v['drift_pct']:+.1f} % | {psnr} |")
-    plot(curves, args.out)
+    plot(curves, args.out, Path(args.model).name if args.model else "shipped model")
     print(f"\nplot: {args.out}")
 
 
