@@ -63,13 +63,18 @@ class Rates:
         return f"{self.steady:.3f}" + (f" (n={self.used})" if self.used < MIN_INTERVALS else "")
 
 
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
 def read_arms(runs: Path) -> dict[str, tuple[dict, list[dict]]]:
     """Every arm with a scaling_<arm>.json in `runs`, in NAMES' order: (its settings, its log rows)."""
     arms = {}
     for arm in NAMES:
         meta, log = runs / f"scaling_{arm}.json", runs / arm / "log.csv"
         if meta.exists():
-            rows = list(csv.DictReader(open(log))) if log.exists() else []
+            rows = _read_csv(log) if log.exists() else []
             arms[arm] = (json.loads(meta.read_text()), rows)
     return arms
 
