@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Issue #7: the three GPU benchmarks of docs/benchmarks.md in one device call (one H200, < 9 minutes).
+# Issue #7: the three GPU benchmarks of docs/benchmarks.md in one device call (one H200, < 9.5 minutes), and
+# issue #10's lite-profile speed on 4 of the machine's CPU cores.
 #
 #   OUT=$OUT bash scripts/device_benchmarks.sh > $OUT/bench.txt 2>&1
 #
-# Parts, in this order (PARTS, default "backends scaling wan"; the order is the priority):
+# Parts, in this order (PARTS, default "backends scaling lite wan"; the order is the priority):
 #   backends  scripts/bench_backends.py on the default model (assets/default): eager torch, torch.compile
 #             (reduce-overhead: CUDA graphs) and ONNX Runtime, each in its own child process, stopped after
 #             BACKEND_TIMEOUT_S (default 100) each; frames/s, chunk latency, time to first frame, peak GPU
@@ -13,11 +14,15 @@
 #   scaling   scripts/bench_scaling.py --device cuda: per-chunk time against window, chunk length, frame
 #             size, and one long stream stopped after SCALING_LONG_BUDGET_S (default 35) seconds.
 #             -> scaling.json (rewritten after each point), scaling.png
+#   lite      scripts/lite_speed.py on the lite profile (configs/models/lite.yaml, random weights) on the CPU:
+#             LITE_THREADS (default 4) threads, pinned to as many cores with taskset where it exists,
+#             backends LITE_BACKENDS (default torch,onnxruntime), LITE_FRAMES (default 96) frames each.
+#             -> its table in summary.txt (and lite.log in the logs tarball); no file of its own
 #   wan       scripts/bench_wan_shape.py: the Wan2.1-1.3B-shaped same-work benchmark, variants WAN_VARIANTS
 #             (default eager,compile,graphs,fp8), WAN_ITERS (default 3) timed rounds after WAN_WARMUP (1).
 #             -> wan.json (rewritten after each variant and workload)
-# Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 150, SCALING_S 120, WAN_S 260 by
-# default: 530 s in all, counted from the script's start; the environment check and the packing add a
+# Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 150, SCALING_S 120, LITE_S 60, WAN_S
+# 220 by default: 550 s in all, counted from the script's start; the environment check and the packing add a
 # few seconds). Time a part leaves unused goes to the next ones: part k is stopped at the start + the
 # sum of the budgets of parts 1..k (SIGTERM; SIGKILL 10 s later if it is still running), so the parts never run
 # more than 10 s past the sum. A part that fails or is
@@ -31,7 +36,7 @@
 #
 # Knobs for the rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu (default cuda), PYTHON
 # (default python3), BACKENDS (default torch,compiled,onnxruntime), BACKENDS_SECONDS (seconds of audio
-# per timed stream, default 3), and BACKENDS_ARGS / SCALING_ARGS / WAN_ARGS: more options for a part's
+# per timed stream, default 3), and BACKENDS_ARGS / SCALING_ARGS / LITE_ARGS / WAN_ARGS: more options for a part's
 # script, last (tiny sizes; or a bad option, to see a failing part reported). The logs go to LOGS
 # (default runs/bench) and $OUT (default out), both relative to the working directory; the code
 # (PYTHONPATH) comes from the checkout this script lies in; knotanim need not be installed.
@@ -42,14 +47,15 @@ export PYTHONPATH=$ROOT PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-out}
 LOGS=${LOGS:-runs/bench}
-PARTS=${PARTS:-backends scaling wan}
-BACKENDS_S=${BACKENDS_S:-150}; SCALING_S=${SCALING_S:-120}; WAN_S=${WAN_S:-260}
+PARTS=${PARTS:-backends scaling lite wan}
+BACKENDS_S=${BACKENDS_S:-150}; SCALING_S=${SCALING_S:-120}; LITE_S=${LITE_S:-60}; WAN_S=${WAN_S:-220}
 BACKENDS=${BACKENDS:-torch,compiled,onnxruntime}; BACKENDS_SECONDS=${BACKENDS_SECONDS:-3}
 BACKEND_TIMEOUT_S=${BACKEND_TIMEOUT_S:-100}
 SCALING_LONG_BUDGET_S=${SCALING_LONG_BUDGET_S:-35}
+LITE_THREADS=${LITE_THREADS:-4}; LITE_BACKENDS=${LITE_BACKENDS:-torch,onnxruntime}; LITE_FRAMES=${LITE_FRAMES:-96}
 WAN_VARIANTS=${WAN_VARIANTS:-eager,compile,graphs,fp8}; WAN_ITERS=${WAN_ITERS:-3}; WAN_WARMUP=${WAN_WARMUP:-1}
 for part in $PARTS; do
-  case $part in backends|scaling|wan) ;; *) echo "unknown part $part (PARTS: backends, scaling, wan)"; exit 2 ;; esac
+  case $part in backends|scaling|lite|wan) ;; *) echo "unknown part $part (PARTS: backends, scaling, lite, wan)"; exit 2 ;; esac
 done
 mkdir -p "$OUT" "$LOGS"
 rm -f "$LOGS"/*.log "$LOGS"/parts.tsv "$LOGS"/gpumem.csv
@@ -87,7 +93,7 @@ outputs() {  # the files in $OUT a part writes
 summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
   {
     echo "scripts/device_benchmarks.sh: device $DEVICE, parts: $PARTS; budgets (s): backends $BACKENDS_S," \
-      "scaling $SCALING_S, wan $WAN_S; $(($(date +%s) - T0)) s so far"
+      "scaling $SCALING_S, lite $LITE_S, wan $WAN_S; $(($(date +%s) - T0)) s so far"
     echo
     printf '%-9s %-5s %-10s %8s %8s  %s\n' part exit outcome wall_s limit_s outputs
     [ -f "$LOGS/parts.tsv" ] && while IFS=$'\t' read -r name rc outcome wall limit; do
@@ -99,6 +105,9 @@ summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
     done < "$LOGS/parts.tsv"
     echo
     "$PY" "$ROOT"/scripts/device_benchmarks_digest.py "$OUT" 2>&1 || true
+    if [ -f "$LOGS/lite.log" ]; then  # lite_speed.py prints its own Markdown table
+      echo; echo "lite (scripts/lite_speed.py, CPU):"; grep -E '^(\| |20[0-9][0-9]-)' "$LOGS/lite.log" || echo "  no table"
+    fi
   } > "$OUT/summary.txt"
   (cd "$LOGS" && tar czf - $(ls env.txt parts.tsv gpumem.csv ./*.log 2> /dev/null)) > "$OUT/bench_logs.tar.gz"
 }
@@ -114,6 +123,12 @@ for part in $PARTS; do
     scaling) budget=$SCALING_S
       cmd=("$PY" "$ROOT"/scripts/bench_scaling.py --device "$DEVICE" --out "$OUT" --long-budget-s "$SCALING_LONG_BUDGET_S"
            ${SCALING_ARGS:-}) ;;
+    lite) budget=$LITE_S
+      pin=()  # the thread count pinned to as many cores, where taskset exists and the machine has them
+      if command -v taskset > /dev/null && [ "$(nproc)" -ge "$LITE_THREADS" ]; then pin=(taskset -c "0-$((LITE_THREADS - 1))"); fi
+      cmd=(${pin[@]+"${pin[@]}"} "$PY" "$ROOT"/scripts/lite_speed.py --config "$ROOT"/configs/models/lite.yaml
+           --backends "$LITE_BACKENDS" --threads "$LITE_THREADS" --frames "$LITE_FRAMES" --artifacts "$LOGS/lite_artifacts"
+           ${LITE_ARGS:-}) ;;
     wan) budget=$WAN_S
       cmd=("$PY" "$ROOT"/scripts/bench_wan_shape.py --device "$DEVICE" --variants "$WAN_VARIANTS" --iters "$WAN_ITERS"
            --warmup "$WAN_WARMUP" --out "$OUT/wan.json" ${WAN_ARGS:-}) ;;

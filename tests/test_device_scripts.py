@@ -188,13 +188,15 @@ def test_ddp_scaling_script_three_arms(tmp_path):
 
 
 BENCH = REPO / "scripts" / "device_benchmarks.sh"
-# The three benchmarks at the smallest sizes each offers: the tiny model (one backend, 1 s of audio), a
-# 4-point tiny scaling sweep with a 3-chunk long stream, a one-layer Wan-like shape timed once.
+# The benchmarks at the smallest sizes each offers: the tiny model (one backend, 1 s of audio), a
+# 4-point tiny scaling sweep with a 3-chunk long stream, the lite profile on one thread for 6 frames, a
+# one-layer Wan-like shape timed once.
 TINY_BENCH = dict(
     DEVICE="cpu", BACKENDS="torch", BACKENDS_ARGS="--tiny --seconds 1",
     SCALING_ARGS="--tiny --quick --warmup 1 --chunks 2 --long-chunks 3 --windows 0,3 --chunk-lengths 2 "
                  "--frame-sizes 64 --no-count",
     WAN_ARGS="--layers 1 --width 64 --heads 2 --ffn 128 --text-tokens 8 --tokens-per-frame 16 --window 6 --steps 2",
+    LITE_THREADS="1", LITE_BACKENDS="torch", LITE_FRAMES="6",
     WAN_ITERS="1", WAN_WARMUP="0", WAN_VARIANTS="eager,graphs")
 
 
@@ -218,7 +220,7 @@ def _bench(tmp_path: Path, **knobs) -> tuple[subprocess.CompletedProcess, Path, 
 def test_device_benchmarks_script_runs_every_part(tmp_path):
     r, out, parts = _bench(tmp_path)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
-    assert list(parts) == ["backends", "scaling", "wan"], parts
+    assert list(parts) == ["backends", "scaling", "lite", "wan"], parts
     assert all(rc == 0 and outcome == "ok" and "missing" not in files for rc, outcome, files in parts.values()), parts
     assert sorted(p.name for p in out.iterdir()) == ["backends.json", "bench_logs.tar.gz", "scaling.json", "scaling.png",
                                                      "summary.txt", "wan.json"]  # + the caller's bench.txt: 7 <= 8
@@ -234,9 +236,11 @@ def test_device_benchmarks_script_runs_every_part(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert "backends: torch: " in summary and "scaling: 4 sweep points: 4 ok" in summary
     assert "wan: eager/clip: " in summary and "wan: graphs/all: skipped" in summary
+    lite = summary.split("lite (scripts/lite_speed.py, CPU):\n", 1)[1]
+    assert "--threads 1" in lite and "configs/models/lite.yaml | torch | " in lite  # lite_speed's own table
     with tarfile.open(out / "bench_logs.tar.gz") as tar:
         names = {n.removeprefix("./") for n in tar.getnames()}
-        assert {"env.txt", "parts.tsv", "backends.log", "scaling.log", "wan.log"} <= names
+        assert {"env.txt", "parts.tsv", "backends.log", "scaling.log", "lite.log", "wan.log"} <= names
         assert "bench_scaling: " in tar.extractfile("./scaling.log").read().decode()
     for part in parts:  # every part's output went to the console (bench.txt) as well
         assert f"== {part}: exit 0 (ok)" in r.stdout
