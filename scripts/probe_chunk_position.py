@@ -73,6 +73,17 @@ def by_position(series: np.ndarray, chunk: int, first_index: int = 0) -> np.ndar
     return out
 
 
+def detrended(series: np.ndarray) -> np.ndarray:
+    """x[t] minus the centred 3-frame mean (x[t-1] + x[t] + x[t+1]) / 3 (NaN at both ends): a linear
+    trend (drift) gives 0, a period-3 saw-tooth keeps its deviation from its own mean exactly. The
+    per-position means of the raw series carry a drift's slope (position 0 comes first in its chunk)."""
+    s = np.asarray(series, dtype=np.float64)
+    out = np.full(len(s), np.nan)
+    if len(s) >= 3:
+        out[1:-1] = s[1:-1] - (s[:-2] + s[1:-1] + s[2:]) / 3
+    return out
+
+
 def position_offset_removed(lum: np.ndarray, chunk: int) -> np.ndarray:
     """Luma [T, ...] minus the per-position mean offset: frame t loses mean(lum at position t % chunk)
     - mean(lum), pixel by pixel."""
@@ -106,6 +117,7 @@ def position_table(score: ClipScore, frames: np.ndarray, mask: np.ndarray, chunk
     """Per-position means of a scored video -> {"pos": {name: [chunk]}, "flicker": flicker_split, "jump_ratio"}."""
     s = score.series
     pos = {k: by_position(s[k], chunk) for k in SERIES if len(s[k])}
+    pos["appearance_ssim_detrended"] = by_position(detrended(s["appearance_ssim"]), chunk)
     # jump_energy[0] is the transition into frame 1 (ClipScorer: the first entry starts the clip at frame 0)
     pos["diff_into"] = by_position(s["jump_energy"], chunk, first_index=1)
     pos["flicker_at"] = by_position(s["flicker"], chunk, first_index=1)  # flicker[t] is centred on frame t+1
@@ -163,12 +175,13 @@ def main(argv=None) -> None:
                 print(f"{mname} {name}: AE round trip in {time.perf_counter() - t0:.0f} s", flush=True)
 
     print()
-    print("| model | clip | row | pos | app. SSIM | PSNR (dB) | mouth PSNR (dB) | diff energy into frame | flicker at frame |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | clip | row | pos | app. SSIM | app. SSIM vs 3-frame mean (x1000) | PSNR (dB) | mouth PSNR (dB) | diff energy into frame | flicker at frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mname, clip, row, t in rows:
         p = t["pos"]
         for i in range(len(p["diff_into"])):
-            print(f"| {mname} | {clip} | {row} | {i} | {p['appearance_ssim'][i]:.4f} | {p['psnr'][i]:.2f} | "
+            print(f"| {mname} | {clip} | {row} | {i} | {p['appearance_ssim'][i]:.4f} | "
+                  f"{1000 * p['appearance_ssim_detrended'][i]:+.2f} | {p['psnr'][i]:.2f} | "
                   f"{p['psnr_mouth'][i]:.2f} | {p['diff_into'][i]:.2f} | {p['flicker_at'][i]:.3f} |")
     print()
     print("| model | clip | row | jump ratio | flicker | flicker, per-position offset removed | share of flicker | share, period-4 control |")

@@ -21,6 +21,9 @@ def test_by_position_and_offset_removal():
     s = np.array([1.0, 2, 3, 1, 2, 3, 1, np.nan])
     np.testing.assert_allclose(probe.by_position(s, 3), [1, 2, 3])
     np.testing.assert_allclose(probe.by_position(s[1:], 3, first_index=1), [1, 2, 3])
+    # detrended: a drift (linear) vanishes, a saw-tooth keeps its deviation from its mean
+    x = 0.9 - 0.001 * np.arange(30) + np.array([0.004, 0, 0])[np.arange(30) % 3]
+    np.testing.assert_allclose(probe.by_position(probe.detrended(x), 3), [0.004 * 2 / 3, -0.004 / 3, -0.004 / 3])
     rng = np.random.default_rng(0)
     T, C = 30, 3
     base = rng.uniform(50, 200, (1, 8, 8))
