@@ -109,31 +109,31 @@ def test_device_train_script_runs_and_resumes_on_a_warm_machine(tmp_path):
     assert (out / "config.json").is_file() and (out / "logs.tar.gz").is_file()
 
 
-def test_device_train_script_resumes_a_stage3_that_started_from_the_carried_model(tmp_path):
-    """Stage 3 alone (STAGE2_MIN=0) starts from the carried model; resumed on the warm machine, it keeps
-    that base (the config's runs/stage2/model does not exist there)."""
-    work, out, env = _machine(tmp_path, STAGE2_MIN="0", STAGE3_MIN="1")
-    _run(work, env, STAGE3_SET=f"{STAGE3_RUN} --set steps=1")
-    assert not (work / "runs" / "stage2").exists()
-    log = _run(work, env, STAGE3_SET=f"{STAGE3_RUN} --set steps=2")
-    assert "resumed from runs/stage3/state at step 1" in log
-    state = _state(work, "stage3")
+def _lone_stage_twice(tmp_path: Path, stage: int, stage_set: str, before: str) -> dict:
+    """Stage `stage` alone (STAGE2_MIN=0, STAGE<stage>_MIN=1) on a machine with no `before` run: it starts
+    from the carried model; called again on the warm machine it resumes its own state and keeps that base
+    (the config's init_from does not exist there). -> the exported config.json."""
+    work, out, env = _machine(tmp_path, STAGE2_MIN="0", **{f"STAGE{stage}_MIN": "1"})
+    _run(work, env, **{f"STAGE{stage}_SET": f"{stage_set} --set steps=1"})
+    assert not (work / "runs" / before).exists()
+    log = _run(work, env, **{f"STAGE{stage}_SET": f"{stage_set} --set steps=2"})
+    assert f"resumed from runs/stage{stage}/state at step 1" in log
+    state = _state(work, f"stage{stage}")
     assert state["step"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
-    assert json.loads((out / "config.json").read_text())["trained_steps"] == {"rollout": 2}
+    return json.loads((out / "config.json").read_text())
+
+
+def test_device_train_script_resumes_a_stage3_that_started_from_the_carried_model(tmp_path):
+    """Stage 3 alone starts from the carried model; resumed on the warm machine, it keeps that base (the
+    config's runs/stage2/model does not exist there)."""
+    assert _lone_stage_twice(tmp_path, 3, STAGE3_RUN, "stage2")["trained_steps"] == {"rollout": 2}
 
 
 def test_device_train_script_runs_and_resumes_stage4_from_the_carried_model(tmp_path):
     """Stage 4 alone (STAGE4_MIN) distils the carried model (no stage-3 model on the machine); resumed on the
     warm machine it keeps that base (its teacher), and the export samples in student_steps."""
-    work, out, env = _machine(tmp_path, STAGE2_MIN="0", STAGE4_MIN="1")
     stage4 = f"{TINY_RUN} --set teacher_steps=2 --set student_steps=1 --set reuse=1"
-    _run(work, env, STAGE4_SET=f"{stage4} --set steps=1")
-    assert not (work / "runs" / "stage3").exists()
-    log = _run(work, env, STAGE4_SET=f"{stage4} --set steps=2")
-    assert "resumed from runs/stage4/state at step 1" in log
-    state = _state(work, "stage4")
-    assert state["step"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
-    exported = json.loads((out / "config.json").read_text())
+    exported = _lone_stage_twice(tmp_path, 4, stage4, "stage3")
     assert exported["trained_steps"] == {"distill": 2} and exported["config"]["sampler"]["steps"] == 1, exported
 
 
