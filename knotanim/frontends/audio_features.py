@@ -9,11 +9,17 @@ once `samples_needed(i)` samples have arrived.
 `clip_features` serves training (a whole clip at once) and `StreamingAudioFeatures` the stream
 (samples pushed as they arrive); both call `_mel_window` on the same sample spans, so they agree
 exactly.
+
+The arithmetic is numpy's, single-threaded: the stream computes a few frames' features per chunk,
+and torch's intra-op pool (one thread per core) spin-waits after every small op it parallelises.
+On the 32-core GPU machine a compiled stream of the default model used ~200 ms of process CPU time
+per 11 ms chunk (docs/reliability.md, the H200 soak); features done in numpy keep that pool idle.
+The matrix product with the mel filters is an einsum, not a BLAS call, for the same reason (BLAS
+threads spin too).
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from knotanim.config import KnotAnimConfig
 
@@ -49,8 +55,8 @@ class AudioFeatures:
         a = config.audio
         self.audio, self.spf = a, config.samples_per_frame
         self.window = config.audio_window
-        self.fbank = torch.from_numpy(mel_filterbank(a.sample_rate, a.n_fft, a.n_mels))
-        self.hann = torch.hann_window(a.n_fft, periodic=True)
+        self.fbank = mel_filterbank(a.sample_rate, a.n_fft, a.n_mels)  # [n_mels, n_fft/2+1]
+        self.hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(a.n_fft) / a.n_fft)).astype(np.float32)  # periodic
 
     def centre_mel_frame(self, i: int) -> int:
         return (i * self.spf + self.spf // 2) // self.audio.hop
@@ -63,13 +69,14 @@ class AudioFeatures:
         """Samples that must have arrived before frame i's features can be computed."""
         return (self.centre_mel_frame(i) + self.audio.lookahead_frames) * self.audio.hop + self.audio.n_fft // 2
 
-    def _mel_window(self, spans: torch.Tensor) -> torch.Tensor:
-        """spans: [T, (W - 1) * hop + n_fft] samples -> [T, n_mels, W] log-mel."""
+    def _mel_window(self, spans: np.ndarray) -> np.ndarray:
+        """spans: float32 [T, (W - 1) * hop + n_fft] samples -> float32 [T, n_mels, W] log-mel."""
         a = self.audio
-        frames = spans.unfold(-1, a.n_fft, a.hop)  # [T, W, n_fft]
-        spec = torch.fft.rfft(frames * self.hann, dim=-1).abs().pow(2)  # [T, W, n_fft/2+1]
-        mel = spec @ self.fbank.T  # [T, W, n_mels]
-        return torch.log(mel + 1e-6).transpose(1, 2).contiguous()
+        frames = np.lib.stride_tricks.sliding_window_view(spans, a.n_fft, axis=-1)[:, :: a.hop]  # [T, W, n_fft]
+        spec = np.fft.rfft(frames * self.hann, axis=-1)  # [T, W, n_fft/2+1]
+        power = (spec.real**2 + spec.imag**2).astype(np.float32)
+        mel = np.einsum("twf,mf->tmw", power, self.fbank)  # [T, n_mels, W]
+        return np.log(mel + np.float32(1e-6)).astype(np.float32)
 
     def span_length(self) -> int:
         return (self.window - 1) * self.audio.hop + self.audio.n_fft
@@ -91,8 +98,7 @@ class AudioFeatures:
         if src_hi > src_lo:
             padded[src_lo - start : src_hi - start] = samples[src_lo:src_hi]
         offsets = np.array([self.first_sample(i) - start for i in range(T)])
-        spans = torch.from_numpy(padded)[torch.from_numpy(offsets).unsqueeze(1) + torch.arange(length)]
-        return self._mel_window(spans).numpy()
+        return self._mel_window(padded[offsets[:, None] + np.arange(length)])
 
 
 class StreamingAudioFeatures:
@@ -147,4 +153,4 @@ class StreamingAudioFeatures:
         if keep_from > 0:
             self._buffer = self._buffer[keep_from:]
             self._buffer_start += keep_from
-        return f._mel_window(torch.from_numpy(spans)).numpy()
+        return f._mel_window(spans)
