@@ -1,0 +1,425 @@
+#!/usr/bin/env python
+"""Where a stream chunk's time goes: the five stages of KnotStream._run_chunk, timed one by one.
+
+Streams --chunks chunks (after --warmup chunks) of one KnotStream, one chunk of random audio per
+push_audio, on --backend (built through knotanim.engines, as `knotanim render --backend` builds it),
+twice over the same stream:
+
+  pass 1, un-instrumented: push_audio timed as a whole (wall and process CPU), nothing added, no
+          synchronisation (push_audio returns host frames, so it has waited for the GPU already);
+          plus the process CPU of each thread (Linux /proc), to see who burns the CPU.
+  pass 2, instrumented: timing wrappers set on the stream's instances (its audio features' `pop`,
+          its `_run_chunk`, its loop's `advance`, its backend's `run`, the animator's `decode`), each
+          stage bracketed by torch.cuda.synchronize on CUDA; removed afterwards. knotanim is unchanged.
+
+Stages of a chunk: (1) features: StreamingAudioFeatures.pop (log-mel windows, numpy);
+(2) noise_h2d: start of _run_chunk up to loop.advance: audio features and CPU noise (torch.randn)
+to the device, the motion tensor; (3) backend: loop.advance (the DiT's denoising steps through the
+backend's run, the history ring's write, the knot), with backend.run alone as a detail;
+(4) decode: animator.decode (frame autoencoder, fp32 eager); (5) to_frames: tensor_to_frames (uint8
+on the device, copy to the host) and the Frame objects. "other" is the rest of push_audio (audio
+push, available(), glue). The synchronisation serialises the stages, so on a GPU their sum is an
+upper bound on the pipelined chunk time: compare it with pass 1.
+
+  PYTHONPATH=. python3 scripts/profile_chunk.py --json $OUT/profile_chunk.json          # default model, compiled
+  PYTHONPATH=. python3 scripts/profile_chunk.py --threads 1 --json $OUT/profile_1t.json  # one torch thread
+  python scripts/profile_chunk.py --tiny --backend torch --device cpu --chunks 50
+
+Errors (a backend that cannot be built, no GPU, a bad model folder) print one line and exit 1; so does
+a compiled backend that fell back to eager (its measurements are still printed and written).
+Runs from an uninstalled checkout (PYTHONPATH=<repository>); needs no PyAV.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+STAGES = ("features", "noise_h2d", "backend", "decode", "to_frames")
+WHAT = {
+    "features": "StreamingAudioFeatures.pop (numpy log-mel)",
+    "noise_h2d": "audio + torch.randn noise -> device, motion",
+    "backend": "loop.advance: DiT steps + ring/knot write",
+    "decode": "animator.decode (autoencoder, fp32)",
+    "to_frames": "tensor_to_frames: uint8 + copy to host",
+    "backend_run": "  of which backend.run (DiT steps)",
+    "advance_rest": "  of which the rest of advance (positions, ring write, knot)",
+    "other": "rest of push_audio (audio push, glue)",
+    "total": "instrumented push_audio per chunk",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded default model)")
+    p.add_argument("--tiny", action="store_true", help="the tiny test config with random weights")
+    p.add_argument("--backend", default="compiled", choices=("torch", "compiled", "onnxruntime", "auto"))
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
+    p.add_argument("--chunks", type=int, default=300, help="chunks timed in each pass")
+    p.add_argument("--warmup", type=int, default=20, help="chunks streamed first (compile, CUDA graphs, allocator)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) before anything else")
+    p.add_argument("--engine-dir", default=None, help="where exported backends (ONNX) are kept (default: knotanim's cache)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="write the results here")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = p.parse_args(argv)
+    if args.chunks < 1 or args.warmup < 0:
+        p.error("--chunks must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+class ProfileError(Exception):
+    """One line for the user, exit status 1."""
+
+
+# --- measuring ------------------------------------------------------------------------------------
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """{thread id: (name, user + system CPU seconds)} of this process, from /proc; {} where there is none."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            text = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()  # fields[0] is the state (stat field 3)
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)  # utime, stime: fields 14, 15
+    return out
+
+
+def thread_cpu_per_chunk(before: dict, after: dict, chunks: int) -> list[dict]:
+    """CPU ms per chunk by thread name (the main thread apart), busiest first."""
+    main = os.getpid()
+    groups: dict[str, list[float]] = {}
+    for tid, (name, cpu) in after.items():
+        used = cpu - before.get(tid, (name, 0.0))[1]
+        groups.setdefault("main thread" if tid == main else name, []).append(used)
+    rows = [{"name": name, "threads": len(v), "cpu_ms_per_chunk": round(sum(v) * 1000 / chunks, 3)}
+            for name, v in groups.items()]
+    return sorted(rows, key=lambda r: -r["cpu_ms_per_chunk"])
+
+
+def summary(values) -> dict:
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "mean": float(a.mean()),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+class Instrument:
+    """Timing wrappers on one stream's instances (nothing in knotanim changes; `remove` restores)."""
+
+    def __init__(self, stream, sync):
+        import time as _t
+
+        self.stream, self.sync = stream, sync
+        self.clock, self.cpu = _t.perf_counter, _t.process_time
+        self.records: list[dict] = []  # one per chunk: stage -> (wall s, cpu s)
+        self._pending: dict = {}  # the current chunk's stages so far
+        self._marks: dict = {}
+        self._patched: list[tuple[object, str]] = []
+
+    def _now(self) -> tuple[float, float]:
+        self.sync()
+        return self.clock(), self.cpu()
+
+    def _add(self, name: str, t0, t1) -> None:
+        w, c = self._pending.get(name, (0.0, 0.0))
+        self._pending[name] = (w + t1[0] - t0[0], c + t1[1] - t0[1])
+
+    def _patch(self, obj, attr: str, wrapper_of) -> None:
+        original = getattr(obj, attr)  # the bound method
+        setattr(obj, attr, wrapper_of(original))  # an instance attribute shadows the class's method
+        self._patched.append((obj, attr))
+
+    def install(self) -> "Instrument":
+        s = self.stream
+
+        def pop(original):
+            def timed(count):
+                t0 = self._now()
+                out = original(count)
+                self._add("features", t0, self._now())
+                return out
+            return timed
+
+        def run_chunk(original):
+            def timed():
+                self._marks["start"] = self._now()
+                frames = original()
+                end = self._now()
+                self._add("to_frames", self._marks.pop("decoded"), end)
+                self._pending["_end"] = end
+                self.records.append(self._pending)
+                self._pending = {}
+                return frames
+            return timed
+
+        def advance(original):
+            def timed(*a, **k):
+                t0 = self._now()
+                self._add("noise_h2d", self._marks.pop("start"), t0)
+                out = original(*a, **k)
+                self._add("backend", t0, self._now())
+                return out
+            return timed
+
+        def backend_run(original):
+            def timed(*a):
+                t0 = self._now()
+                out = original(*a)
+                self._add("backend_run", t0, self._now())
+                return out
+            return timed
+
+        def decode(original):
+            def timed(latents):
+                t0 = self._now()
+                out = original(latents)
+                self._marks["decoded"] = self._now()
+                self._add("decode", t0, self._marks["decoded"])
+                return out
+            return timed
+
+        self._patch(s.audio, "pop", pop)
+        self._patch(s, "_run_chunk", run_chunk)
+        self._patch(s.loop, "advance", advance)
+        self._patch(s.backend, "run", backend_run)
+        self._patch(s.animator, "decode", decode)
+        return self
+
+    def remove(self) -> None:
+        for obj, attr in reversed(self._patched):
+            delattr(obj, attr)
+        self._patched.clear()
+
+
+def stream_chunks(stream, feed, chunks: int, push: int) -> tuple[list[float], list[float]]:
+    """Push one chunk of audio at a time until `chunks` chunks came out. Per chunk: push_audio's wall and
+    process CPU seconds (a push with n chunks counts 1/n each; a push with none carries over to the next)."""
+    wall, cpu = [], []
+    carry_w = carry_c = 0.0
+    done = 0
+    while done < chunks:
+        block = feed(push)
+        w0, c0 = time.perf_counter(), time.process_time()
+        frames = stream.push_audio(block)
+        dw, dc = time.perf_counter() - w0 + carry_w, time.process_time() - c0 + carry_c
+        n = len(frames) // stream.config.stream.chunk
+        if n == 0:
+            carry_w, carry_c = dw, dc
+            continue
+        carry_w = carry_c = 0.0
+        wall += [dw / n] * n
+        cpu += [dc / n] * n
+        done += n
+    return wall[:chunks], cpu[:chunks]
+
+
+def load(args, torch):
+    from knotanim import tiny_config
+    from knotanim.animator import KnotAnimator, default_model_path, resolve_device
+
+    dev = resolve_device(args.device or "auto")
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as KnotAnimator.from_pretrained chooses
+    if args.tiny:
+        return KnotAnimator.from_config(tiny_config(), device=dev, dtype=dtype, seed=args.seed), None, "tiny (random)"
+    path = Path(args.model) if args.model else default_model_path()
+    return KnotAnimator.from_pretrained(path, device=dev, dtype=dtype), path, str(args.model or "embedded default")
+
+
+def build(args, anim, model_path):
+    """(ChunkBackend, reason) through knotanim.engines, as `knotanim render --backend` builds it."""
+    from knotanim.engines.select import build_backend, select_backend
+
+    say = lambda m: print(f"backend: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.backend == "auto":
+        return select_backend("auto", anim, model_path=model_path, artifacts=args.engine_dir, progress=say)
+    backend = build_backend(args.backend, anim, model_path=model_path, artifacts=args.engine_dir, progress=say)
+    return backend, f"{backend.name}: requested"
+
+
+def profile(args) -> dict:
+    import torch  # after parse_args: --threads is set before anything else uses torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import numpy as np
+
+    t_start = time.perf_counter()
+    anim, model_path, model_label = load(args, torch)
+    cfg, dev = anim.config, anim.device
+    backend, reason = build(args, anim, model_path)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    rng = np.random.default_rng(args.seed)
+    ref = rng.integers(0, 255, (cfg.frame_size, cfg.frame_size, 3), dtype=np.uint8)
+    feed = lambda n: (rng.standard_normal(n) * 0.1).astype(np.float32)  # noqa: E731
+    spf, chunk = cfg.samples_per_frame, cfg.stream.chunk
+    stream = anim.stream(ref, seed=args.seed, backend=backend)
+
+    w0 = time.perf_counter()
+    if args.warmup:
+        stream_chunks(stream, feed, args.warmup, chunk * spf)
+    sync()
+    warmup_s = time.perf_counter() - w0
+    fallback = getattr(stream.backend, "fallback_reason", None)
+
+    # pass 1: nothing added
+    before = thread_cpu()
+    wall1, cpu1 = stream_chunks(stream, feed, args.chunks, chunk * spf)
+    threads = thread_cpu_per_chunk(before, thread_cpu(), len(wall1)) if before else []
+    sync()
+
+    # pass 2: every stage bracketed by synchronisation
+    inst = Instrument(stream, sync).install()
+    try:
+        wall2, cpu2 = stream_chunks(stream, feed, args.chunks, chunk * spf)
+    finally:
+        inst.remove()
+    records = inst.records[:args.chunks]
+    stages = {}
+    for name in STAGES:
+        w = [r.get(name, (0.0, 0.0))[0] * 1000 for r in records]
+        c = [r.get(name, (0.0, 0.0))[1] * 1000 for r in records]
+        stages[name] = {"what": WHAT[name], "wall_ms": summary(w), "cpu_ms": summary(c)}
+    stage_sum = [sum(r.get(n, (0.0, 0.0))[0] for n in STAGES) * 1000 for r in records]
+    stage_sum_cpu = [sum(r.get(n, (0.0, 0.0))[1] for n in STAGES) * 1000 for r in records]
+    n2 = min(len(records), len(wall2))
+    total_w, total_c = [x * 1000 for x in wall2[:n2]], [x * 1000 for x in cpu2[:n2]]
+    details = {}
+    for name, w, c in (
+            ("backend_run", [r.get("backend_run", (0, 0))[0] * 1000 for r in records],
+             [r.get("backend_run", (0, 0))[1] * 1000 for r in records]),
+            ("advance_rest", [(r["backend"][0] - r.get("backend_run", (0, 0))[0]) * 1000 for r in records],
+             [(r["backend"][1] - r.get("backend_run", (0, 0))[1]) * 1000 for r in records]),
+            ("other", [t - s for t, s in zip(total_w, stage_sum)], [t - s for t, s in zip(total_c, stage_sum_cpu)]),
+            ("total", total_w, total_c)):
+        details[name] = {"what": WHAT[name], "wall_ms": summary(w), "cpu_ms": summary(c)}
+
+    un = {"chunk_ms": summary([x * 1000 for x in wall1]), "cpu_ms": summary([x * 1000 for x in cpu1]),
+          "chunks": len(wall1), "frames": len(wall1) * chunk, "wall_s": sum(wall1),
+          "frames_per_s": len(wall1) * chunk / sum(wall1), "thread_cpu_ms_per_chunk": threads}
+    if dev.type == "cuda":
+        device_name = torch.cuda.get_device_name(dev)
+    else:
+        device_name = f"{platform.processor() or platform.machine()} CPU"
+    params = anim.parameter_count()
+    return {
+        "command": "python3 scripts/profile_chunk.py " + " ".join(shlex.quote(a) for a in args.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": str(dev), "device_name": device_name,
+        "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "model": model_label, "dtype": str(anim.dtype).replace("torch.", ""),
+        "backend_requested": args.backend, "backend_used": str(stream.backend.name), "backend_reason": reason,
+        "backend_fallback": fallback,
+        "shape": {"frame_size": cfg.frame_size, "tokens_per_frame": cfg.tokens_per_frame, "chunk": chunk,
+                  "knot": cfg.stream.knot, "window": cfg.stream.window, "steps": cfg.sampler.steps,
+                  "dit_params": params["dit"], "autoencoder_params": params["autoencoder"]},
+        "warmup_chunks": args.warmup, "warmup_s": warmup_s, "setup_s": w0 - t_start, "chunks": args.chunks,
+        "frames_per_chunk": chunk,
+        "uninstrumented": un, "chunk_ms": un["chunk_ms"]["median"], "frames_per_s": un["frames_per_s"],
+        "stages": stages, "stage_sum_ms": summary(stage_sum), "stage_sum_cpu_ms": summary(stage_sum_cpu),
+        "details": details,
+        "note": ("instrumented pass: " + ("torch.cuda.synchronize before and after every stage serialises the stages "
+                 "(no CPU/GPU overlap), so their sum is an upper bound on the pipelined chunk time; the un-instrumented "
+                 "pass (no synchronisation) is the real per-chunk time" if dev.type == "cuda" else
+                 "on the CPU nothing runs asynchronously, so the stage sum should match the un-instrumented time")
+                 + ". Process CPU is the whole process (every thread: torch's intra-op pool, "
+                 + ("the synchronisation's wait, " if dev.type == "cuda" else "") + "ONNX Runtime's)."),
+    }
+
+
+# --- output -----------------------------------------------------------------------------------------
+def markdown(r: dict) -> str:
+    un = r["uninstrumented"]
+    lines = [f"## profile_chunk: {r['model']} on {r['device_name']} ({r['device']}), backend {r['backend_used']}, {r['dtype']}",
+             "",
+             f"`{r['command']}`",
+             "",
+             f"torch {r['torch']}, torch.get_num_threads() = {r['torch_threads']} (interop {r['torch_interop_threads']}), "
+             f"{r['cpu_count']} CPUs, OMP_NUM_THREADS={r['omp_num_threads_env'] or 'unset'}; chunk = {r['frames_per_chunk']} "
+             f"frames; {r['chunks']} chunks per pass after {r['warmup_chunks']} warm-up ({r['warmup_s']:.1f} s)"
+             + (f"; backend fell back: {r['backend_fallback']}" if r["backend_fallback"] else ""),
+             "",
+             f"**Un-instrumented** (no synchronisation): chunk median {un['chunk_ms']['median']:.3f} ms, "
+             f"p95 {un['chunk_ms']['p95']:.3f} ms, process CPU median {un['cpu_ms']['median']:.2f} ms per chunk; "
+             f"**{un['frames_per_s']:.1f} frames/s**.",
+             "",
+             "| stage | what | wall median ms | wall p95 ms | CPU median ms | CPU p95 ms |",
+             "|---|---|---:|---:|---:|---:|"]
+
+    def row(label, d):
+        return (f"| {label} | {d['what']} | {d['wall_ms']['median']:.3f} | {d['wall_ms']['p95']:.3f} | "
+                f"{d['cpu_ms']['median']:.3f} | {d['cpu_ms']['p95']:.3f} |")
+
+    for i, name in enumerate(STAGES, 1):
+        lines.append(row(f"{i} {name}", r["stages"][name]))
+        if name == "backend":
+            lines += [row("", r["details"]["backend_run"]), row("", r["details"]["advance_rest"])]
+    s, sc = r["stage_sum_ms"], r["stage_sum_cpu_ms"]
+    lines.append(f"| sum 1-5 | per chunk | {s['median']:.3f} | {s['p95']:.3f} | {sc['median']:.3f} | {sc['p95']:.3f} |")
+    lines += [row("other", r["details"]["other"]), row("total", r["details"]["total"])]
+    un_row = (f"| un-instrumented | push_audio per chunk, no sync | {un['chunk_ms']['median']:.3f} | {un['chunk_ms']['p95']:.3f} "
+              f"| {un['cpu_ms']['median']:.3f} | {un['cpu_ms']['p95']:.3f} |")
+    lines += [un_row, "", r["note"]]
+    if un["thread_cpu_ms_per_chunk"]:
+        top = un["thread_cpu_ms_per_chunk"][:6]
+        lines += ["", "CPU by thread, un-instrumented pass (ms per chunk): " + "; ".join(
+            f"{t['name']} x{t['threads']}: {t['cpu_ms_per_chunk']:.2f}" for t in top)]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw)
+    args.argv = raw
+    try:
+        import knotanim  # noqa: F401
+    except ModuleNotFoundError:  # an uninstalled checkout without PYTHONPATH: use this one
+        sys.path.insert(0, str(REPO))
+    try:
+        result = profile(args)
+    except Exception as e:  # noqa: BLE001: one line, not a traceback (--debug shows it)
+        if args.debug:
+            raise
+        text = (str(e).strip().splitlines() or [""])[0]
+        from knotanim.errors import KnotAnimError
+
+        msg = text if isinstance(e, KnotAnimError) and text else f"{type(e).__name__}: {text}".rstrip(": ")
+        print(f"profile_chunk: error: {msg}", file=sys.stderr)
+        return 1
+    print(markdown(result), flush=True)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    if result["backend_fallback"]:
+        print(f"profile_chunk: error: the {args.backend} backend fell back ({result['backend_fallback']}); "
+              "the numbers above are for eager torch", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""scripts/profile_chunk.py: the five stages of a stream chunk timed on the tiny model (CPU, eager torch), run as on
+the accelerator machine (an uninstalled checkout: python -S, PYTHONPATH=<repository>, no PyAV) and in-process."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "profile_chunk.py"
+STAGES = ("features", "noise_h2d", "backend", "decode", "to_frames")
+ARGS = ["--tiny", "--backend", "torch", "--device", "cpu", "--chunks", "6", "--warmup", "2"]
+
+
+def _device_like(tmp_path: Path) -> tuple[list[str], dict]:
+    """`python -S` seeing knotanim only through PYTHONPATH=<repository> (this interpreter's site-packages appended as
+    plain paths for torch and numpy) and an `av` that cannot be imported; one torch thread on this busy machine."""
+    noav = tmp_path / "noav"
+    noav.mkdir()
+    (noav / "av.py").write_text('raise ImportError("no PyAV (as on the accelerator machine)")\n')
+    site = [p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PYTHONPATH=os.pathsep.join([str(noav), str(ROOT), *site]), OMP_NUM_THREADS="1")
+    return [sys.executable, "-S", str(SCRIPT)], env
+
+
+def _check(result: dict, chunks: int = 6) -> None:
+    assert list(result["stages"]) == list(STAGES)
+    for name in STAGES:
+        st = result["stages"][name]
+        for key in ("wall_ms", "cpu_ms"):
+            assert {"median", "p95"} <= set(st[key]), (name, st)
+        assert math.isfinite(st["wall_ms"]["median"]) and st["wall_ms"]["median"] > 0, (name, st)
+        assert st["wall_ms"]["p95"] >= st["wall_ms"]["median"]
+    assert result["backend_requested"] == "torch" and result["backend_used"] == "torch"
+    assert result["backend_fallback"] is None and result["device"] == "cpu" and result["dtype"] == "float32"
+    assert result["torch"] and result["device_name"] and result["torch_threads"] >= 1
+    assert "--tiny" in result["command"] and result["chunks"] == chunks
+    un = result["uninstrumented"]
+    assert un["chunks"] == chunks and result["chunk_ms"] == un["chunk_ms"]["median"] > 0
+    # On the CPU nothing is asynchronous: the stages add up to about the whole chunk (a loose factor on a busy machine).
+    stage_sum = sum(result["stages"][n]["wall_ms"]["median"] for n in STAGES)
+    assert 0.3 < stage_sum / result["chunk_ms"] < 3, (stage_sum, result["chunk_ms"])
+    assert result["details"]["backend_run"]["wall_ms"]["median"] <= result["stages"]["backend"]["wall_ms"]["median"] * 1.01
+    # frames/s = frames per chunk / mean chunk time
+    per_chunk = result["frames_per_chunk"]
+    assert result["frames_per_s"] == un["frames_per_s"]
+    assert math.isclose(result["frames_per_s"], per_chunk * 1000 / un["chunk_ms"]["mean"], rel_tol=1e-6)
+    assert math.isclose(un["frames_per_s"], un["frames"] / un["wall_s"], rel_tol=1e-9)
+
+
+def test_profile_chunk_from_an_uninstalled_checkout_without_pyav(tmp_path):
+    python, env = _device_like(tmp_path)
+    out = tmp_path / "out" / "profile.json"
+    r = subprocess.run([*python, *ARGS, "--json", str(out)], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    _check(result)
+    assert result["torch_threads"] == 1  # OMP_NUM_THREADS=1
+    table = r.stdout
+    for name in STAGES:
+        assert f"| {STAGES.index(name) + 1} {name} |" in table
+    assert "| un-instrumented |" in table and "frames/s" in table and "torch.get_num_threads() = 1" in table
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("profile_chunk_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_profile_chunk_in_process_leaves_the_stream_classes_unwrapped(tmp_path, capsys):
+    import torch
+
+    from knotanim.animator import KnotAnimator
+    from knotanim.engines.base import TorchBackend
+    from knotanim.frontends.audio_features import StreamingAudioFeatures
+    from knotanim.stream.rollout import ChunkLoop
+    from knotanim.stream.stream import KnotStream
+
+    originals = (KnotStream._run_chunk, ChunkLoop.advance, StreamingAudioFeatures.pop, TorchBackend.run,
+                 KnotAnimator.decode)
+    threads = torch.get_num_threads()
+    mod = _load_script()
+    out = tmp_path / "p.json"
+    try:
+        assert mod.main([*ARGS, "--threads", "1", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+    _check(result)
+    assert result["torch_threads"] == 1 and "--threads 1" in result["command"]
+    assert "| 3 backend |" in capsys.readouterr().out
+    assert (KnotStream._run_chunk, ChunkLoop.advance, StreamingAudioFeatures.pop, TorchBackend.run,
+            KnotAnimator.decode) == originals
+
+
+def test_profile_chunk_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    mod = _load_script()
+    assert mod.main(["--model", str(tmp_path / "missing"), "--backend", "torch", "--device", "cpu",
+                     "--chunks", "1", "--warmup", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("profile_chunk: error: ") and "\n" not in err and "Traceback" not in err
+
+
+def test_instrument_changes_no_frame_and_removes_its_wrappers(anim, ref):
+    """The timing wrappers sit on one stream's instances: the frames are those of a stream without them, every
+    chunk gets its five stages, and afterwards no instance keeps a wrapper."""
+    import numpy as np
+
+    mod = _load_script()
+    audio = (np.random.default_rng(1).standard_normal(anim.config.samples_per_frame * 12) * 0.1).astype(np.float32)
+    plain = anim.stream(ref, seed=3).push_audio(audio)
+    stream = anim.stream(ref, seed=3)
+    inst = mod.Instrument(stream, lambda: None).install()
+    try:
+        timed = stream.push_audio(audio)
+    finally:
+        inst.remove()
+    assert len(timed) == len(plain) > 0
+    for a, b in zip(plain, timed):
+        assert a.index == b.index and np.array_equal(a.image, b.image)
+    assert len(inst.records) == len(timed) // anim.config.stream.chunk
+    for rec in inst.records:
+        assert set(STAGES) <= set(rec) and all(rec[n][0] >= 0 for n in STAGES)
+    for obj, attr in ((stream, "_run_chunk"), (stream.loop, "advance"), (stream.audio, "pop"),
+                      (stream.backend, "run"), (anim, "decode")):
+        assert attr not in vars(obj), (obj, attr)
