@@ -137,11 +137,23 @@ def measure_profile(animator: Any, backend: Any = None, seconds: float = 2.0, st
 
 
 # --- the cache ------------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows (often just "x86_64")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_label(device: torch.device) -> str:
     """What the rate depends on: the GPU's name, or the CPU and its torch thread count."""
     if device.type == "cuda":
         return f"GPU {torch.cuda.get_device_name(device)}"
-    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()}, {torch.get_num_threads()} threads"
+    return f"CPU {cpu_name()} x{os.cpu_count()}, {torch.get_num_threads()} threads"
 
 
 def speed_cache_path() -> Path:

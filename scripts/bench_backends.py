@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shlex
 import subprocess
@@ -110,7 +109,9 @@ def run_one(args) -> dict:
         dev_name = torch.cuda.get_device_name(device)
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB RSS"
-        dev_name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        from knotanim.profiles import cpu_name
+
+        dev_name = f"{cpu_name()} CPU, {torch.get_num_threads()} threads"
     params = anim.parameter_count()
     return {"backend": backend.name, "fps": frames / lat.sum() * 1000, "median_ms": float(np.median(lat)),
             "p95_ms": float(np.percentile(lat, 95)), "first_ms": first * 1000, "frames": frames, "peak": peak,

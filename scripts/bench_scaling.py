@@ -78,6 +78,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from knotanim.config import KnotAnimConfig, tiny_config  # noqa: E402
 from knotanim.errors import BackendUnavailable, ConfigError, KnotAnimError  # noqa: E402
+from knotanim.profiles import cpu_name  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -403,7 +404,7 @@ def measure_point(base: KnotAnimConfig, sweep: str, value: int, overrides: dict,
 # --- reporting --------------------------------------------------------------------------------------------
 def machine_info(device: torch.device, dtype: torch.dtype) -> dict:
     info = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "processor": cpu_name(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "device": str(device),
             "dtype": str(dtype).replace("torch.", "")}
     if device.type == "cuda":

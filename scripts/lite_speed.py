@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import torch
 
 from knotanim.animator import KnotAnimator
 from knotanim.config import AutoencoderConfig, KnotAnimConfig, ModelConfig, SamplerConfig
+from knotanim.profiles import cpu_name
 
 CANDIDATES = {
     "160px w256 d6 s2 ae16": dict(frame_size=160, ae=16, width=256, depth=6, heads=4, steps=2),
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     backends = args.backends.split(",")
     artifacts = args.artifacts or tempfile.mkdtemp(prefix="knotanim-lite-")
     command = "python scripts/lite_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    print(f"{time.strftime('%Y-%m-%d %H:%M')} `{command}`; {platform.machine()} CPU, {os.cpu_count()} logical cores, "
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} `{command}`; {cpu_name()}, {os.cpu_count()} logical cores, "
           f"{args.threads} threads, {versions()}; load average (1 min) {load_average()}")
     if args.parity:
         print("| model | backend vs torch | frames | max abs error | / max latent | / max model change | chunk first / last / "

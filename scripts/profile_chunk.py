@@ -322,7 +322,9 @@ def profile(args) -> dict:
     if dev.type == "cuda":
         device_name = torch.cuda.get_device_name(dev)
     else:
-        device_name = f"{platform.processor() or platform.machine()} CPU"
+        from knotanim.profiles import cpu_name
+
+        device_name = f"{cpu_name()} CPU"
     params = anim.parameter_count()
     return {
         "command": "python3 scripts/profile_chunk.py " + " ".join(shlex.quote(a) for a in args.argv),

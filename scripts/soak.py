@@ -42,6 +42,7 @@ import soak_report as rep  # noqa: E402
 from knotanim import tiny_config  # noqa: E402
 from knotanim.animator import KnotAnimator, prepare_reference, resolve_device  # noqa: E402
 from knotanim.config import BACKENDS  # noqa: E402
+from knotanim.profiles import cpu_name  # noqa: E402
 
 
 class StopRequest:
@@ -98,7 +99,7 @@ def build_backend(args, anim: KnotAnimator):
 
 
 def meta(args, anim: KnotAnimator) -> dict:
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     info = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "mode": args.mode,
             "model": "tiny (random, randomize_zero_init)" if args.tiny else str(args.model or "embedded default"),
             "device": str(anim.device), "dtype": str(anim.dtype).replace("torch.", ""), "torch": torch.__version__,

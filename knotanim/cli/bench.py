@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from knotanim.animator import KnotAnimator, resolve_device
     from knotanim.config import KnotAnimConfig, tiny_config
     from knotanim.profiles import measure_stream
+    from knotanim.profiles import cpu_name
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     frames, total, first, chunk_times, fps = speed.frames, speed.wall_s, speed.first_frame_s, speed.chunk_times, speed.fps
     lat = np.array(chunk_times) * 1000
     params = anim.parameter_count()
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()} CPU, {torch.get_num_threads()} threads"
     line = (f"{name}: {fps:.1f} frames/s (compute), chunk latency median {np.median(lat):.1f} ms / p95 "
             f"{np.percentile(lat, 95):.1f} ms, time to first frame {first * 1000:.0f} ms (compute; audio pushed faster than real time), {frames} frames in {total:.1f} s wall; "
             f"device {dev_name}, dtype {str(dtype).replace('torch.', '')}, frame {cfg.frame_size}², {cfg.tokens_per_frame} tokens/frame, "
