@@ -456,7 +456,7 @@ def main(argv=None):
     rate = matmul_rate(dev, dtype, 8192 if dev.type == "cuda" else 1024)
     print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
     res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
-           "matmul_tflops": rate, "cpu_count": os.cpu_count(), "floors": {}, "runs": [], "skipped": []}
+           "matmul_tflops": rate, "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "floors": {}, "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:
         pl, fl = plan(s, w), workload_flops(s, w)
