@@ -349,6 +349,11 @@ def attention_backend(variant: str):
     return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
 
 
+def cores() -> int:
+    """The cores this process may run on (as nproc counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def load1() -> float | None:
     """The 1-minute load average (LOADAVG_FILE, default /proc/loadavg); None where unreadable."""
     try:
@@ -456,7 +461,7 @@ def main(argv=None):
     rate = matmul_rate(dev, dtype, 8192 if dev.type == "cuda" else 1024)
     print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
     res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
-           "matmul_tflops": rate, "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "floors": {}, "runs": [], "skipped": []}
+           "matmul_tflops": rate, "cpu_count": cores(), "floors": {}, "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:
         pl, fl = plan(s, w), workload_flops(s, w)
