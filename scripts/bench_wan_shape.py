@@ -13,15 +13,26 @@ the text K/V of cross-attention are computed once per prompt (as Self Forcing ca
 
 Variants: eager (PyTorch SDPA), compile (torch.compile of everything but the cache read/write and
 self-attention call), graphs (compile + CUDA graphs, preallocated in-place cache, one graph per cache
-length for clip, one for steady), fp8 (graphs + torch._scaled_mm per-tensor scales; Hopper+).
+length for clip, one for steady), fp8 (graphs + torch._scaled_mm per-tensor scales; Hopper+), cudnn
+(graphs with every scaled_dot_product_attention call, self and cross, restricted to cuDNN's fused
+attention, SDPBackend.CUDNN_ATTENTION, during compilation, capture and replay), fp8-cudnn (fp8 linears +
+cuDNN attention). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
+reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
+code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
+
+Each run records the 1-minute load average at its start (LOADAVG_FILE, default /proc/loadavg) and the
+CPU count, so a run timed on a busy machine can be told apart.
 
   python scripts/bench_wan_shape.py --out $OUT/wan.json
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -31,7 +42,10 @@ import torch
 import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
-VARIANTS = ("eager", "compile", "graphs", "fp8")
+VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn")
+GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn")  # compiled and captured in CUDA graphs
+FP8_VARIANTS = ("fp8", "fp8-cudnn")  # block linears through torch._scaled_mm
+CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
 
 
 @dataclass
@@ -297,6 +311,58 @@ def runners(st: Stream, workload: str, graphs: bool):
     return out
 
 
+# --- attention backend ---------------------------------------------------------------------------
+def cudnn_attention_problem(device, dtype, head_dim: int) -> str | None:
+    """None where cuDNN's fused attention runs here, else why not (one line). Found by trying it: a tiny
+    SDPA call on the device under SDPBackend.CUDNN_ATTENTION alone (query and key lengths that are not
+    multiples of 64, as the workload's), checked against the math backend."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError as exc:
+        return f"torch {torch.__version__} has no torch.nn.attention ({exc})"
+    if not hasattr(SDPBackend, "CUDNN_ATTENTION"):
+        return f"torch {torch.__version__} has no SDPBackend.CUDNN_ATTENTION"
+    if device.type != "cuda":
+        return f"cuDNN attention needs a CUDA device (device {device.type})"
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q, k, v = (torch.randn(1, 2, n, head_dim, generator=g).to(device, dtype) for n in (40, 72, 72))
+    try:
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            out = F.scaled_dot_product_attention(q, k, v)
+        torch.cuda.synchronize(device)
+    except Exception as exc:  # RuntimeError ("No available kernel") above all; never a crash
+        cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        return f"cuDNN attention raised on sm_{cap}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    err = float((out.float() - ref).norm() / ref.norm())
+    if not err < 0.05:
+        return f"cuDNN attention gives wrong results on this device (rel err {err:.2e} vs the math backend)"
+    return None
+
+
+def attention_backend(variant: str):
+    """The context every call of a variant runs in: cuDNN attention only, or PyTorch's default choice."""
+    if variant not in CUDNN_VARIANTS:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
+
+
+def cores() -> int:
+    """The cores this process may run on (as nproc counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load1() -> float | None:
+    """The 1-minute load average (LOADAVG_FILE, default /proc/loadavg); None where unreadable."""
+    try:
+        with open(os.environ.get("LOADAVG_FILE") or "/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # --- measurement ---------------------------------------------------------------------------------
 def sync(device):
     torch.cuda.synchronize(device) if device.type == "cuda" else None
@@ -329,7 +395,7 @@ def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int
     s, dev = st.s, st.device
     pl = plan(s, workload)
     st.randomize_cache()  # graph warm-ups and the steady window read the whole cache
-    chunks = runners(st, workload, graphs=variant in ("graphs", "fp8"))
+    chunks = runners(st, workload, graphs=variant in GRAPH_VARIANTS)
     if workload == "clip":  # poison: a clip chunk must read only what this clip wrote
         st.k_cache.fill_(float("nan"))
         st.v_cache.fill_(float("nan"))
@@ -355,6 +421,16 @@ def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int
             "finite": bool(torch.isfinite(st.out).all()), "check": check}
 
 
+def parse_variants(text: str) -> list[str]:
+    """'eager,cudnn' -> ['eager', 'cudnn'], in the given order; an unknown name is an argparse error."""
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {','.join(unknown) or '(none given)'}; "
+                                         f"choose from {','.join(VARIANTS)}")
+    return variants
+
+
 def save(res: dict, path: str | None):
     if path:
         with open(path, "w") as f:
@@ -367,12 +443,16 @@ def main(argv=None):
     for name in fields:
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(Shape(), name))
     ap.add_argument("--workloads", default="clip,steady")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), type=parse_variants,
+                    help="comma-separated, run in this order: eager (PyTorch SDPA), compile (torch.compile), graphs "
+                         "(compile + CUDA graphs), fp8 (graphs + torch._scaled_mm block linears, sm_89+), cudnn "
+                         "(graphs + cuDNN fused attention only), fp8-cudnn (fp8 + cuDNN attention); default: %(default)s")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", help="write the JSON results here")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
+    variants = a.variants
     s = Shape(**{k: getattr(a, k) for k in fields})
     dev = torch.device(a.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -381,7 +461,7 @@ def main(argv=None):
     rate = matmul_rate(dev, dtype, 8192 if dev.type == "cuda" else 1024)
     print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
     res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
-           "matmul_tflops": rate, "floors": {}, "runs": [], "skipped": []}
+           "matmul_tflops": rate, "cpu_count": cores(), "floors": {}, "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:
         pl, fl = plan(s, w), workload_flops(s, w)
@@ -395,24 +475,37 @@ def main(argv=None):
               f"{floor['ms_at_measured']:.1f} ms -> {floor['fps_at_measured']:.1f} FPS at measured rate; "
               f"{floor['ms_at_800']:.1f} ms -> {floor['fps_at_800']:.1f} FPS at 800 TFLOP/s (VAE decode excluded)")
     params = make_params(s, dev, dtype)
-    ref = None
-    for v in a.variants.split(","):
-        if v in ("graphs", "fp8") and dev.type != "cuda":
-            res["skipped"].append({"variant": v, "reason": "CUDA graphs need a CUDA device"})
+    cudnn_problem = None
+    if any(v in CUDNN_VARIANTS for v in variants):
+        cudnn_problem = cudnn_attention_problem(dev, dtype, s.width // s.heads)
+        res["cudnn_attention"] = cudnn_problem or "available"
+        print(f"cuDNN attention: {res['cudnn_attention']}")
+    ref, compiled_cudnn = None, None  # the attention backend torch.compile's caches were filled under
+    for v in variants:
+        if v in GRAPH_VARIANTS and dev.type != "cuda":
+            res["skipped"].append({"variant": v, "reason": "CUDA graphs need a CUDA device"
+                                   + (f"; {cudnn_problem}" if v in CUDNN_VARIANTS and cudnn_problem else "")})
             continue
-        if v == "fp8" and not (hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability(dev) >= (8, 9)):
+        if v in FP8_VARIANTS and not (hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability(dev) >= (8, 9)):
             res["skipped"].append({"variant": v, "reason": "needs torch._scaled_mm on sm_89+ (Ada/Hopper)"})
             continue
-        st = Stream(s, to_fp8(params) if v == "fp8" else params, dev, dtype)
+        if v in CUDNN_VARIANTS and cudnn_problem:
+            res["skipped"].append({"variant": v, "reason": cudnn_problem})
+            continue
+        st = Stream(s, to_fp8(params) if v in FP8_VARIANTS else params, dev, dtype)
         if v != "eager":
+            if compiled_cudnn is not None and compiled_cudnn != (v in CUDNN_VARIANTS):
+                torch._dynamo.reset()  # compiled code does not guard on the SDPA backend: compile afresh
+            compiled_cudnn = v in CUDNN_VARIANTS
             for knob in ("cache_size_limit", "recompile_limit"):  # the name differs between versions
                 if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
             st.fns = {k: torch.compile(f, dynamic=False) for k, f in st.fns.items()}
         for w in workloads:
-            t0 = time.perf_counter()
+            t0, load_start = time.perf_counter(), load1()
             try:
-                r = run_variant(st, v, w, a.iters, a.warmup)
+                with attention_backend(v):  # compile, capture and replay under the variant's backend
+                    r = run_variant(st, v, w, a.iters, a.warmup)
             except Exception as exc:  # one variant failing must not lose the others' numbers
                 res["skipped"].append({"variant": v, "workload": w, "reason": f"{type(exc).__name__}: {exc}"[:500]})
                 print(f"{v}/{w} FAILED: {exc}", file=sys.stderr)
@@ -426,6 +519,8 @@ def main(argv=None):
             r["pct_floor_measured"] = 100 * fl["ms_at_measured"] / r["ms_total"]
             r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
             r["wall_s"] = time.perf_counter() - t0
+            r["attention"] = "cudnn" if v in CUDNN_VARIANTS else "default"
+            r["load1_at_start"] = load_start
             res["runs"].append(r)
             save(res, a.out)  # after every run: a run cut short by the time limit keeps what it measured
             print(f"{v}/{w}: {r['fps']:.1f} FPS, {r['ms_per_chunk']:.1f} ms/chunk, {r['tflops']:.0f} TFLOP/s, "
@@ -435,13 +530,16 @@ def main(argv=None):
             torch.cuda.empty_cache()
     save(res, a.out)
     print(f"\nDiT only (VAE decode excluded); floor = FLOPs / measured matmul rate ({rate:.0f} TFLOP/s)")
-    print("| variant | workload | FPS | ms per chunk | achieved TFLOP/s | % of floor | % of 800 TFLOP/s | rel err vs eager |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | workload | FPS | ms per chunk | achieved TFLOP/s | % of floor | % of 800 TFLOP/s | rel err vs eager "
+          "| load1 at start |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in res["runs"]:
+        ld = r.get("load1_at_start")
         print(f"| {r['variant']} | {r['workload']} | {r['fps']:.1f} | {r['ms_per_chunk']:.1f} | {r['tflops']:.1f} "
-              f"| {r['pct_floor_measured']:.0f}% | {r['pct_floor_800']:.0f}% | {r.get('rel_err_vs_eager', float('nan')):.1e} |")
+              f"| {r['pct_floor_measured']:.0f}% | {r['pct_floor_800']:.0f}% | {r.get('rel_err_vs_eager', float('nan')):.1e} "
+              f"| {'n/a' if ld is None else f'{ld:.2f}'} |")
     for sk in res["skipped"]:
-        print(f"| {sk['variant']} | {sk.get('workload', 'all')} | skipped: {sk['reason'][:120]} | | | | | |")
+        print(f"| {sk['variant']} | {sk.get('workload', 'all')} | skipped: {sk['reason'][:120]} | | | | | | |")
     return res
 
 

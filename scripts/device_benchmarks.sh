@@ -19,14 +19,22 @@
 #             backends LITE_BACKENDS (default torch,onnxruntime), LITE_FRAMES (default 96) frames each.
 #             -> its table in summary.txt (and lite.log in the logs tarball); no file of its own
 #   wan       scripts/bench_wan_shape.py: the Wan2.1-1.3B-shaped same-work benchmark, variants WAN_VARIANTS
-#             (default eager,compile,graphs,fp8), WAN_ITERS (default 3) timed rounds after WAN_WARMUP (1).
-#             -> wan.json (rewritten after each variant and workload)
-# Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 150, SCALING_S 120, LITE_S 60, WAN_S
-# 220 by default: 550 s in all, counted from the script's start; the environment check and the packing add a
+#             (default eager,compile,graphs,fp8,cudnn,fp8-cudnn: cudnn and fp8-cudnn are graphs and fp8 with
+#             cuDNN's fused attention, skipped with a reason where it does not run), WAN_ITERS (default 3)
+#             timed rounds after WAN_WARMUP (1). -> wan.json (rewritten after each variant and workload)
+# Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 150, SCALING_S 110, LITE_S 40, WAN_S
+# 260 by default: 560 s in all, counted from the script's start; the environment check and the packing add a
 # few seconds). Time a part leaves unused goes to the next ones: part k is stopped at the start + the
 # sum of the budgets of parts 1..k (SIGTERM; SIGKILL 10 s later if it is still running), so the parts never run
 # more than 10 s past the sum. A part that fails or is
 # stopped does not stop the others; the script exits 1 at the end if any part did not exit 0.
+#
+# Contention: at the start of every part the script records the 1-minute load average (LOADAVG_FILE, default
+# /proc/loadavg; n/a where absent) and, where nvidia-smi exists, how many compute processes are on the GPUs
+# (all of them other jobs': the part has not started yet; n/a without nvidia-smi). summary.txt's part table
+# shows them as load1_at_start and gpu_procs_at_start, and a part that started with a load above half the CPU
+# count (nproc) gets 'CONTENDED: load X on N cores at start' on its line: its timings are suspect. The wan
+# part also records the load at the start of each of its runs (wan.json, and its lines in summary.txt).
 #
 # $OUT gets at most 7 files: the four above, summary.txt (each part's exit status, outcome, duration,
 # budget, its outputs and a digest of its results; rewritten after every part), bench_logs.tar.gz (each
@@ -37,7 +45,8 @@
 # Knobs for the rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu (default cuda), PYTHON
 # (default python3), BACKENDS (default torch,compiled,onnxruntime), BACKENDS_SECONDS (seconds of audio
 # per timed stream, default 3), and BACKENDS_ARGS / SCALING_ARGS / LITE_ARGS / WAN_ARGS: more options for a part's
-# script, last (tiny sizes; or a bad option, to see a failing part reported). The logs go to LOGS
+# script, last (tiny sizes; or a bad option, to see a failing part reported); LOADAVG_FILE (a fake
+# load average, to see a contended part reported). The logs go to LOGS
 # (default runs/bench) and $OUT (default out), both relative to the working directory; the code
 # (PYTHONPATH) comes from the checkout this script lies in; knotanim need not be installed.
 set -uo pipefail
@@ -48,18 +57,21 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-out}
 LOGS=${LOGS:-runs/bench}
 PARTS=${PARTS:-backends scaling lite wan}
-BACKENDS_S=${BACKENDS_S:-150}; SCALING_S=${SCALING_S:-120}; LITE_S=${LITE_S:-60}; WAN_S=${WAN_S:-220}
+BACKENDS_S=${BACKENDS_S:-150}; SCALING_S=${SCALING_S:-110}; LITE_S=${LITE_S:-40}; WAN_S=${WAN_S:-260}
 BACKENDS=${BACKENDS:-torch,compiled,onnxruntime}; BACKENDS_SECONDS=${BACKENDS_SECONDS:-3}
 BACKEND_TIMEOUT_S=${BACKEND_TIMEOUT_S:-100}
 SCALING_LONG_BUDGET_S=${SCALING_LONG_BUDGET_S:-35}
 LITE_THREADS=${LITE_THREADS:-4}; LITE_BACKENDS=${LITE_BACKENDS:-torch,onnxruntime}; LITE_FRAMES=${LITE_FRAMES:-96}
-WAN_VARIANTS=${WAN_VARIANTS:-eager,compile,graphs,fp8}; WAN_ITERS=${WAN_ITERS:-3}; WAN_WARMUP=${WAN_WARMUP:-1}
+WAN_VARIANTS=${WAN_VARIANTS:-eager,compile,graphs,fp8,cudnn,fp8-cudnn}; WAN_ITERS=${WAN_ITERS:-3}; WAN_WARMUP=${WAN_WARMUP:-1}
 for part in $PARTS; do
   case $part in backends|scaling|lite|wan) ;; *) echo "unknown part $part (PARTS: backends, scaling, lite, wan)"; exit 2 ;; esac
 done
 mkdir -p "$OUT" "$LOGS"
 rm -f "$LOGS"/*.log "$LOGS"/parts.tsv "$LOGS"/gpumem.csv
 T0=$(date +%s)
+export LOADAVG_FILE=${LOADAVG_FILE:-/proc/loadavg}  # exported: bench_wan_shape.py reads it too
+# the cores this script may use (nproc without OMP_NUM_THREADS / OMP_THREAD_LIMIT, which it would report instead)
+NCPU=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2> /dev/null || getconf _NPROCESSORS_ONLN 2> /dev/null || echo 1)
 
 {
   echo "date $(date -u +%Y-%m-%dT%H:%M:%SZ), device $DEVICE, parts: $PARTS"
@@ -86,6 +98,22 @@ if [ "$DEVICE" = cuda ] && command -v nvidia-smi > /dev/null; then  # GPU memory
   mon=$!
 fi
 
+load1_now() {  # the 1-minute load average, or n/a
+  local l _
+  if read -r l _ < "$LOADAVG_FILE" 2> /dev/null && [[ $l =~ ^[0-9]+(\.[0-9]+)?$ ]]; then echo "$l"; else echo n/a; fi
+}
+
+gpu_procs_now() {  # compute processes on the GPUs (nvidia-smi), or n/a
+  local apps
+  command -v nvidia-smi > /dev/null || { echo n/a; return; }
+  apps=$(timeout 20 nvidia-smi --query-compute-apps=pid --format=csv,noheader 2> /dev/null) || { echo n/a; return; }
+  printf '%s\n' "$apps" | grep -c '[0-9]'
+}
+
+contended() {  # $1 load, $2 cores: exit 0 where the load exceeds half the cores
+  [ "$1" != n/a ] && awk -v l="$1" -v n="$2" 'BEGIN { exit !(l > n / 2) }'
+}
+
 outputs() {  # the files in $OUT a part writes
   case $1 in backends) echo backends.json ;; scaling) echo scaling.json scaling.png ;; wan) echo wan.json ;; esac
 }
@@ -95,15 +123,24 @@ summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
     echo "scripts/device_benchmarks.sh: device $DEVICE, parts: $PARTS; budgets (s): backends $BACKENDS_S," \
       "scaling $SCALING_S, lite $LITE_S, wan $WAN_S; $(($(date +%s) - T0)) s so far"
     echo
-    printf '%-9s %-5s %-10s %8s %8s  %s\n' part exit outcome wall_s limit_s outputs
-    [ -f "$LOGS/parts.tsv" ] && while IFS=$'\t' read -r name rc outcome wall limit; do
+    printf '%-9s %-5s %-10s %8s %8s %14s %18s  %s\n' part exit outcome wall_s limit_s load1_at_start \
+      gpu_procs_at_start outputs
+    ncontended=0
+    [ -f "$LOGS/parts.tsv" ] && while IFS=$'\t' read -r name rc outcome wall limit load gprocs ncpu; do
       files=""
       for f in $(outputs "$name"); do
         if [ -f "$OUT/$f" ]; then files+="$f ($(wc -c < "$OUT/$f") B) "; else files+="$f (missing) "; fi
       done
-      printf '%-9s %-5s %-10s %8s %8s  %s\n' "$name" "$rc" "$outcome" "$wall" "$limit" "$files"
+      note=""
+      if contended "$load" "$ncpu"; then note="  CONTENDED: load $load on $ncpu cores at start"; ncontended=$((ncontended + 1)); fi
+      printf '%-9s %-5s %-10s %8s %8s %14s %18s  %s%s\n' "$name" "$rc" "$outcome" "$wall" "$limit" "$load" "$gprocs" \
+        "$files" "$note"
     done < "$LOGS/parts.tsv"
     echo
+    if [ "$ncontended" -gt 0 ]; then
+      echo "WARNING: $ncontended part(s) started on a contended machine (1-minute load above half of $NCPU cores):" \
+        "their timings are suspect"
+    fi
     "$PY" "$ROOT"/scripts/device_benchmarks_digest.py "$OUT" 2>&1 || true
     if [ -f "$LOGS/lite.log" ]; then  # lite_speed.py prints its own Markdown table
       echo; echo "lite (scripts/lite_speed.py, CPU):"; grep -E '^(\| |20[0-9][0-9]-)' "$LOGS/lite.log" || echo "  no table"
@@ -134,10 +171,12 @@ for part in $PARTS; do
            --warmup "$WAN_WARMUP" --out "$OUT/wan.json" ${WAN_ARGS:-}) ;;
   esac
   deadline=$((deadline + budget))
+  load=$(load1_now); gprocs=$(gpu_procs_now)
   start=$(date +%s)
   limit=$((deadline - start)); [ "$limit" -lt 1 ] && limit=1
   echo
   echo "== $part: limit ${limit} s (budget $budget s + what earlier parts left): ${cmd[*]}"
+  echo "== $part: load1 $load on $NCPU cores, $gprocs compute process(es) on the GPUs at start$(contended "$load" "$NCPU" && echo ": CONTENDED")"
   timeout -k 10 "$limit" "${cmd[@]}" 2>&1 | tee "$LOGS/$part.log"
   rc=${PIPESTATUS[0]}
   wall=$(($(date +%s) - start))
@@ -148,7 +187,7 @@ for part in $PARTS; do
   esac
   [ "$rc" = 0 ] || failed=1
   echo "== $part: exit $rc ($outcome) after $wall s"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$part" "$rc" "$outcome" "$wall" "$limit" >> "$LOGS/parts.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$part" "$rc" "$outcome" "$wall" "$limit" "$load" "$gprocs" "$NCPU" >> "$LOGS/parts.tsv"
   summarise
 done
 [ -n "$mon" ] && kill "$mon" && wait "$mon" 2> /dev/null

@@ -3,7 +3,9 @@
 
   python scripts/device_benchmarks_digest.py $OUT
 
-Standard library only; a missing or unreadable file is one line saying so, never an error.
+Standard library only; a missing or unreadable file is one line saying so, never an error. A wan run that
+started with a 1-minute load above half the CPU count (as bench_wan_shape.py recorded them) is marked
+'CONTENDED: load X on N cores at start'.
 """
 from __future__ import annotations
 
@@ -70,11 +72,17 @@ def wan(out: Path) -> list[str]:
     if data is None:
         return [f"wan: {why}"]
     lines = [f"wan: {data.get('device')}, {data.get('dtype')}, matmul {data.get('matmul_tflops', 0):.0f} TFLOP/s"]
+    if "cudnn_attention" in data:
+        lines.append(f"wan: cuDNN attention: {data['cudnn_attention']}")
+    cores = data.get("cpu_count")
     for r in data.get("runs", []):
-        err = r.get("rel_err_vs_eager")
+        err, load = r.get("rel_err_vs_eager"), r.get("load1_at_start")
         lines.append(f"wan: {r['variant']}/{r['workload']}: {r['fps']:.1f} FPS, {r['ms_per_chunk']:.1f} ms/chunk, "
                      f"{r['tflops']:.0f} TFLOP/s, {r['pct_floor_measured']:.0f}% of floor"
-                     + (f", rel err vs eager {err:.1e}" if err is not None else ""))
+                     + (f", rel err vs eager {err:.1e}" if err is not None else "")
+                     + (f", load1 {load:.2f} at start" if load is not None else "")
+                     + (f"  CONTENDED: load {load:.2f} on {cores} cores at start"
+                        if load is not None and cores and load > cores / 2 else ""))
     for s in data.get("skipped", []):
         lines.append(f"wan: {s.get('variant')}/{s.get('workload', 'all')}: skipped: {str(s.get('reason'))[:200]}")
     return lines

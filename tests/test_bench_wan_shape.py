@@ -96,3 +96,44 @@ def test_cli_eager_tiny(tmp_path, capsys):
         assert r["finite"] and r["fps"] > 0 and r["ms_per_chunk"] > 0
     assert res["runs"][0]["rel_err_vs_eager"] == 0.0
     assert "| variant | workload | FPS |" in capsys.readouterr().out
+
+
+def test_variant_parsing_default_order_and_new_variants():
+    assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn")  # the new ones run last
+    assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
+    assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
+    with pytest.raises(Exception, match="unknown variant"):
+        bw.parse_variants("eager,cudnnn")
+    with pytest.raises(SystemExit):  # through the command line: argparse's usage error, no benchmark run
+        bw.main(["--variants", "bogus", "--device", "cpu"])
+
+
+def test_cudnn_attention_probe_on_the_cpu():
+    why = bw.cudnn_attention_problem(torch.device("cpu"), torch.float32, 32)
+    assert why and "CUDA" in why and "\n" not in why
+
+
+def test_load1_reads_loadavg_file(tmp_path, monkeypatch):
+    fake = tmp_path / "loadavg"
+    fake.write_text("37.25 30.00 20.00 5/900 1234\n")
+    monkeypatch.setenv("LOADAVG_FILE", str(fake))
+    assert bw.load1() == 37.25
+    monkeypatch.setenv("LOADAVG_FILE", str(tmp_path / "absent"))
+    assert bw.load1() is None
+
+
+def test_cli_cudnn_variants_skipped_on_the_cpu(tmp_path, capsys):
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    out = tmp_path / "wan.json"
+    res = bw.main(args + ["--variants", "eager,cudnn,fp8-cudnn", "--workloads", "clip", "--iters", "1",
+                          "--warmup", "0", "--device", "cpu", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [(r["variant"], r["workload"], r["attention"]) for r in saved["runs"]] == [("eager", "clip", "default")]
+    skipped = {s["variant"]: s["reason"] for s in saved["skipped"]}
+    assert list(skipped) == ["cudnn", "fp8-cudnn"], saved["skipped"]
+    for reason in skipped.values():
+        assert reason and "\n" not in reason and "CUDA" in reason
+    assert "cuDNN attention needs a CUDA device" in saved["cudnn_attention"]
+    assert "load1_at_start" in res["runs"][0] and saved["cpu_count"] >= 1
+    printed = capsys.readouterr().out
+    assert "| cudnn | all | skipped: " in printed and "| fp8-cudnn | all | skipped: " in printed

@@ -8,6 +8,7 @@ over gloo instead of NCCL, each rank started with the same uninstalled interpret
 its three parts at tiny sizes, once as it should and once with a part that hangs and one that fails."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -200,20 +201,27 @@ TINY_BENCH = dict(
     WAN_ITERS="1", WAN_WARMUP="0", WAN_VARIANTS="eager,graphs")
 
 
+def _nproc() -> int:
+    """What `nproc` says: the cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def _bench(tmp_path: Path, **knobs) -> tuple[subprocess.CompletedProcess, Path, dict]:
     """scripts/device_benchmarks.sh from an uninstalled checkout on the CPU; its result, $OUT and the
-    summary's part table ({part: (exit status, outcome, outputs)}, in the order the parts ran)."""
+    summary's part table ({part: (exit status, outcome, outputs, load1_at_start, gpu_procs_at_start)}, in the
+    order the parts ran; outputs ends with the CONTENDED note where there is one)."""
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PYTHON=str(_uninstalled_python(tmp_path)), OUT=str(out), OMP_NUM_THREADS="1", **{**TINY_BENCH, **knobs})
     r = subprocess.run(["bash", str(BENCH)], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     summary = (out / "summary.txt").read_text()
-    table = summary.split("outputs\n", 1)[1].split("\n\n", 1)[0]
+    header, table = summary.split("outputs\n", 1)
+    assert header.splitlines()[-1].split()[-2:] == ["load1_at_start", "gpu_procs_at_start"], summary
     parts = {}
-    for line in table.splitlines():
-        name, rc, outcome, _wall, _limit, *outputs = line.split()
-        parts[name] = (int(rc), outcome, " ".join(outputs))
+    for line in table.split("\n\n", 1)[0].splitlines():
+        name, rc, outcome, _wall, _limit, load, gprocs, *outputs = line.split()
+        parts[name] = (int(rc), outcome, " ".join(outputs), load, gprocs)
     return r, out, parts
 
 
@@ -221,7 +229,11 @@ def test_device_benchmarks_script_runs_every_part(tmp_path):
     r, out, parts = _bench(tmp_path)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert list(parts) == ["backends", "scaling", "lite", "wan"], parts
-    assert all(rc == 0 and outcome == "ok" and "missing" not in files for rc, outcome, files in parts.values()), parts
+    assert all(rc == 0 and outcome == "ok" and "missing" not in files for rc, outcome, files, *_ in parts.values()), parts
+    cores = _nproc()
+    for _rc, _outcome, files, load, gprocs in parts.values():  # /proc/loadavg's; no nvidia-smi here, or a count
+        assert float(load) >= 0 and (gprocs == "n/a" or gprocs.isdigit()), parts
+        assert ("CONTENDED: load" in files) == (float(load) > cores / 2), (parts, cores)
     assert sorted(p.name for p in out.iterdir()) == ["backends.json", "bench_logs.tar.gz", "scaling.json", "scaling.png",
                                                      "summary.txt", "wan.json"]  # + the caller's bench.txt: 7 <= 8
     backends = json.loads((out / "backends.json").read_text())["results"]
@@ -258,6 +270,36 @@ def test_device_benchmarks_script_reports_failed_parts_and_goes_on(tmp_path):
     assert parts["backends"][:2] == (0, "ok")
     assert json.loads((out / "backends.json").read_text())["results"][0]["status"] == "ok"
     assert "no-such-option" in r.stdout  # argparse's complaint, in the console output
+
+
+def test_device_benchmarks_script_marks_a_contended_part(tmp_path):
+    """A load average above half the cores at a part's start (a fake LOADAVG_FILE) puts CONTENDED on the part's
+    line, a warning under the table, and on the wan runs' digest lines; the cuDNN wan variants are skipped on
+    the CPU with their reason, and the part still succeeds."""
+    fake = tmp_path / "loadavg"
+    fake.write_text("999.50 500.00 100.00 40/900 4242\n")
+    r, out, parts = _bench(tmp_path, PARTS="lite wan", LOADAVG_FILE=str(fake), WAN_VARIANTS="eager,cudnn,fp8-cudnn")
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert list(parts) == ["lite", "wan"], parts
+    cores = _nproc()
+    for rc, outcome, files, load, _gprocs in parts.values():
+        assert (rc, outcome, load) == (0, "ok", "999.50") and files.endswith(f"CONTENDED: load 999.50 on {cores} cores at start")
+    summary = (out / "summary.txt").read_text()
+    assert "WARNING: 2 part(s) started on a contended machine" in summary
+    wan = json.loads((out / "wan.json").read_text())
+    assert [s["variant"] for s in wan["skipped"]] == ["cudnn", "fp8-cudnn"] and all(s["reason"] for s in wan["skipped"])
+    assert all(w["load1_at_start"] == 999.5 for w in wan["runs"]) and wan["runs"]
+    assert "wan: eager/clip: " in summary and "load1 999.50 at start  CONTENDED: load 999.50 on" in summary
+    assert "wan: cudnn/all: skipped: " in summary and "wan: fp8-cudnn/all: skipped: " in summary
+    assert "== wan: load1 999.50 on" in r.stdout and ": CONTENDED" in r.stdout
+
+
+def test_device_benchmarks_script_defaults():
+    """The default budgets fit the call (at most 560 s) and the cuDNN wan variants run last."""
+    text = BENCH.read_text()
+    budgets = {k: int(v) for k, v in re.findall(r"(BACKENDS_S|SCALING_S|LITE_S|WAN_S)=\$\{\1:-(\d+)\}", text)}
+    assert budgets == {"BACKENDS_S": 150, "SCALING_S": 110, "LITE_S": 40, "WAN_S": 260} and sum(budgets.values()) <= 560
+    assert "WAN_VARIANTS=${WAN_VARIANTS:-eager,compile,graphs,fp8,cudnn,fp8-cudnn}" in text
 
 
 def test_device_benchmarks_script_refuses_an_unknown_part(tmp_path):
