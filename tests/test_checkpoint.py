@@ -6,7 +6,7 @@ import torch
 
 from knotanim import KnotAnimConfig, tiny_config
 from knotanim.animator import KnotAnimator
-from knotanim.checkpoint import MAX_SHARD_BYTES, save_checkpoint, load_checkpoint
+from knotanim.checkpoint import MAX_SHARD_BYTES, load_checkpoint, read_manifest, save_checkpoint
 from knotanim.errors import CheckpointError, ConfigError
 
 
@@ -73,3 +73,28 @@ def test_config_round_trip_and_validation(tmp_path):
     with pytest.raises(ConfigError):
         KnotAnimConfig.from_dict({"frame_size": "big"})
     assert KnotAnimConfig().audio_lookahead_seconds > 0
+
+
+def test_shipped_profiles_are_complete_checksummed_and_within_the_size_rules():
+    """Every model folder in assets/ (issues #9, #10): safetensors shards <= 16 MiB whose sizes and
+    checksums match config.json, nothing else in the folder but config.json, the default model
+    <= 64 MiB, all profiles together < 96 MiB; and each one loads."""
+    from knotanim.profiles import assets_root, installed_profiles
+
+    profiles = installed_profiles()
+    assert profiles and profiles[0].name == "default"
+    total = 0
+    for p in profiles:
+        _, meta = read_manifest(p.path)
+        listed = {e["file"] for e in meta["shards"]}
+        assert {f.name for f in p.path.iterdir()} == listed | {"config.json"}, p.name
+        assert all(f.endswith(".safetensors") for f in listed)
+        size = sum((p.path / f).stat().st_size for f in listed) + (p.path / "config.json").stat().st_size
+        assert all((p.path / f).stat().st_size <= MAX_SHARD_BYTES for f in listed)
+        if p.name == "default":
+            assert size <= 64 * 2**20
+        _, tensors, _ = load_checkpoint(p.path, verify=True)  # sizes and sha256 against the manifest
+        assert tensors
+        total += size
+    assert total < 96 * 2**20
+    assert [p.path.parent for p in profiles] == [assets_root()] * len(profiles)
