@@ -1,7 +1,7 @@
 """Model profiles and the automatic choice at start-up (issues #7, #10): which profile, on which backend.
 
-A profile is a model folder shipped in the package: `assets/default` (best quality) and, once it is
-trained, `assets/lite` (the CPU profile, docs/lite.md). `installed_profiles()` lists those present,
+A profile is a model folder shipped in the package: `assets/default` (best quality) and `assets/lite`
+(the CPU profile, docs/lite.md). `installed_profiles()` lists those present,
 best quality first. `choose_profile` loads each in turn and, through `choose_backend`, streams a
 short stretch of random audio (`measure_stream`, the code path `knotanim bench` reports) on each
 candidate backend (`engines.select.live_candidates`: ONNX Runtime and eager torch on a CPU; ready
@@ -72,8 +72,8 @@ def find_profile(name: str, profiles: list[Profile] | None = None) -> Profile:
     if name not in PROFILE_NAMES:
         raise InputError(f"unknown profile {name!r}; choose auto, {', '.join(PROFILE_NAMES)}")
     installed = ", ".join(p.name for p in profiles)
-    raise InputError(f"profile {name!r} is not installed (installed: {installed}); the lite model is not trained yet: "
-                     "see docs/lite.md, or give --model PATH")
+    raise InputError(f"profile {name!r} is not installed (installed: {installed}); reinstall knotanim, which ships it "
+                     "(docs/lite.md), or give --model PATH")
 
 
 # --- measuring a stream ------------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def choice_message(choice: Choice, profiles: list[Profile], device: torch.device
                 f"{choice.measured_fps:.1f} frames/s with {choice.backend_name}{src}")
     tail = " (the app will repeat frames)"
     if "lite" not in installed:
-        tail += ". Install or train the lite profile (docs/lite.md)"
+        tail += ". The lite profile is missing: reinstall knotanim (docs/lite.md)"
     elif device.type != "cuda":
         tail += ". An NVIDIA GPU or fewer --steps helps"
     return head + tail

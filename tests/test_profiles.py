@@ -107,7 +107,7 @@ def test_none_holds_picks_the_fastest_and_says_so(both, only_default):
     c = P.choose_profile("cpu", profiles=only_default, backend="torch", measure=fake_measure({"default": 0.9}, []),
                          remeasure=True)
     assert c.message == ("no installed profile holds 25 fps on this CPU; running 'default' at 0.9 frames/s with torch "
-                         "(the app will repeat frames). Install or train the lite profile (docs/lite.md)")
+                         "(the app will repeat frames). The lite profile is missing: reinstall knotanim (docs/lite.md)")
 
 
 def test_requested_profile_is_used_and_absent_lite_is_a_one_line_error(both, only_default):
