@@ -306,3 +306,54 @@ def test_device_benchmarks_script_refuses_an_unknown_part(tmp_path):
     r = subprocess.run(["bash", str(BENCH)], cwd=tmp_path, env={**os.environ, "PARTS": "backends bogus"},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown part bogus" in r.stdout and not (tmp_path / "out").exists()
+
+
+def test_device_tree_slims_and_restores_what_travels(tmp_path):
+    """scripts/device_tree.sh: the bytes that would travel, a slim detached tree without a model
+    folder, refusals, and a restore that brings back the branch and every file."""
+    script = REPO / "scripts" / "device_tree.sh"
+    repo = tmp_path / "repo"
+    (repo / "assets" / "lite").mkdir(parents=True)
+    (repo / "assets" / "default").mkdir(parents=True)
+    (repo / "assets" / "lite" / "model.safetensors").write_bytes(os.urandom(300_000))
+    (repo / "assets" / "default" / "model.safetensors").write_bytes(os.urandom(500_000))
+    (repo / "README.md").write_text("hello\n")
+    (repo / ".gitignore").write_text(".cache/\n")
+    (repo / ".cache").mkdir()
+    (repo / ".cache" / "corpus.npz").write_bytes(b"x" * 100_000)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+
+    def tree(*args, limit=10**6):
+        env = {**os.environ, "DEVICE_TREE_LIMIT": str(limit), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+        return subprocess.run(["bash", str(script), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+
+    tracked = 300_000 + 500_000 + 6 + len(".cache/\n")
+    out = tree("size")
+    assert out.returncode == 0 and f"travels: {tracked / 2**20:.1f} MiB" in out.stdout, out.stdout + out.stderr
+    out = tree("size", ".cache/corpus.npz", limit=tracked + 50_000)  # the carried file tips it over
+    assert out.returncode == 1 and "OVER THE LIMIT" in out.stdout
+
+    (repo / "README.md").write_text("changed\n")
+    out = tree("slim")
+    assert out.returncode == 2 and "commit or stash" in out.stderr
+    subprocess.run([*git, "checkout", "-q", "README.md"], check=True)
+
+    out = tree("slim")
+    assert out.returncode == 0, out.stderr
+    files = subprocess.run([*git, "ls-files"], capture_output=True, text=True, check=True).stdout.split()
+    assert "assets/lite/model.safetensors" not in files and "assets/default/model.safetensors" in files
+    assert not (repo / "assets" / "lite").exists()
+    assert f"travels: {(tracked - 300_000) / 2**20:.1f} MiB" in out.stdout
+    assert tree("slim").returncode == 2  # already slim
+
+    out = tree("restore")
+    assert out.returncode == 0 and "on main" in out.stdout, out.stderr
+    assert (repo / "assets" / "lite" / "model.safetensors").stat().st_size == 300_000
+    assert subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout == head
+    assert subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout == ""
+    assert tree("restore").returncode == 2  # not slim
