@@ -262,7 +262,6 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
     `build(name, animator, model_path, export) -> StepBackends` are injectable for tests."""
     from knotanim.engines.select import BACKENDS, live_candidates
     from knotanim.errors import BackendUnavailable
-    from knotanim.live.degrade import ladder_steps
 
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
