@@ -5,27 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from device_like import device_like
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "profile_chunk.py"
 STAGES = ("features", "noise_h2d", "backend", "decode", "to_frames")
 ARGS = ["--tiny", "--backend", "torch", "--device", "cpu", "--chunks", "6", "--warmup", "2"]
-
-
-def _device_like(tmp_path: Path) -> tuple[list[str], dict]:
-    """`python -S` seeing knotanim only through PYTHONPATH=<repository> (this interpreter's site-packages appended as
-    plain paths for torch and numpy) and an `av` that cannot be imported; one torch thread on this busy machine."""
-    noav = tmp_path / "noav"
-    noav.mkdir()
-    (noav / "av.py").write_text('raise ImportError("no PyAV (as on the accelerator machine)")\n')
-    site = [p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages"))]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(PYTHONPATH=os.pathsep.join([str(noav), str(ROOT), *site]), OMP_NUM_THREADS="1")
-    return [sys.executable, "-S", str(SCRIPT)], env
 
 
 def _check(result: dict, chunks: int = 6) -> None:
@@ -54,7 +42,7 @@ def _check(result: dict, chunks: int = 6) -> None:
 
 
 def test_profile_chunk_from_an_uninstalled_checkout_without_pyav(tmp_path):
-    python, env = _device_like(tmp_path)
+    python, env = device_like(tmp_path, SCRIPT)
     out = tmp_path / "out" / "profile.json"
     r = subprocess.run([*python, *ARGS, "--json", str(out)], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path, env=env)

@@ -15,22 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from device_like import device_like
+
 ROOT = Path(__file__).resolve().parents[1]
 PNGS = ("memory", "chunk_time", "drift", "buffers")
-
-
-def _device_like(tmp_path: Path) -> tuple[list[str], dict]:
-    """(interpreter command, environment) as on the accelerator machine: `python -S` (no site module, so no
-    editable-install finder) seeing knotanim only through PYTHONPATH=<repository>, this interpreter's
-    site-packages appended as plain paths for torch and numpy, and an `av` module that cannot be imported
-    (the machine has no PyAV). One torch thread: the tiny model gains nothing from more on a busy machine."""
-    noav = tmp_path / "noav"
-    noav.mkdir()
-    (noav / "av.py").write_text('raise ImportError("no PyAV (as on the accelerator machine)")\n')
-    site = [p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages"))]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(PYTHONPATH=os.pathsep.join([str(noav), str(ROOT), *site]), OMP_NUM_THREADS="1")
-    return [sys.executable, "-S", str(ROOT / "scripts" / "soak.py")], env
 
 
 def test_soak_stream_mode_writes_csv_json_pngs_and_checks(tmp_path):
@@ -69,7 +57,7 @@ def test_soak_stream_mode_writes_csv_json_pngs_and_checks(tmp_path):
 def test_soak_stream_through_another_backend_from_an_uninstalled_checkout_without_pyav(tmp_path):
     """--backend onnxruntime: exported into --engine-dir before the stream, used by the stream (its name, as the
     stream's backend reports it, is in the summary) and recorded; every output written."""
-    python, env = _device_like(tmp_path)
+    python, env = device_like(tmp_path, ROOT / "scripts" / "soak.py")
     out, engines = tmp_path / "soak", tmp_path / "engines"
     r = subprocess.run([*python, "--mode", "stream", "--tiny", "--stream-hours", str(3 / 3600), "--sample-seconds", "0.5",
                         "--device", "cpu", "--backend", "onnxruntime", "--engine-dir", str(engines), "--max-wall-s", "300",
@@ -91,7 +79,7 @@ def test_soak_stream_through_another_backend_from_an_uninstalled_checkout_withou
 def test_soak_stream_stopped_by_the_wall_clock_before_any_sample_still_writes_its_summary(tmp_path):
     """--max-wall-s counts from the script's start: a limit that the imports and model load already used up stops
     the stream before its first sample; the JSON still comes back, saying so, and the exit status is 1."""
-    python, env = _device_like(tmp_path)
+    python, env = device_like(tmp_path, ROOT / "scripts" / "soak.py")
     out = tmp_path / "soak"
     r = subprocess.run([*python, "--mode", "stream", "--tiny", "--device", "cpu", "--backend", "torch",
                         "--max-wall-s", "0.01", "--progress", "0", "--out", str(out)],
