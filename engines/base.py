@@ -2,13 +2,15 @@
 
 A backend runs one ChunkStep: the same twelve tensors in, the same four out (see
 `knotanim.stream.step.ChunkStep` for every shape). `KnotStream` calls `backend.run(...)` once per
-chunk and never looks inside.
+chunk and never looks inside. A backend may also decode: when its `decode` attribute is not None,
+`KnotStream` decodes the committed latents with `backend.decode(latents)` instead of
+`animator.decode(latents)` (the compiled backend's torch.compile of the frame decoder).
 """
 from __future__ import annotations
 
 import sys
 import time
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -20,7 +22,11 @@ StepOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 @runtime_checkable
 class ChunkBackend(Protocol):
     """Runs one chunk. Returns (committed [B, C, c, h, w], next_knot [B, c, h, w],
-    new_k [Lyr, B, H, C*P, Dh], new_v [Lyr, B, H, C*P, Dh]) on `device`."""
+    new_k [Lyr, B, H, C*P, Dh], new_v [Lyr, B, H, C*P, Dh]) on `device`.
+
+    Optional (not part of the runtime check): `decode`, latents [N, c, h, w] -> float frames
+    [N, 3, H, W] in [-1, 1] as `KnotAnimator.decode` returns them; absent or None: the stream
+    decodes with the animator."""
 
     name: str
     device: torch.device
@@ -42,24 +48,46 @@ class TorchBackend:
 
 
 class CompiledTorchBackend:
-    """torch.compile of the ChunkStep with static shapes.
+    """torch.compile of the ChunkStep with static shapes, and of the frame decoder when given one.
 
     On CUDA mode "reduce-overhead" (CUDA graphs: outputs are cloned, because the graph's output
     buffers are reused by the next replay); on CPU a plain Inductor compile. Compilation happens
     on the first `run`; if it fails, the backend says why on stderr and runs eagerly from then on
     (`fallback_reason` keeps the message, `name` becomes "compiled->torch").
+
+    autoencoder: the animator's frame autoencoder. Given one (and `compile_decoder`), `decode`
+    is torch.compile of `latents -> autoencoder.decode(latents.float())` in the same mode, compiled
+    at its first call for that call's shape (a stream's chunk of frames); latents of any other
+    shape are decoded eagerly (no recompilation, no stall mid-stream). If the compiled decoder
+    fails (compiling, or capturing its CUDA graph at a later call), it says why once on stderr and
+    decodes eagerly from then on (`decode_fallback_reason`; `name` is unchanged: it names the step).
+    Without an autoencoder, or with compile_decoder=False, `decode` is None: the stream decodes
+    eagerly with the animator, as before.
     """
 
-    def __init__(self, step: ChunkStep, device: torch.device | str = "cpu", mode: str | None = None):
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __init__(self, step: ChunkStep, device: torch.device | str = "cpu", mode: str | None = None, *,
+                 autoencoder: torch.nn.Module | None = None, compile_decoder: bool = True):
         self.step, self.device = step, torch.device(device)
         self.cuda_graphs = self.device.type == "cuda"
         self.mode = mode if mode is not None else ("reduce-overhead" if self.cuda_graphs else "default")
         self.name = "compiled"
         self.fallback_reason: str | None = None
         self._compiled = None
+        self.autoencoder = autoencoder
+        self.decode_fallback_reason: str | None = None
+        self._compiled_decode = None
+        self._decode_shape: tuple[int, ...] | None = None  # the shape the decoder was compiled for
+        if autoencoder is not None and compile_decoder:
+            self.decode = self._decode
+
+    @staticmethod
+    def _reason(error: BaseException) -> str:
+        return f"torch.compile failed ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})"
 
     def _fall_back(self, error: BaseException) -> None:
-        self.fallback_reason = f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); running eagerly"
+        self.fallback_reason = f"{self._reason(error)}; running eagerly"
         print(f"knotanim: compiled backend: {self.fallback_reason}", file=sys.stderr)
         self.name, self._compiled = "compiled->torch", self.step
 
@@ -79,6 +107,33 @@ class CompiledTorchBackend:
             torch.compiler.cudagraph_mark_step_begin()
             return tuple(t.clone() for t in self._compiled(*inputs))
         return self._compiled(*inputs)
+
+    # --- the frame decoder ------------------------------------------------------------------------
+    def _eager_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents.float())
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [N, c, h, w] -> float frames [N, 3, H, W], as KnotAnimator.decode."""
+        if self.decode_fallback_reason is not None:
+            return self._eager_decode(latents)
+        if self._decode_shape is None:
+            self._decode_shape = tuple(latents.shape)
+        if tuple(latents.shape) != self._decode_shape:  # e.g. a shorter last batch: not worth a compile
+            return self._eager_decode(latents)
+        try:
+            if self._compiled_decode is None:
+                self._compiled_decode = torch.compile(self._eager_decode, mode=self.mode, dynamic=False,
+                                                      fullgraph=False)
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+                return self._compiled_decode(latents).clone()
+            return self._compiled_decode(latents)
+        except Exception as e:  # noqa: BLE001: any compiler/capture error means "decode eagerly", said once
+            self.decode_fallback_reason = f"{self._reason(e)}; decoding eagerly"
+            print(f"knotanim: compiled backend: decoder: {self.decode_fallback_reason}", file=sys.stderr)
+            self._compiled_decode = None
+            return self._eager_decode(latents)
 
 
 def synchronize(device: torch.device) -> None:

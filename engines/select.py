@@ -7,6 +7,8 @@ TensorRT engine built for this GPU, an AOTInductor package; torch.compile on CUD
 one-time compile pays for itself), and returns the fastest with a reason naming the timings and
 what was skipped. Backends are built for one static variant (knot on/off, sampler steps).
 ONNX Runtime sessions on the CPU use torch's thread count (`torch.set_num_threads`, `--threads`).
+A "compiled" backend also compiles the animator's frame decoder (`CompiledTorchBackend.decode`) unless
+`compile_decoder=False`.
 
 `StepBackends` holds one backend name built for each sampler step count a stream may switch to
 (`KnotStream.set_steps`, the live quality ladder): `prepare(steps)` builds (exports, compiles) them
@@ -35,8 +37,9 @@ def _quiet(_: str) -> None:
 
 def build_backend(name: str, animator, *, knot: bool = True, steps: int | None = None, model_path=None,
                   artifacts: str | Path | None = None, precision: str = "auto", export: bool = True,
-                  progress: Callable[[str], None] = _quiet) -> ChunkBackend:
-    """One named backend for `animator`'s device; exports its artifact first when `export` and missing."""
+                  progress: Callable[[str], None] = _quiet, compile_decoder: bool = True) -> ChunkBackend:
+    """One named backend for `animator`'s device; exports its artifact first when `export` and missing.
+    compile_decoder: a "compiled" backend also decodes through torch.compile (False: eager decode)."""
     from knotanim.engines import export as ex
 
     if name not in BACKENDS or name == "auto":
@@ -45,7 +48,8 @@ def build_backend(name: str, animator, *, knot: bool = True, steps: int | None =
     if name == "torch":
         return TorchBackend(animator.chunk_step(steps), dev)
     if name == "compiled":
-        return CompiledTorchBackend(animator.chunk_step(steps), dev)
+        return CompiledTorchBackend(animator.chunk_step(steps), dev, autoencoder=animator.autoencoder,
+                                    compile_decoder=compile_decoder)
     folder = Path(artifacts) if artifacts is not None else default_cache_dir()
     model_hash = animator_hash(animator, model_path)
     cfg = animator.config
@@ -99,10 +103,11 @@ class StepBackends:
     """Backends of one name (`BACKENDS`, not "auto") for `animator`, one per sampler step count.
 
     `prepare(steps_list)` builds every count ahead (exporting artifacts that are missing when
-    `export`; a "compiled" backend is also run once on sample inputs, so it compiles now and not at
-    the first chunk); calling it, `step_backends(steps)`, returns the backend built for `steps` (None: the
-    model's), building it first unless `build=False`, which raises BackendUnavailable instead (the
-    live pipeline's inference thread never builds).
+    `export`; a "compiled" backend is also run once on sample inputs, and its decoder once on a chunk
+    of latents, so both compile now and not at the first chunk); calling it, `step_backends(steps)`,
+    returns the backend built for `steps` (None: the model's), building it first unless
+    `build=False`, which raises BackendUnavailable instead (the live pipeline's inference thread
+    never builds).
     """
 
     def __init__(self, name: str, animator, *, knot: bool = True, model_path=None, artifacts: str | Path | None = None,
@@ -148,7 +153,9 @@ class StepBackends:
                 desc = chunk_step_descriptor(self.animator.config, knot=self.knot, steps=steps,
                                              kv_dtype=self.animator.dtype)
                 with torch.no_grad():
-                    backend.run(*desc.sample_inputs(0, self.animator.device))
+                    committed = backend.run(*desc.sample_inputs(0, self.animator.device))[0]
+                    if getattr(backend, "decode", None) is not None:
+                        backend.decode(committed[0])
             self._built[steps] = backend
         return self
 
@@ -190,19 +197,21 @@ def auto_candidates(device: torch.device, allow_compile: bool | None = None) -> 
 
 def select_backend(name: str, animator, *, knot: bool = True, steps: int | None = None, model_path=None,
                    artifacts: str | Path | None = None, precision: str = "auto", allow_compile: bool | None = None,
-                   runs: int = 2, progress: Callable[[str], None] = _quiet) -> tuple[ChunkBackend, str]:
+                   runs: int = 2, progress: Callable[[str], None] = _quiet,
+                   compile_decoder: bool = True) -> tuple[ChunkBackend, str]:
     """(backend, reason). A name other than "auto" returns that backend (exporting if needed) or raises
     BackendUnavailable; "auto" measures the ready candidates on sample inputs and keeps the fastest."""
     if name != "auto":
         backend = build_backend(name, animator, knot=knot, steps=steps, model_path=model_path, artifacts=artifacts,
-                                precision=precision, progress=progress)
+                                precision=precision, progress=progress, compile_decoder=compile_decoder)
         return backend, f"{backend.name}: requested"
     ready: list[ChunkBackend] = []
     skipped: list[str] = []
     for cand in auto_candidates(animator.device, allow_compile):
         try:
             ready.append(build_backend(cand, animator, knot=knot, steps=steps, model_path=model_path,
-                                       artifacts=artifacts, precision=precision, export=False))
+                                       artifacts=artifacts, precision=precision, export=False,
+                                       compile_decoder=compile_decoder))
         except KnotAnimError as e:
             skipped.append(f"{cand} ({e})")
     if len(ready) == 1:

@@ -300,3 +300,82 @@ def test_export_cli_tensorrt_absent_is_one_line(tmp_path, capsys):
     rc = main(["export", "--format", "tensorrt", "--model", str(model), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "TensorRT is not installed" in err and "Traceback" not in err
+
+
+# --- the compiled backend's decoder (Inductor on the CPU) --------------------------------------------
+def _latents(anim, n, seed=0):
+    cfg = anim.config
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, cfg.autoencoder.latent_channels, cfg.latent_size, cfg.latent_size), generator=g)
+
+
+def test_compiled_decode_matches_eager_and_takes_any_length(tiny):
+    """build_backend("compiled") compiles the frame decoder (StepBackends.prepare warms it up for a chunk):
+    it decodes as animator.decode; latents of another length (a last, shorter batch) decode eagerly."""
+    from knotanim.engines.select import StepBackends
+
+    anim, _, _ = tiny
+    chunk = anim.config.stream.chunk
+    backend = StepBackends("compiled", anim).prepare([None])()
+    assert backend.decode is not None and backend._decode_shape == tuple(_latents(anim, chunk).shape)
+    for seed in (1, 2):
+        z = _latents(anim, chunk, seed)
+        torch.testing.assert_close(backend.decode(z), anim.decode(z), atol=1e-5, rtol=1e-5)
+    for n in (1, chunk + 1):
+        z = _latents(anim, n, 3)
+        assert torch.equal(backend.decode(z), anim.decode(z))  # eager: exactly the animator's
+    assert backend.decode_fallback_reason is None and backend._decode_shape[0] == chunk
+    # no autoencoder (the old constructor) or compile_decoder=False: no decoder, the stream decodes eagerly
+    assert CompiledTorchBackend(anim.chunk_step(), "cpu").decode is None
+    assert build_backend("compiled", anim, compile_decoder=False).decode is None
+    assert TorchBackend(anim.chunk_step()).__dict__.get("decode") is None
+
+
+@pytest.mark.parametrize("compile_decoder", [True, False])
+def test_compiled_stream_matches_torch_with_decode_compiled_or_not(tiny, monkeypatch, compile_decoder):
+    anim, ref, samples = tiny
+    eager, _ = _drive(anim, TorchBackend(anim.chunk_step(), anim.device), ref, samples)
+    calls = []
+    animator_decode = anim.decode
+    monkeypatch.setattr(anim, "decode", lambda z: calls.append(z.shape) or animator_decode(z))
+    backend = CompiledTorchBackend(anim.chunk_step(), anim.device, autoencoder=anim.autoencoder,
+                                   compile_decoder=compile_decoder)
+    frames, stream = _drive(anim, backend, ref, samples)
+    assert backend.name == "compiled" and backend.decode_fallback_reason is None
+    assert len(calls) == (0 if compile_decoder else stream.chunk_index)  # who decoded
+    assert [f.index for f in frames] == [f.index for f in eager] and len(frames) > 2 * anim.config.stream.chunk
+    diff = np.stack([np.abs(a.image.astype(int) - b.image.astype(int)) for a, b in zip(frames, eager)])
+    assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())  # float rounding, then uint8
+
+
+def _raises(message):
+    def fail(*args, **kwargs):
+        raise RuntimeError(message)
+    return fail
+
+
+def test_compiled_decode_falls_back_clearly(tiny, monkeypatch, capsys):
+    anim, ref, samples = tiny
+    z = _latents(anim, anim.config.stream.chunk)
+    # a compile that fails: eager decode, one message, the step's name unchanged
+    backend = CompiledTorchBackend(anim.chunk_step(), "cpu", autoencoder=anim.autoencoder)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "compile", _raises("no compiler here"))
+        assert torch.equal(backend.decode(z), anim.decode(z)) and torch.equal(backend.decode(z), anim.decode(z))
+        assert "no compiler here" in backend.decode_fallback_reason and backend.name == "compiled"
+        err = capsys.readouterr().err
+        assert err.count("decoder: torch.compile failed") == 1 and "decoding eagerly" in err
+        # a whole stream with torch.compile broken: step and decoder eager, the torch backend's frames exactly
+        broken = CompiledTorchBackend(anim.chunk_step(), "cpu", autoencoder=anim.autoencoder)
+        frames, _ = _drive(anim, broken, ref, samples)
+    eager, _ = _drive(anim, TorchBackend(anim.chunk_step(), anim.device), ref, samples)
+    assert broken.name == "compiled->torch" and broken.decode_fallback_reason is not None
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, eager)) and len(frames) == len(eager)
+    assert capsys.readouterr().err.count("decoding eagerly") == 1
+
+    # a failure at a later call (as a CUDA-graph capture can fail after the compile): eager from then on
+    late = CompiledTorchBackend(anim.chunk_step(), "cpu", autoencoder=anim.autoencoder)
+    late._decode_shape = tuple(z.shape)
+    late._compiled_decode = _raises("capture failed")
+    assert torch.equal(late.decode(z), anim.decode(z)) and "capture failed" in late.decode_fallback_reason
+    assert late._compiled_decode is None and "decoder: torch.compile failed" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """KnotBench on a chosen backend (`knotanim eval --backend`): one backend per model and knot/steps
 variant, built and warmed up before the first clip and reused by every stream of that variant; the
-report names the backend actually used; a compiled (Inductor, CPU) run scores exactly as eager.
+report names the backend actually used; a compiled (Inductor, CPU) run scores as eager (to pixel rounding).
 
 Speech comes from a small eval corpus: espeak-ng's output depends on what the same process
 synthesised before, so two runs in one process only see the same clips with a corpus."""
@@ -136,7 +136,8 @@ def test_backend_names_are_checked_and_match_the_engines():
 
 def test_compiled_quick_bench_scores_as_eager(tmp_path, eval_corpus):
     """`knotanim eval --quick --backend compiled` (Inductor on the CPU) against `--backend torch`: the same
-    scores (to 1e-6), one compile for the whole run (3 clips x 2 rows), and the report names the backend.
+    scores (to 1e-3: the compiled decoder rounds a few pixels the other way), one compile of the step and one of
+    the decoder for the whole run (3 clips x 2 rows), and the report names the backend.
     The smallest model that still has every part (one block, one sampler step): a cold compile takes ~25 s."""
     from torch._dynamo.utils import counters
 
@@ -152,7 +153,8 @@ def test_compiled_quick_bench_scores_as_eager(tmp_path, eval_corpus):
         out = tmp_path / backend
         assert main(["eval", "--model", str(model), "--quick", "--corpus", str(eval_corpus), "--steps", "1",
                      "--backend", backend, "--device", "cpu", "--no-plots", "--quiet", "--out", str(out)]) == 0
-        assert counters["stats"]["unique_graphs"] - graphs <= (1 if backend == "compiled" else 0)
+        # the step and the frame decoder
+        assert counters["stats"]["unique_graphs"] - graphs <= (2 if backend == "compiled" else 0)
         reports[backend] = json.loads((out / "report.json").read_text())
         md = (out / "report.md").read_text()
         assert f"backend {backend}" in md.splitlines()[2] and f"on cpu with the {backend} backend" in md
@@ -162,5 +164,7 @@ def test_compiled_quick_bench_scores_as_eager(tmp_path, eval_corpus):
     assert comp["info"]["backend_prepare_s"] > 0 and "is not included" in comp["metrics"]["fps"]
     assert {r["backend"] for r in comp["rows"] if r["kind"] in ("model", "audio-zeroed")} == {"compiled"}
     assert torch_r["info"]["backend"] == "torch" and torch_r["info"]["backend_prepare_s"] == 0
-    assert_same_scores(torch_r, comp, tol=1e-6)
+    # The compiled decoder's float rounding (~3e-6) moves a few pixels to the next uint8 level: scores differ
+    # by up to ~5e-4 (near-zero correlations of a random model by more, relatively), not more.
+    assert_same_scores(torch_r, comp, tol=1e-3)
     assert all(np.isfinite(r["overall"]["fps"]) for r in comp["rows"] if r["kind"] == "model")

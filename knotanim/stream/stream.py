@@ -4,7 +4,8 @@ Per chunk j (start s_j = j * C, F = C + k frames):
   1. wait until the audio for frames [s_j, s_j + F) (plus look-ahead) has arrived;
   2. run the ChunkStep with the reference cache, the history ring, the knot and the reference's
      running-ahead position, all relative to s_j;
-  3. write the committed frames' K/V into the ring, keep the new knot, decode and emit C frames.
+  3. write the committed frames' K/V into the ring, keep the new knot, decode (with the backend's
+     `decode` when it has one, else the animator's) and emit C frames.
 Nothing grows with the length of the stream.
 """
 from __future__ import annotations
@@ -176,7 +177,8 @@ class KnotStream:
         drop = self.chunk_start - self._features_start
         self._features, self._features_start = self._features[drop:], self._features_start + drop
 
-        images = tensor_to_frames(self.animator.decode(committed[0]))
+        decode = getattr(self.backend, "decode", None) or self.animator.decode  # a backend may decode (compiled)
+        images = tensor_to_frames(decode(committed[0]))
         fps = cfg.fps
         frames = [Frame(index=s + i, timestamp=(s + i) / fps, image=img) for i, img in enumerate(images)]
         self.frames_emitted = s + len(frames)
