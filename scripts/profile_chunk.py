@@ -9,24 +9,28 @@ twice over the same stream:
           synchronisation (push_audio returns host frames, so it has waited for the GPU already);
           plus the process CPU of each thread (Linux /proc), to see who burns the CPU.
   pass 2, instrumented: timing wrappers set on the stream's instances (its audio features' `pop`,
-          its `_run_chunk`, its loop's `advance`, its backend's `run`, the animator's `decode`), each
+          its `_run_chunk`, its loop's `advance`, its backend's `run`, the decoder the stream uses: the
+          backend's `decode` when it has one, else the animator's), each
           stage bracketed by torch.cuda.synchronize on CUDA; removed afterwards. knotanim is unchanged.
 
 Stages of a chunk: (1) features: StreamingAudioFeatures.pop (log-mel windows, numpy);
 (2) noise_h2d: start of _run_chunk up to loop.advance: audio features and CPU noise (torch.randn)
 to the device, the motion tensor; (3) backend: loop.advance (the DiT's denoising steps through the
 backend's run, the history ring's write, the knot), with backend.run alone as a detail;
-(4) decode: animator.decode (frame autoencoder, fp32 eager); (5) to_frames: tensor_to_frames (uint8
+(4) decode: the frame autoencoder's decoder in fp32: animator.decode (eager) or, on the compiled
+backend, its torch.compile of it (`--no-compiled-decode`: eager there too; the JSON's decode_used
+says which ran); (5) to_frames: tensor_to_frames (uint8
 on the device, copy to the host) and the Frame objects. "other" is the rest of push_audio (audio
 push, available(), glue). The synchronisation serialises the stages, so on a GPU their sum is an
 upper bound on the pipelined chunk time: compare it with pass 1.
 
   PYTHONPATH=. python3 scripts/profile_chunk.py --json $OUT/profile_chunk.json          # default model, compiled
   PYTHONPATH=. python3 scripts/profile_chunk.py --threads 1 --json $OUT/profile_1t.json  # one torch thread
+  PYTHONPATH=. python3 scripts/profile_chunk.py --no-compiled-decode --json $OUT/profile_eager_decode.json
   python scripts/profile_chunk.py --tiny --backend torch --device cpu --chunks 50
 
 Errors (a backend that cannot be built, no GPU, a bad model folder) print one line and exit 1; so does
-a compiled backend that fell back to eager (its measurements are still printed and written).
+a compiled backend (or its decoder) that fell back to eager (its measurements are still printed and written).
 Runs from an uninstalled checkout (PYTHONPATH=<repository>); needs no PyAV.
 """
 from __future__ import annotations
@@ -47,7 +51,7 @@ WHAT = {
     "features": "StreamingAudioFeatures.pop (numpy log-mel)",
     "noise_h2d": "audio + torch.randn noise -> device, motion",
     "backend": "loop.advance: DiT steps + ring/knot write",
-    "decode": "animator.decode (autoencoder, fp32)",
+    "decode": "frame decoder (autoencoder, fp32)",
     "to_frames": "tensor_to_frames: uint8 + copy to host",
     "backend_run": "  of which backend.run (DiT steps)",
     "advance_rest": "  of which the rest of advance (positions, ring write, knot)",
@@ -66,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, default=300, help="chunks timed in each pass")
     p.add_argument("--warmup", type=int, default=20, help="chunks streamed first (compile, CUDA graphs, allocator)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) before anything else")
+    p.add_argument("--no-compiled-decode", dest="compiled_decode", action="store_false",
+                   help="the compiled backend decodes eagerly (animator.decode), as before it compiled its decoder")
     p.add_argument("--engine-dir", default=None, help="where exported backends (ONNX) are kept (default: knotanim's cache)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the results here")
@@ -122,6 +128,9 @@ def summary(values) -> dict:
             "min": float(a.min()), "max": float(a.max())}
 
 
+_ABSENT = object()
+
+
 class Instrument:
     """Timing wrappers on one stream's instances (nothing in knotanim changes; `remove` restores)."""
 
@@ -133,7 +142,7 @@ class Instrument:
         self.records: list[dict] = []  # one per chunk: stage -> (wall s, cpu s)
         self._pending: dict = {}  # the current chunk's stages so far
         self._marks: dict = {}
-        self._patched: list[tuple[object, str]] = []
+        self._patched: list[tuple[object, str, object]] = []
 
     def _now(self) -> tuple[float, float]:
         self.sync()
@@ -144,9 +153,9 @@ class Instrument:
         self._pending[name] = (w + t1[0] - t0[0], c + t1[1] - t0[1])
 
     def _patch(self, obj, attr: str, wrapper_of) -> None:
-        original = getattr(obj, attr)  # the bound method
+        original = getattr(obj, attr)  # the bound method (or a callable the instance holds)
+        self._patched.append((obj, attr, vars(obj).get(attr, _ABSENT)))  # what the instance held, if anything
         setattr(obj, attr, wrapper_of(original))  # an instance attribute shadows the class's method
-        self._patched.append((obj, attr))
 
     def install(self) -> "Instrument":
         s = self.stream
@@ -201,12 +210,16 @@ class Instrument:
         self._patch(s, "_run_chunk", run_chunk)
         self._patch(s.loop, "advance", advance)
         self._patch(s.backend, "run", backend_run)
-        self._patch(s.animator, "decode", decode)
+        # the decoder KnotStream._run_chunk calls: the backend's when it has one, else the animator's
+        self._patch(s.backend if getattr(s.backend, "decode", None) is not None else s.animator, "decode", decode)
         return self
 
     def remove(self) -> None:
-        for obj, attr in reversed(self._patched):
-            delattr(obj, attr)
+        for obj, attr, before in reversed(self._patched):
+            if before is _ABSENT:
+                delattr(obj, attr)
+            else:  # the instance held it already (e.g. CompiledTorchBackend.decode): put it back
+                setattr(obj, attr, before)
         self._patched.clear()
 
 
@@ -244,14 +257,25 @@ def load(args, torch):
     return KnotAnimator.from_pretrained(path, device=dev, dtype=dtype), path, str(args.model or "embedded default")
 
 
+def decoder_used(backend) -> tuple[str, str | None]:
+    """(which decoder the stream ran, its fall-back reason): "compiled" (the backend's torch.compile of the
+    decoder), "compiled->eager" (it fell back), or "eager (animator.decode)" (the backend has none)."""
+    if getattr(backend, "decode", None) is None:
+        return "eager (animator.decode)", None
+    reason = getattr(backend, "decode_fallback_reason", None)
+    return ("compiled->eager" if reason else "compiled"), reason
+
+
 def build(args, anim, model_path):
     """(ChunkBackend, reason) through knotanim.engines, as `knotanim render --backend` builds it."""
     from knotanim.engines.select import build_backend, select_backend
 
     say = lambda m: print(f"backend: {m}", file=sys.stderr, flush=True)  # noqa: E731
     if args.backend == "auto":
-        return select_backend("auto", anim, model_path=model_path, artifacts=args.engine_dir, progress=say)
-    backend = build_backend(args.backend, anim, model_path=model_path, artifacts=args.engine_dir, progress=say)
+        return select_backend("auto", anim, model_path=model_path, artifacts=args.engine_dir, progress=say,
+                              compile_decoder=args.compiled_decode)
+    backend = build_backend(args.backend, anim, model_path=model_path, artifacts=args.engine_dir, progress=say,
+                            compile_decoder=args.compiled_decode)
     return backend, f"{backend.name}: requested"
 
 
@@ -326,6 +350,7 @@ def profile(args) -> dict:
 
         device_name = f"{cpu_name()} CPU"
     params = anim.parameter_count()
+    decode_used, decode_fallback = decoder_used(stream.backend)  # after both passes: a late fall-back counts
     return {
         "command": "python3 scripts/profile_chunk.py " + " ".join(shlex.quote(a) for a in args.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": str(dev), "device_name": device_name,
@@ -335,6 +360,8 @@ def profile(args) -> dict:
         "model": model_label, "dtype": str(anim.dtype).replace("torch.", ""),
         "backend_requested": args.backend, "backend_used": str(stream.backend.name), "backend_reason": reason,
         "backend_fallback": fallback,
+        "compiled_decode": args.compiled_decode,  # False: --no-compiled-decode
+        "decode_used": decode_used, "decode_fallback": decode_fallback,
         "shape": {"frame_size": cfg.frame_size, "tokens_per_frame": cfg.tokens_per_frame, "chunk": chunk,
                   "knot": cfg.stream.knot, "window": cfg.stream.window, "steps": cfg.sampler.steps,
                   "dit_params": params["dit"], "autoencoder_params": params["autoencoder"]},
@@ -363,6 +390,9 @@ def markdown(r: dict) -> str:
              f"{r['cpu_count']} CPUs, OMP_NUM_THREADS={r['omp_num_threads_env'] or 'unset'}; chunk = {r['frames_per_chunk']} "
              f"frames; {r['chunks']} chunks per pass after {r['warmup_chunks']} warm-up ({r['warmup_s']:.1f} s)"
              + (f"; backend fell back: {r['backend_fallback']}" if r["backend_fallback"] else ""),
+             "",
+             f"Decode: {r['decode_used']}" + ("" if r["compiled_decode"] else " (--no-compiled-decode)")
+             + (f"; decoder fell back: {r['decode_fallback']}" if r["decode_fallback"] else ""),
              "",
              f"**Un-instrumented** (no synchronisation): chunk median {un['chunk_ms']['median']:.3f} ms, "
              f"p95 {un['chunk_ms']['p95']:.3f} ms, process CPU median {un['cpu_ms']['median']:.2f} ms per chunk; "
@@ -419,6 +449,10 @@ def main(argv=None) -> int:
     if result["backend_fallback"]:
         print(f"profile_chunk: error: the {args.backend} backend fell back ({result['backend_fallback']}); "
               "the numbers above are for eager torch", file=sys.stderr)
+        return 1
+    if result["decode_fallback"]:
+        print(f"profile_chunk: error: the compiled decoder fell back ({result['decode_fallback']}); "
+              "the decode numbers above are for eager decode", file=sys.stderr)
         return 1
     return 0
 

@@ -120,3 +120,55 @@ def test_instrument_changes_no_frame_and_removes_its_wrappers(anim, ref):
     for obj, attr in ((stream, "_run_chunk"), (stream.loop, "advance"), (stream.audio, "pop"),
                       (stream.backend, "run"), (anim, "decode")):
         assert attr not in vars(obj), (obj, attr)
+
+
+def test_profile_chunk_times_the_compiled_decoder_or_not(tmp_path, capsys):
+    """--backend compiled (Inductor on the CPU): the decode stage times the backend's compiled decoder, and the
+    JSON and the table say so; --no-compiled-decode times animator.decode instead. The wrappers come off."""
+    import torch
+
+    mod = _load_script()
+    threads = torch.get_num_threads()
+    args = ["--tiny", "--backend", "compiled", "--device", "cpu", "--chunks", "2", "--warmup", "1", "--threads", "1"]
+    results = {}
+    try:
+        for flag, label in (([], "compiled"), (["--no-compiled-decode"], "eager")):
+            out = tmp_path / f"{label}.json"
+            assert mod.main([*args, *flag, "--json", str(out)]) == 0
+            results[label] = json.loads(out.read_text()), capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+    (on, on_md), (off, off_md) = results["compiled"], results["eager"]
+    assert on["backend_used"] == off["backend_used"] == "compiled"
+    assert (on["compiled_decode"], on["decode_used"], on["decode_fallback"]) == (True, "compiled", None)
+    assert (off["compiled_decode"], off["decode_used"]) == (False, "eager (animator.decode)")
+    assert "Decode: compiled\n" in on_md and "Decode: eager (animator.decode) (--no-compiled-decode)" in off_md
+    for r in (on, off):
+        assert r["stages"]["decode"]["wall_ms"]["median"] > 0 and r["chunks"] == 2
+
+
+def test_instrument_wraps_the_backends_decoder_and_puts_it_back(anim, ref):
+    """With a backend that decodes (CompiledTorchBackend.decode, an instance attribute), the decode stage
+    wraps it, not animator.decode, and `remove` restores it (here the step and decoder fall back to eager:
+    no compile needed to check the wiring)."""
+    import numpy as np
+
+    from knotanim.engines.base import CompiledTorchBackend
+
+    mod = _load_script()
+    backend = CompiledTorchBackend(anim.chunk_step(), "cpu", autoencoder=anim.autoencoder)
+    backend.fallback_reason = backend.decode_fallback_reason = "test: eager"
+    backend._compiled, backend.name = backend.step, "compiled->torch"
+    decode = backend.decode
+    stream = anim.stream(ref, seed=3, backend=backend)
+    audio = (np.random.default_rng(1).standard_normal(anim.config.samples_per_frame * 6) * 0.1).astype(np.float32)
+    inst = mod.Instrument(stream, lambda: None).install()
+    try:
+        assert backend.decode is not decode and "decode" not in vars(anim)
+        frames = stream.push_audio(audio)
+    finally:
+        inst.remove()
+    assert frames and len(inst.records) == len(frames) // anim.config.stream.chunk
+    assert all(rec["decode"][0] >= 0 for rec in inst.records)
+    assert backend.decode == decode and "run" not in vars(backend)
+    assert mod.decoder_used(backend) == ("compiled->eager", "test: eager")
