@@ -160,6 +160,24 @@ def test_device_train_script_on_two_ranks_resumes_and_stops_on_time(tmp_path):
     assert (out / "config.json").is_file()
 
 
+def test_device_train_script_stage3_alone_on_two_ranks(tmp_path):
+    """The next lease's training call: NPROC=2 stage 3 alone (the still clips rolled out, DDP over gloo
+    here) from the carried model; the warm machine's second call resumes on the clock and both ranks stop
+    together."""
+    work, out, env = _machine(tmp_path, STAGE2_MIN="0", STAGE3_MIN="1", NPROC="2")
+    _run(work, env, STAGE3_SET=f"{STAGE3_RUN} --set steps=2")
+    state = _state(work, "stage3")
+    assert state["step"] == 2 and state["world"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
+    assert state["train_config"]["rollout_clips"] == "still"
+    assert json.loads((out / "config.json").read_text())["trained_steps"] == {"rollout": 2}
+    (out / "config.json").unlink()
+    log = _run(work, env, STAGE3_MIN="0.02", STAGE3_SET=f"{STAGE3_RUN} --set steps=100000 --set save_every=100000")
+    assert "resumed from runs/stage3/state at step 2" in log
+    state = _state(work, "stage3")
+    assert 2 < state["step"] < 100000 and state["world"] == 2
+    assert (out / "config.json").is_file()
+
+
 def test_ddp_scaling_script_three_arms(tmp_path):
     """scripts/device_ddp_scaling.sh with tiny settings: the 1-process arm, DDP and FSDP2 on two ranks, one
     summary table with a row per arm, the loss plot, and no more than 8 files in $OUT."""
