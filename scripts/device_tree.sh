@@ -2,10 +2,11 @@
 # Keep what travels to the device machine under its 64 MiB limit (the working tree: tracked files,
 # untracked files git does not ignore, and the carried paths). Both shipped models are tracked
 # (assets/default 50 MB, assets/lite 14 MB), which alone is over the limit, and a training call also
-# carries the speech corpus (11 MB). A call that needs only one model runs from a slim tree:
+# carries the speech corpus (11 MB). A call that needs only one model runs from a slim tree (docs/ can
+# go too: the machine does not read it):
 #
 #   bash scripts/device_tree.sh size [CARRY ...]      # bytes that would travel with these carried paths
-#   bash scripts/device_tree.sh slim [PATH ...]       # default PATH: assets/lite
+#   bash scripts/device_tree.sh slim [PATH ...]       # default PATH: assets/lite; e.g. slim assets/lite docs
 #   ... the device calls ...
 #   bash scripts/device_tree.sh restore               # back to the branch, every file as it was
 #
