@@ -138,12 +138,24 @@ def test_device_train_script_runs_and_resumes_stage4_from_the_carried_model(tmp_
     assert exported["trained_steps"] == {"distill": 2} and exported["config"]["sampler"]["steps"] == 1, exported
 
 
+def _resume_on_two_ranks_on_the_clock(work: Path, out: Path, env: dict, stage: int, stage_set: str) -> None:
+    """The warm machine's second NPROC=2 call of stage `stage` (its state at step 2): a time budget of ~1 s
+    and no step limit. Rank 0 lags rank 1 by its listening-gap forwards at every (logged) step, so each
+    rank's own clock would stop them at different steps; both must stop together and export."""
+    log = _run(work, env, **{f"STAGE{stage}_MIN": "0.02",
+                             f"STAGE{stage}_SET": f"{stage_set} --set steps=100000 --set save_every=100000"})
+    assert f"resumed from runs/stage{stage}/state at step 2" in log
+    state = _state(work, f"stage{stage}")
+    assert 2 < state["step"] < 100000 and state["world"] == 2
+    assert (out / "config.json").is_file()
+
+
 def test_device_train_script_on_two_ranks_resumes_and_stops_on_time(tmp_path):
     """NPROC=2: stage 2 through torchrun (DDP over gloo here, NCCL on the machine); rank 0 writes the state
     and the export. The second call resumes and runs on the clock (STAGE2_MIN), as the lease's calls do:
     both ranks must stop at the same step, or the one still going hangs in its next all-reduce."""
     work, out, env = _machine(tmp_path, STAGE2_MIN="1", NPROC="2")
-    log = _run(work, env, STAGE2_SET=f"{TINY_RUN} --set steps=2")
+    _run(work, env, STAGE2_SET=f"{TINY_RUN} --set steps=2")
     state = _state(work, "stage2")
     assert state["step"] == 2 and state["world"] == 2 and state["train_config"]["init_from"] == ".cache/carry/model"
     assert json.loads((out / "config.json").read_text())["trained_steps"] == {"dit": 2}
@@ -151,13 +163,7 @@ def test_device_train_script_on_two_ranks_resumes_and_stops_on_time(tmp_path):
         assert {f"runs/stage2/{f}" for f in ("log.csv", "loss.png", "samples.png")} <= set(tar.getnames())
     (out / "config.json").unlink()
 
-    # A time budget of ~1 s, no step limit: rank 0 lags rank 1 by its listening-gap forwards at every
-    # (logged) step, so each rank's own clock would stop them at different steps.
-    log = _run(work, env, STAGE2_MIN="0.02", STAGE2_SET=f"{TINY_RUN} --set steps=100000 --set save_every=100000")
-    assert "resumed from runs/stage2/state at step 2" in log
-    state = _state(work, "stage2")
-    assert 2 < state["step"] < 100000 and state["world"] == 2
-    assert (out / "config.json").is_file()
+    _resume_on_two_ranks_on_the_clock(work, out, env, 2, TINY_RUN)
 
 
 def test_device_train_script_stage3_alone_on_two_ranks(tmp_path):
@@ -171,19 +177,15 @@ def test_device_train_script_stage3_alone_on_two_ranks(tmp_path):
     assert state["train_config"]["rollout_clips"] == "still"
     assert json.loads((out / "config.json").read_text())["trained_steps"] == {"rollout": 2}
     (out / "config.json").unlink()
-    log = _run(work, env, STAGE3_MIN="0.02", STAGE3_SET=f"{STAGE3_RUN} --set steps=100000 --set save_every=100000")
-    assert "resumed from runs/stage3/state at step 2" in log
-    state = _state(work, "stage3")
-    assert 2 < state["step"] < 100000 and state["world"] == 2
-    assert (out / "config.json").is_file()
+    _resume_on_two_ranks_on_the_clock(work, out, env, 3, STAGE3_RUN)
 
 
 def test_ddp_scaling_script_three_arms(tmp_path):
     """scripts/device_ddp_scaling.sh with tiny settings: the 1-process arm, DDP and FSDP2 on two ranks, one
     summary table with a row per arm, the loss plot, and no more than 8 files in $OUT."""
     work, out, env = _machine(tmp_path)
-    log = _run(work, env, SCALING, STEPS="4", GLOBAL_BATCH="2", WORKERS="0", WARM_STEPS="1",
-               EXTRA_SET="--set chunks=2 --set log_every=1 --set warmup=1")
+    _run(work, env, SCALING, STEPS="4", GLOBAL_BATCH="2", WORKERS="0", WARM_STEPS="1",
+           EXTRA_SET="--set chunks=2 --set log_every=1 --set warmup=1")
     summary = (out / "ddp_summary.md").read_text()
     rates, losses = summary.split("Loss against 1 GPU")  # the rate table, then the loss comparison
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
