@@ -126,13 +126,13 @@ summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
     printf '%-9s %-5s %-10s %8s %8s %14s %18s  %s\n' part exit outcome wall_s limit_s load1_at_start \
       gpu_procs_at_start outputs
     ncontended=0
-    [ -f "$LOGS/parts.tsv" ] && while IFS=$'\t' read -r name rc outcome wall limit load gprocs ncpu; do
+    [ -f "$LOGS/parts.tsv" ] && while IFS=$'\t' read -r name rc outcome wall limit load gprocs; do
       files=""
       for f in $(outputs "$name"); do
         if [ -f "$OUT/$f" ]; then files+="$f ($(wc -c < "$OUT/$f") B) "; else files+="$f (missing) "; fi
       done
       note=""
-      if contended "$load" "$ncpu"; then note="  CONTENDED: load $load on $ncpu cores at start"; ncontended=$((ncontended + 1)); fi
+      if contended "$load" "$NCPU"; then note="  CONTENDED: load $load on $NCPU cores at start"; ncontended=$((ncontended + 1)); fi
       printf '%-9s %-5s %-10s %8s %8s %14s %18s  %s%s\n' "$name" "$rc" "$outcome" "$wall" "$limit" "$load" "$gprocs" \
         "$files" "$note"
     done < "$LOGS/parts.tsv"
@@ -187,7 +187,7 @@ for part in $PARTS; do
   esac
   [ "$rc" = 0 ] || failed=1
   echo "== $part: exit $rc ($outcome) after $wall s"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$part" "$rc" "$outcome" "$wall" "$limit" "$load" "$gprocs" "$NCPU" >> "$LOGS/parts.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$part" "$rc" "$outcome" "$wall" "$limit" "$load" "$gprocs" >> "$LOGS/parts.tsv"
   summarise
 done
 [ -n "$mon" ] && kill "$mon" && wait "$mon" 2> /dev/null
