@@ -135,10 +135,8 @@ class Instrument:
     """Timing wrappers on one stream's instances (nothing in knotanim changes; `remove` restores)."""
 
     def __init__(self, stream, sync):
-        import time as _t
-
         self.stream, self.sync = stream, sync
-        self.clock, self.cpu = _t.perf_counter, _t.process_time
+        self.clock, self.cpu = time.perf_counter, time.process_time
         self.records: list[dict] = []  # one per chunk: stage -> (wall s, cpu s)
         self._pending: dict = {}  # the current chunk's stages so far
         self._marks: dict = {}
@@ -321,24 +319,25 @@ def profile(args) -> dict:
     finally:
         inst.remove()
     records = inst.records[:args.chunks]
-    stages = {}
-    for name in STAGES:
-        w = [r.get(name, (0.0, 0.0))[0] * 1000 for r in records]
-        c = [r.get(name, (0.0, 0.0))[1] * 1000 for r in records]
-        stages[name] = {"what": WHAT[name], "wall_ms": summary(w), "cpu_ms": summary(c)}
-    stage_sum = [sum(r.get(n, (0.0, 0.0))[0] for n in STAGES) * 1000 for r in records]
-    stage_sum_cpu = [sum(r.get(n, (0.0, 0.0))[1] for n in STAGES) * 1000 for r in records]
+
+    def ms(names, i: int) -> list[float]:
+        """Per chunk, the wall (i = 0) or CPU (i = 1) milliseconds of the named stages together."""
+        return [sum(r.get(n, (0.0, 0.0))[i] for n in names) * 1000 for r in records]
+
+    def stats(name, w, c) -> dict:
+        return {"what": WHAT[name], "wall_ms": summary(w), "cpu_ms": summary(c)}
+
+    stages = {name: stats(name, ms([name], 0), ms([name], 1)) for name in STAGES}
+    stage_sum, stage_sum_cpu = ms(STAGES, 0), ms(STAGES, 1)
     n2 = min(len(records), len(wall2))
     total_w, total_c = [x * 1000 for x in wall2[:n2]], [x * 1000 for x in cpu2[:n2]]
-    details = {}
-    for name, w, c in (
-            ("backend_run", [r.get("backend_run", (0, 0))[0] * 1000 for r in records],
-             [r.get("backend_run", (0, 0))[1] * 1000 for r in records]),
-            ("advance_rest", [(r["backend"][0] - r.get("backend_run", (0, 0))[0]) * 1000 for r in records],
-             [(r["backend"][1] - r.get("backend_run", (0, 0))[1]) * 1000 for r in records]),
-            ("other", [t - s for t, s in zip(total_w, stage_sum)], [t - s for t, s in zip(total_c, stage_sum_cpu)]),
-            ("total", total_w, total_c)):
-        details[name] = {"what": WHAT[name], "wall_ms": summary(w), "cpu_ms": summary(c)}
+    details = {
+        "backend_run": stats("backend_run", ms(["backend_run"], 0), ms(["backend_run"], 1)),
+        "advance_rest": stats("advance_rest", [b - r for b, r in zip(ms(["backend"], 0), ms(["backend_run"], 0))],
+                              [b - r for b, r in zip(ms(["backend"], 1), ms(["backend_run"], 1))]),
+        "other": stats("other", [t - s for t, s in zip(total_w, stage_sum)], [t - s for t, s in zip(total_c, stage_sum_cpu)]),
+        "total": stats("total", total_w, total_c),
+    }
 
     un = {"chunk_ms": summary([x * 1000 for x in wall1]), "cpu_ms": summary([x * 1000 for x in cpu1]),
           "chunks": len(wall1), "frames": len(wall1) * chunk, "wall_s": sum(wall1),
