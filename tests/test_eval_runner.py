@@ -190,3 +190,31 @@ def test_cli_prints_a_table(tmp_path, anim, capsys):
     assert "copy-reference" in text and "tiny-model:audio-zeroed" in text and "lip-sync r" in text
     assert (out / "report.json").exists() and not list(out.glob("*.png"))
     assert main(["eval", "--model", str(model), "--variants", "bogus", "--out", str(out)]) == 2
+
+
+def test_reference_rows_split_a_run_without_changing_scores(tmp_path, anim):
+    """A long run split over processes: each scores some rows, and every row scores as in a whole run."""
+    from knotanim.eval import run_knotbench
+    from knotanim.errors import ConfigError
+    from knotanim.eval.runner import parse_reference_rows
+
+    spec = BenchSpec("t", clips=(ClipSpec("s", 1, 8),)).with_long(minutes=24 / 25 / 60)
+    spec = BenchSpec(spec.name, spec.clips, drift_window_s=0.24, strip_frames=2)
+    whole = run_knotbench([("a", anim)], spec, tmp_path / "whole", variants="default,no-knot")
+    part1 = run_knotbench([("a", anim)], spec, tmp_path / "p1", variants="default", reference_rows="audio-zeroed")
+    part2 = run_knotbench([("a", anim)], spec, tmp_path / "p2", variants="no-knot", reference_rows="none")
+    assert [r["name"] for r in part1["rows"]] == ["a:default", "a:audio-zeroed"]
+    assert [r["name"] for r in part2["rows"]] == ["a:no-knot"]
+    assert part2["info"]["reference_rows"] == []
+    for part in (part1, part2):
+        for name, scores in part["clips"]["long"]["rows"].items():
+            ref = whole["clips"]["long"]["rows"][name]
+            assert scores.keys() == ref.keys()
+            for k, v in scores.items():
+                if k != "fps":
+                    assert v == pytest.approx(ref[k], rel=1e-6, abs=1e-9), (name, k)
+        assert set(part["drift"]) == {r["name"] for r in part["rows"]}
+    assert (tmp_path / "p2" / "report.md").exists()
+    assert parse_reference_rows("audio-zeroed,ground-truth") == ("ground-truth", "audio-zeroed")
+    with pytest.raises(ConfigError, match="unknown reference row"):
+        parse_reference_rows("copy")

@@ -30,6 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "espeak-ng is not installed (default: synthesise the speech with espeak-ng)")
     p.add_argument("--variants", default="default",
                    help="comma-separated: default, no-knot, no-run-ahead, no-knot-no-run-ahead")
+    p.add_argument("--reference-rows", default="ground-truth,copy-reference,audio-zeroed", metavar="ROWS",
+                   help="comma-separated reference rows to score beside the variants (default: all three), or none; "
+                   "a long run can be split over processes, each scoring some rows")
     p.add_argument("--out", default="knotbench", metavar="DIR", help="report folder (default: ./knotbench)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
@@ -68,9 +71,10 @@ def build_spec(args: argparse.Namespace, fps: int):
 
 def run(args: argparse.Namespace) -> int:
     from knotanim.eval.report import drift_table, summary_table
-    from knotanim.eval.runner import load_animators, parse_variants, run_knotbench
+    from knotanim.eval.runner import load_animators, parse_reference_rows, parse_variants, run_knotbench
 
     variants = parse_variants(args.variants)
+    refs = parse_reference_rows(args.reference_rows)
     if args.steps is not None and args.steps < 1:
         raise ConfigError("--steps must be >= 1")
     dtype = None
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     report = run_knotbench(models, spec, args.out, variants=variants, progress=say,
                            seed=args.seed, steps=args.steps, plots=not args.no_plots, corpus=corpus,
-                           backend=args.backend, engine_dir=args.engine_dir)
+                           backend=args.backend, engine_dir=args.engine_dir, reference_rows=refs)
     print()
     print(summary_table(report))
     print(f"frames/s: {report['metrics']['fps']}")

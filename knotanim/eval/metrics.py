@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 weights (read-only use)
@@ -100,11 +101,19 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
 
 
 def _filter_valid(x: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """Separable 'valid' filtering of [..., H, W] with 1-D taps along H then W."""
+    """Separable 'valid' filtering of float32 [..., H, W] with symmetric 1-D taps along H and W.
+
+    Frame by frame through OpenCV's separable filter (the border it pads never reaches the 'valid'
+    positions kept), so a result never depends on how many frames are passed at once."""
     n = len(taps)
     h, w = x.shape[-2] - n + 1, x.shape[-1] - n + 1
-    rows = sum(taps[k] * x[..., k : k + h, :] for k in range(n))
-    return sum(taps[k] * rows[..., :, k : k + w] for k in range(n))
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-2], x.shape[-1])
+    out = np.empty((len(flat), h, w), dtype=np.float32)
+    k = np.asarray(taps, dtype=np.float32)
+    for i, frame in enumerate(flat):
+        out[i] = cv2.sepFilter2D(frame, cv2.CV_32F, k, k, borderType=cv2.BORDER_REFLECT)[n // 2 : n // 2 + h,
+                                                                                       n // 2 : n // 2 + w]
+    return out.reshape(*x.shape[:-2], h, w)
 
 
 def _window_for(height: int, width: int, size: int, sigma: float) -> np.ndarray:

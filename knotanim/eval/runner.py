@@ -54,8 +54,20 @@ WARMUP_CHUNKS = 3  # chunks a warm-up stream runs through a new backend (compile
 BLOCK_FRAMES = 25  # frames of audio pushed per call, and frames scored per block (1 s at 25 fps)
 SCORE_AHEAD = 4  # blocks a scoring thread may still hold while the stream generates (see score_in_thread)
 IN_MEMORY_FRAMES = 1500  # longer clips (and every long-horizon clip) keep their ground truth on disk
+REFERENCE_ROWS = ("ground-truth", "copy-reference", "audio-zeroed")  # rows beside the model variants
 
 Progress = Callable[[str], None]
+
+
+def parse_reference_rows(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Which of REFERENCE_ROWS to score: a comma-separated string or a list; "none" or empty: none."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if names == ["none"]:
+        return ()
+    bad = [n for n in names if n not in REFERENCE_ROWS]
+    if bad:
+        raise ConfigError(f"unknown reference row(s) {', '.join(bad)}; choose from {', '.join(REFERENCE_ROWS)} or none")
+    return tuple(n for n in REFERENCE_ROWS if n in names)
 
 
 def parse_variants(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -283,6 +295,7 @@ def run_knotbench(
     corpus: Any = None,
     backend: str | EvalBackends = "torch",
     engine_dir: str | Path | None = None,
+    reference_rows: str | Sequence[str] = REFERENCE_ROWS,
 ) -> dict[str, Any]:
     """Evaluate models on `spec`; write report.json, report.md and PNG plots to `out_dir` (if given).
 
@@ -297,13 +310,15 @@ def run_knotbench(
     ("torch": eager, the default; "compiled", "onnxruntime", "tensorrt", "aoti", "auto") or an
     EvalBackends; one backend per (model, knot/steps variant) is built, warmed up before the first
     clip (its time is not in frames/s) and reused by every stream of that variant; engine_dir: where
-    exported graphs/engines live (default: the knotanim cache). Returns the report dict (see
+    exported graphs/engines live (default: the knotanim cache). reference_rows: which of REFERENCE_ROWS
+    to score (all by default; fewer splits a long run over processes, each scoring some rows). Returns the report dict (see
     `report.aggregate`; info["backend"] names the backend actually used).
     """
     say = progress or (lambda line: None)
     if not isinstance(animators_or_paths, (list, tuple)):
         animators_or_paths = [animators_or_paths]
     variant_names = parse_variants(variants)
+    refs = parse_reference_rows(reference_rows)
     backends = (backend if isinstance(backend, EvalBackends)
                 else EvalBackends(backend, artifacts=engine_dir, progress=say))
     models = load_animators(animators_or_paths, device, dtype)
@@ -313,7 +328,8 @@ def run_knotbench(
     cfg = cfgs[0]
     speech = EvalSpeech(corpus)  # fails here, before any work, without a corpus or espeak-ng
     # Every backend the run needs, built and warmed up now: errors before any clip, compile time outside frames/s.
-    knots = dict.fromkeys([VARIANTS[v][0] for v in variant_names] + [VARIANTS["default"][0]])  # + audio-zeroed
+    zeroed = [VARIANTS["default"][0]] if "audio-zeroed" in refs else []
+    knots = dict.fromkeys([VARIANTS[v][0] for v in variant_names] + zeroed)
     for (mname, anim), source in zip(models, animators_or_paths):
         for knot in knots:
             backends.prepare(mname, anim, knot, steps, _model_path(source))
@@ -323,12 +339,12 @@ def run_knotbench(
     meta: dict[str, dict[str, Any]] = {}
     try:
         _run_clips(spec, cfg, models, variant_names, speech, Path(scratch.name), seed, steps, say, rows, clips, meta,
-                   backends)
+                   backends, refs)
     finally:
         scratch.cleanup()
     report = aggregate(spec, list(rows.values()), clips, meta,
                        {"frame_size": cfg.frame_size, "fps": cfg.fps, "chunk": cfg.stream.chunk,
-                        "device": str(getattr(models[0][1], "device", device)), "seed": seed, "variants": list(variant_names),
+                        "device": str(getattr(models[0][1], "device", device)), "seed": seed, "variants": list(variant_names), "reference_rows": list(refs),
                         "models": [n for n, _ in models], **backends.info()})
     if out_dir is not None:
         paths = write_reports(report, clips, Path(out_dir), plots=plots)
@@ -357,7 +373,7 @@ def _model_path(source: Any) -> Path | None:
 
 
 def _run_clips(spec, cfg, models, variant_names, speech, scratch: Path, seed, steps, say, rows, clips, meta,
-               backends: EvalBackends | None = None) -> None:
+               backends: EvalBackends | None = None, refs: Sequence[str] = REFERENCE_ROWS) -> None:
     """Generate, stream and score every clip of `spec`, filling rows / clips / meta (see run_knotbench)."""
     from knotanim.data import make_clip
 
@@ -379,18 +395,22 @@ def _run_clips(spec, cfg, models, variant_names, speech, scratch: Path, seed, st
             f"{cs.source}, head_motion {cs.head_motion}) generated in {time.perf_counter() - t0:.1f} s")
         meta[cs.name] = {"identity": getattr(clip, "identity", ""), "languages": utterance.lang, **cs.__dict__}
         scores: dict[str, ClipScore] = {}
-        add_row("ground-truth", "ground-truth")
-        scores["ground-truth"] = _score_array(truth, truth.frames, True, spec.strip_frames)
-        add_row("copy-reference", "copy-reference")
-        copied = np.broadcast_to(truth.reference, truth.frames.shape)
-        scores["copy-reference"] = _score_array(truth, copied, False, spec.strip_frames)
-        _say_row(say, cs.name, "ground-truth", scores["ground-truth"])
-        _say_row(say, cs.name, "copy-reference", scores["copy-reference"])
+        if "ground-truth" in refs:
+            add_row("ground-truth", "ground-truth")
+            scores["ground-truth"] = _score_array(truth, truth.frames, True, spec.strip_frames)
+            _say_row(say, cs.name, "ground-truth", scores["ground-truth"])
+        if "copy-reference" in refs:
+            add_row("copy-reference", "copy-reference")
+            copied = np.broadcast_to(truth.reference, truth.frames.shape)
+            scores["copy-reference"] = _score_array(truth, copied, False, spec.strip_frames)
+            _say_row(say, cs.name, "copy-reference", scores["copy-reference"])
         for mname, anim in models:
             chunk = anim.config.stream.chunk
             t_model = truth if chunk == truth.chunk else ClipTruth(**{**truth.__dict__, "chunk": chunk})
             runs = [(f"{mname}:{v}", "model", v, clip.audio, *VARIANTS[v]) for v in variant_names]
-            runs.append((f"{mname}:audio-zeroed", "audio-zeroed", "default", np.zeros_like(clip.audio), True, True))
+            if "audio-zeroed" in refs:
+                runs.append((f"{mname}:audio-zeroed", "audio-zeroed", "default", np.zeros_like(clip.audio),
+                             *VARIANTS["default"]))
             for rname, kind, variant, audio, knot, run_ahead in runs:
                 add_row(rname, kind, mname, variant)
                 scorer = ClipScorer(t_model, strip_frames=spec.strip_frames)
