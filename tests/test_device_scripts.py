@@ -29,7 +29,7 @@ SCALING = REPO / "scripts" / "device_ddp_scaling.sh"
 TINY_RUN = "--set batch_size=2 --set chunks=2 --set data.workers=0 --set log_every=1 --set save_every=2 --set warmup=1"
 
 
-def _speech_corpus(path: Path, n: int = 3, seconds: float = 1.0, sr: int = 16000) -> None:
+def _speech_corpus(path: Path, n: int = 3, seconds: float = 1.0, sr: int = 16000, split: str = "train") -> None:
     """A corpus in the .npz layout `knotanim data build-speech` writes (no espeak-ng needed): tones
     with phoneme events every 0.1 s."""
     rng = np.random.default_rng(0)
@@ -43,7 +43,7 @@ def _speech_corpus(path: Path, n: int = 3, seconds: float = 1.0, sr: int = 16000
         ev_offsets=np.cumsum([0] + [len(ts) for ts in times]), ev_times=np.concatenate(times),
         ev_ids=np.concatenate(ids), speech_end=np.full(n, seconds - 0.1, np.float32), vocab=np.array(PHONEMES),
         voices=np.array(["test"] * n), langs=np.array(["en"] * n), texts=np.array(["tone"] * n),
-        meta=np.array(json.dumps({"split": "train", "sample_rate": sr, "format": 1})))
+        meta=np.array(json.dumps({"split": split, "sample_rate": sr, "format": 1})))
 
 
 def _uninstalled_python(tmp_path: Path) -> Path:
@@ -377,3 +377,23 @@ def test_device_tree_slims_and_restores_what_travels(tmp_path):
     assert subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout == head
     assert subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout == ""
     assert tree("restore").returncode == 2  # not slim
+
+
+def test_long_ablation_script_splits_the_rows_over_three_processes(tmp_path):
+    """scripts/device_long_ablation.sh at a 1.2-s stream on the CPU: three processes, every row once, merged."""
+    work, out, env = _machine(tmp_path)
+    _speech_corpus(work / ".cache" / "data" / "speech_eval.npz", seconds=2.0, split="eval")
+    env.update(MODEL=str(work / ".cache" / "carry" / "model"), MINUTES="0.02", BACKEND="torch", DEVICE="cpu",
+               WORK=str(tmp_path / "abl"), LIMIT_S="200")
+    text = _run(work, env, script=REPO / "scripts" / "device_long_ablation.sh")
+    for part in ("default", "no-knot", "no-run-ahead"):
+        assert f"{part}: exit 0" in text
+    with tarfile.open(out / "long_ablation.tar.gz") as tar:
+        names = tar.getnames()
+    assert "abl/table.md" in names and "abl/no-knot/report.json" in names
+    table = (tmp_path / "abl" / "table.md").read_text()
+    rows = {"ground-truth", "copy-reference", "model:audio-zeroed", "model:default", "model:no-knot", "model:no-run-ahead"}
+    drift = table.split("first window -> last window")[1]
+    for row in rows:
+        assert f"| {row} " in table.split("first window")[0], row  # whole-stream table
+        assert f"| {row} " in drift, row
