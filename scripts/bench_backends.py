@@ -7,7 +7,8 @@ command and device, and with --append adds them to docs/benchmarks.md (`| date |
 
   python scripts/bench_backends.py --tiny --seconds 4
   python scripts/bench_backends.py --seconds 2 --backends torch,onnxruntime --append docs/benchmarks.md
-  python scripts/bench_backends.py --seconds 3 --timeout-s 100 --json $OUT/backends.json   # the H200 call
+  python scripts/bench_backends.py --seconds 3 --seconds-for onnxruntime=1 --timeout-s 100 --json $OUT/backends.json
+                                                                              # the H200 call
 
 --json writes every backend's measurement (or why it has none) after each backend, so a run stopped
 from outside keeps the backends already done; --timeout-s stops one backend's child process (a
@@ -19,6 +20,9 @@ Timing: after a warm-up stream (compilation, allocation, graph capture), audio i
 frame at a time, faster than real time; chunk latency is the compute time of each push that
 produced frames (DiT step + decode), fps = frames / summed chunk latency, time to first frame
 counts from stream creation (reference cache included). Export/compile time is reported apart.
+--seconds-for gives one backend a shorter (or longer) timed stream than --seconds: on the H200 machine
+onnxruntime is a CPU session (its export, parity check on the CPU and every chunk take seconds), so the
+device call times it over 1 s of audio; each JSON result says its "seconds".
 """
 from __future__ import annotations
 
@@ -46,13 +50,35 @@ def parse_args(argv=None):
     p.add_argument("--backends", default="torch,compiled,onnxruntime", help="comma-separated (torch, compiled, onnxruntime, tensorrt, aoti)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds of audio per timed stream")
+    p.add_argument("--seconds-for", default="", metavar="NAME=S[,NAME=S]",
+                   help="per-backend seconds of audio instead of --seconds, e.g. onnxruntime=1 (a CPU session: "
+                        "every chunk takes a large part of a second, fewer of them say as much)")
     p.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
     p.add_argument("--artifacts", help="folder for exported graphs (default: a fresh temporary folder)")
     p.add_argument("--append", metavar="MD", help="append the rows to this Markdown file")
     p.add_argument("--json", metavar="PATH", help="write every backend's result here (rewritten after each)")
     p.add_argument("--timeout-s", type=float, help="wall-clock limit of each backend's child process, seconds")
     p.add_argument("--only", help=argparse.SUPPRESS)  # child mode: run one backend, print JSON
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        args.seconds_by_backend = parse_seconds_for(args.seconds_for)
+    except ValueError as e:
+        p.error(f"--seconds-for: {e}")
+    return args
+
+
+def parse_seconds_for(text: str) -> dict[str, float]:
+    """'onnxruntime=1,compiled=2' -> {'onnxruntime': 1.0, 'compiled': 2.0}; '' -> {}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{item!r} is not NAME=SECONDS")
+        seconds = float(value)
+        if not seconds > 0:
+            raise ValueError(f"{item!r}: the seconds must be > 0")
+        out[name.strip()] = seconds
+    return out
 
 
 def run_one(args) -> dict:
@@ -144,7 +170,8 @@ def main(argv=None) -> int:
     cmd = "python scripts/bench_backends.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     rows, results = [], []
     for name in args.backends.split(","):
-        child = [sys.executable, __file__, "--only", name, "--artifacts", artifacts, "--seconds", str(args.seconds),
+        seconds = args.seconds_by_backend.get(name, args.seconds)
+        child = [sys.executable, __file__, "--only", name, "--artifacts", artifacts, "--seconds", str(seconds),
                  "--device", args.device] + (["--tiny"] if args.tiny else []) + (["--model", args.model] if args.model else []) \
             + (["--threads", str(args.threads)] if args.threads else [])
         t0 = time.perf_counter()
@@ -153,7 +180,7 @@ def main(argv=None) -> int:
             rc, out = proc.returncode, proc.stdout
         except subprocess.TimeoutExpired:  # run() has killed the child
             rc, out = None, ""
-        result = {"backend": name, "wall_s": round(time.perf_counter() - t0, 1), "returncode": rc}
+        result = {"backend": name, "wall_s": round(time.perf_counter() - t0, 1), "returncode": rc, "seconds": seconds}
         last = (out.strip().splitlines() or [""])[-1]
         try:  # the child's result line; a crash mid-print leaves a line that is not JSON: no result
             r = json.loads(last) if last.startswith("{") else None

@@ -5,9 +5,20 @@ The model has the default model's sizes (read from assets/default/config.json) w
 the speed does not depend on the weights. Each measurement drives a real `KnotStream` (audio pushed
 one chunk at a time, so every push runs exactly one chunk once warm) through the chosen backend
 (default: eager torch), wrapped so that each `backend.run` (the ChunkStep: S denoising calls + the
-cache pass) is timed on its own: CUDA events around it on a GPU (read after a synchronize),
-perf_counter on the CPU. The whole push (audio features, noise, the step, the ring write, the decode
-to uint8 frames) is timed too, with perf_counter and a synchronize, as "chunk".
+cache pass) is timed on its own: CUDA events around it on a GPU (read after a synchronize), with the
+host time of the call beside it (host_step_ms: perf_counter, no synchronize), perf_counter on the CPU.
+The whole push (audio features, noise, the step, the ring write, the decode to uint8 frames) is timed
+too, with perf_counter and a synchronize, as "chunk".
+
+Backends (--backend): torch (eager; on a GPU the small default model is bound by the host's kernel
+launches, ~90 ms per step at every size: the sweep then shows launch overhead, not compute); graphs
+(this script's own, for the GPU: each point's eager ChunkStep captured into one torch.cuda.CUDAGraph at
+its first chunk, two warm-up calls on a side stream first, then replayed each chunk from static input
+tensors; a few eager steps to build, not torch.compile's ~30 s; the replay alone is timed with CUDA events,
+gpu_step_ms, the GPU time per step; capture_check compares the first replay with the eager warm-up. Where
+it cannot capture, on the CPU or when the capture fails, it prints the reason once, records it as the
+point's backend_fallback with backend "graphs->torch", and measures eagerly); compiled, onnxruntime,
+tensorrt, aoti (knotanim.engines).
 
 Sweeps, one parameter at a time around the default (every other size stays at the default):
   window   L, committed frames of history           (0, 3, 6, 12, 24)
@@ -23,7 +34,8 @@ is recorded as skipped with the reason; an unexpected error is recorded as faile
 Output in --out: scaling.json (every measurement, raw per-chunk times, device and torch info) and
 scaling.png (four panels; needs matplotlib).
 
-  python3 scripts/bench_scaling.py --device cuda --out $OUT/scaling     # the H200 run (~1.5-3 min)
+  python3 scripts/bench_scaling.py --device cuda --backend graphs --out $OUT/scaling  # the H200 run: compute
+  python3 scripts/bench_scaling.py --device cuda --out $OUT/scaling     # eager: host launch overhead (~1.5-3 min)
   python scripts/bench_scaling.py --quick --base-frame-size 128 --frame-sizes 64,128,192 --out /tmp/scaling
                                             # a CPU check (~8 min on the shared 2-core machine)
   python scripts/bench_scaling.py --tiny --quick --out /tmp/scaling     # tiny sizes (what the test runs)
@@ -217,19 +229,27 @@ def counted_chunk_flops(cfg: KnotAnimConfig, knot: bool = True, steps: int | Non
 
 # --- timing -----------------------------------------------------------------------------------------------
 class TimedBackend:
-    """A ChunkBackend that times each `run` of the backend it wraps (events on CUDA, perf_counter on CPU)."""
+    """A ChunkBackend that times each `run` of the backend it wraps (events on CUDA, perf_counter on CPU), and
+    on CUDA also the host time of the call (perf_counter, no synchronize: how long the CPU spends issuing it)."""
 
     def __init__(self, inner):
-        self.inner, self.name, self.device = inner, inner.name, inner.device
+        self.inner, self.device = inner, inner.device
         self.cuda = self.device.type == "cuda"
         self._pending: list = []  # (start, end) events or (t0, t1) seconds, not yet read
+        self._host: list[float] = []  # CUDA: host ms of each run, not yet read
+
+    @property
+    def name(self) -> str:  # the inner backend's, read late: the graphs backend renames itself when it falls back
+        return self.inner.name
 
     def run(self, *inputs):
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0 = time.perf_counter()
             start.record()
             out = self.inner.run(*inputs)
             end.record()
+            self._host.append((time.perf_counter() - t0) * 1000.0)
             self._pending.append((start, end))
             return out
         t0 = time.perf_counter()
@@ -246,12 +266,100 @@ class TimedBackend:
         self._pending = []
         return times
 
+    def take_host_ms(self) -> list[float]:
+        """CUDA: the host milliseconds of every run since the last call (the CPU: [], the step times say it)."""
+        times, self._host = self._host, []
+        return times
+
+
+_SAID: set[str] = set()  # fall-back reasons already printed (one line per reason, not one per sweep point)
+
+
+def say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        print(f"bench_scaling: {message}", file=sys.stderr, flush=True)
+
+
+class CudaGraphBackend:
+    """The eager ChunkStep captured into one torch.cuda.CUDAGraph at its first `run` (static shapes: every
+    chunk of a stream has the same twelve input shapes), then replayed: inputs copied into the static input
+    tensors, one graph replay, the outputs cloned (the next replay overwrites them). Building it costs a few
+    eager steps (two warm-up calls on a side stream, the capture), not torch.compile's half a minute, so every
+    sweep point gets its own. The replay alone is timed with CUDA events: `take_replay_ms` (GPU time per step,
+    without the copies in and out).
+
+    Where it cannot run (no CUDA device, or the capture fails: a host synchronisation inside the step, out of
+    memory) it says why in one line on stderr, keeps the reason in `fallback_reason`, renames itself
+    "graphs->torch" and runs the step eagerly from then on: the point is still measured."""
+
+    def __init__(self, step, device: torch.device | str):
+        self.step, self.device = step, torch.device(device)
+        self.name = "graphs"
+        self.fallback_reason: str | None = None
+        self.capture_check: dict | None = None  # the first replay against the eager warm-up, same inputs
+        self._graph = None
+        self._inputs: list[torch.Tensor] = []
+        self._outputs: tuple[torch.Tensor, ...] = ()
+        self._replays: list = []
+        if self.device.type != "cuda":
+            self._fall_back(f"CUDA graphs need a CUDA device (device {self.device.type})")
+
+    def _fall_back(self, why: str) -> None:
+        self.fallback_reason = why
+        self.name = "graphs->torch"
+        self._graph, self._inputs, self._outputs = None, [], ()
+        say_once(f"graphs backend: {why}; running the step eagerly")
+
+    def _capture(self, inputs) -> None:
+        static = [x.detach().clone() for x in inputs]
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS handles, workspace, allocator pool
+            for _ in range(2):
+                eager = self.step(*static)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.step(*static)
+        self._graph, self._inputs, self._outputs = graph, static, tuple(outputs)
+        graph.replay()
+        errors = [float((a.float() - b.float()).abs().max()) if a.numel() else 0.0 for a, b in zip(outputs, eager)]
+        scale = max([float(a.float().abs().max()) for a in eager if a.numel()] + [1e-12])
+        self.capture_check = {"max_abs_error": max(errors + [0.0]), "output_scale": scale}
+
+    def run(self, *inputs):
+        if self.fallback_reason is None and self._graph is None:
+            try:
+                self._capture(inputs)
+            except Exception as e:  # noqa: BLE001: any capture failure means "measure eagerly", said once
+                torch.cuda.synchronize(self.device)
+                self._fall_back(f"capture failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})")
+        if self._graph is None:
+            return self.step(*inputs)
+        for static, x in zip(self._inputs, inputs):
+            static.copy_(x, non_blocking=True)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        self._graph.replay()
+        end.record()
+        self._replays.append((start, end))
+        return tuple(t.clone() for t in self._outputs)
+
+    def take_replay_ms(self) -> list[float]:
+        """The GPU milliseconds of every replay since the last call (call after a synchronize)."""
+        times = [a.elapsed_time(b) for a, b in self._replays]
+        self._replays = []
+        return times
+
 
 def make_backend(name: str, animator, artifacts: Path):
     if name == "torch":  # eager: the stream's default, built here without importing the export machinery
         from knotanim.engines.base import TorchBackend
 
         return TorchBackend(animator.chunk_step(), animator.device)
+    if name == "graphs":  # this script's own: the eager step in one CUDA graph (eager where it cannot be)
+        return CudaGraphBackend(animator.chunk_step(), animator.device)
     from knotanim.engines import build_backend
 
     return build_backend(name, animator, artifacts=artifacts)
@@ -277,8 +385,10 @@ def time_stream(cfg: KnotAnimConfig, device: torch.device, dtype: torch.dtype, b
                 chunks: int, seed: int = 0, budget_s: float | None = None, artifacts: Path | None = None) -> dict:
     """Run one stream of `warmup + chunks` chunks; per-chunk step and whole-push times in ms.
 
-    Returns {"step_ms", "chunk_ms", "memory", "chunks_run", "stopped_early", ...}; the lists hold the
-    timed chunks only (warm-up excluded); chunk_ms[i] is None when that push ran more than one chunk.
+    Returns {"step_ms", "chunk_ms", "host_ms", "gpu_step_ms", "memory", "chunks_run", "stopped_early",
+    "backend_fallback", ...}; the lists hold the timed chunks only (warm-up excluded); chunk_ms[i] is None when
+    that push ran more than one chunk; host_ms (CUDA only) and gpu_step_ms (the graphs backend's replays
+    only) are None where not measured.
     """
     from knotanim.animator import KnotAnimator
 
@@ -292,6 +402,8 @@ def time_stream(cfg: KnotAnimConfig, device: torch.device, dtype: torch.dtype, b
     memory_every = max(1, total // 20)
     step_ms: list[float] = []
     chunk_ms: list[float | None] = []
+    host_ms: list[float | None] = []  # CUDA: the host time of each backend.run (no synchronize)
+    gpu_ms: list[float | None] = []  # graphs backend: the GPU time of each replay (CUDA events around it)
     memory: list[dict] = []
     t_start = time.perf_counter()
     stopped_early = False
@@ -307,12 +419,19 @@ def time_stream(cfg: KnotAnimConfig, device: torch.device, dtype: torch.dtype, b
         wall_ms = (time.perf_counter() - t0) * 1000.0
         runs = backend.take_times_ms()
         step_ms += runs
+        host = backend.take_host_ms()
+        host_ms += host if len(host) == len(runs) else [None] * len(runs)
+        replays = backend.inner.take_replay_ms() if hasattr(backend.inner, "take_replay_ms") else []
+        gpu_ms += replays if len(replays) == len(runs) else [None] * len(runs)
         chunk_ms += [wall_ms] if len(runs) == 1 else [None] * len(runs)
         if runs and len(step_ms) > len(memory) * memory_every:  # every memory_every chunks, from the first
             memory.append({"chunk": len(step_ms) - 1, **memory_in_use(device)})
     elapsed = time.perf_counter() - t_start
     out = {"backend": backend.name, "warmup": min(warmup, len(step_ms)), "chunks_run": len(step_ms),
            "step_ms": step_ms[warmup:], "chunk_ms": chunk_ms[warmup:], "memory": memory,
+           "host_ms": host_ms[warmup:], "gpu_step_ms": gpu_ms[warmup:],
+           "backend_fallback": getattr(backend.inner, "fallback_reason", None),
+           "capture_check": getattr(backend.inner, "capture_check", None),
            "stopped_early": stopped_early, "wall_s": elapsed}
     del stream, backend, animator
     return out
@@ -387,13 +506,18 @@ def measure_point(base: KnotAnimConfig, sweep: str, value: int, overrides: dict,
         return {**point, "status": "failed", "reason": f"{type(e).__name__}: {message}"}
     release(device)
     step, chunk = stats(run["step_ms"]), stats(run["chunk_ms"])
-    point.update(status="ok", backend=run["backend"], step_ms=step, chunk_ms=chunk,
+    point.update(status="ok", backend=run["backend"], backend_fallback=run["backend_fallback"], step_ms=step,
+                 chunk_ms=chunk, gpu_step_ms=stats(run["gpu_step_ms"]), host_step_ms=stats(run["host_ms"]),
+                 capture_check=run["capture_check"],
                  chunks_run=run["chunks_run"], warmup=run["warmup"], stopped_early=run["stopped_early"],
                  wall_s=run["wall_s"], memory=run["memory"],
-                 raw={"step_ms": run["step_ms"], "chunk_ms": run["chunk_ms"]})
+                 raw={"step_ms": run["step_ms"], "chunk_ms": run["chunk_ms"], "gpu_step_ms": run["gpu_step_ms"],
+                      "host_step_ms": run["host_ms"]})
     if step:
         total = (point["flops"]["counted"] or point["flops"]["formula"])["total"]
         point["step_tflops_per_s"] = total / (step["median"] / 1000.0) / 1e12
+        if point["gpu_step_ms"]:
+            point["gpu_step_tflops_per_s"] = total / (point["gpu_step_ms"]["median"] / 1000.0) / 1e12
         point["step_ms_per_frame"] = step["median"] / cfg.stream.chunk
     if long:
         point["flat"] = {"step": flatness(run["step_ms"], run["warmup"]),
@@ -444,8 +568,14 @@ def summary_line(p: dict) -> str:
     text = (f"{where}: L {c['window']:>2}, C {c['chunk']}, F {c['frames_per_chunk']}, {c['frame_size']}px = "
             f"{c['tokens_per_frame']} tok/frame | {gflop:9.4g} GFLOP/chunk | step median {s['median']:9.2f} ms "
             f"p95 {s['p95']:9.2f} ms (n {s['n']})")
+    if p.get("gpu_step_ms"):
+        text += f" | GPU (replay) median {p['gpu_step_ms']['median']:8.3f} ms"
+    if p.get("host_step_ms"):
+        text += f" | host median {p['host_step_ms']['median']:8.2f} ms"
     if ch:
         text += f" | whole chunk median {ch['median']:9.2f} ms"
+    if p.get("backend_fallback"):
+        text += f" | {p['backend']}: {p['backend_fallback']}"
     if p.get("stopped_early"):
         text += " | stopped at the time budget"
     return text
@@ -453,18 +583,20 @@ def summary_line(p: dict) -> str:
 
 def markdown_table(points: list[dict]) -> str:
     rows = ["| sweep | L | C | frame (tokens) | GFLOP/chunk (formula / counted) | step median / p95 ms | "
-            "whole chunk median ms | TFLOP/s |", "|---|---|---|---|---|---|---|---|"]
+            "GPU step (graph replay) median ms | whole chunk median ms | TFLOP/s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         if p["status"] != "ok":
-            rows.append(f"| {p['sweep']} {p['value']} | | | | | {p['status']}: {p['reason'][:80]} | | |")
+            rows.append(f"| {p['sweep']} {p['value']} | | | | | {p['status']}: {p['reason'][:80]} | | | |")
             continue
+        gpu = f"{p['gpu_step_ms']['median']:.3f}" if p.get("gpu_step_ms") else "-"
         c, f, s, ch = p["config"], p["flops"], p["step_ms"], p["chunk_ms"]
         counted = f"{f['counted']['total'] / 1e9:.4g}" if f["counted"] else "-"
         whole = f"{ch['median']:.1f}" if ch else "-"
         step = f"{s['median']:.1f} / {s['p95']:.1f}" if s else "-"
         rate = f"{p['step_tflops_per_s']:.3g}" if s else "-"
         rows.append(f"| {p['sweep']} | {c['window']} | {c['chunk']} | {c['frame_size']} ({c['tokens_per_frame']}) | "
-                    f"{f['formula']['total'] / 1e9:.4g} / {counted} | {step} | {whole} | {rate} |")
+                    f"{f['formula']['total'] / 1e9:.4g} / {counted} | {step} | {gpu} | {whole} | {rate} |")
     return "\n".join(rows)
 
 
@@ -495,6 +627,9 @@ def make_figure(result: dict, path: Path) -> str | None:
         whole = [(xi, p["chunk_ms"]["median"]) for xi, p in zip(x, ok) if p["chunk_ms"]]
         if whole:
             ax.plot(*zip(*whole), marker="s", linestyle="--", label="whole chunk (features, step, decode) median")
+        gpu = [(xi, p["gpu_step_ms"]["median"]) for xi, p in zip(x, ok) if p.get("gpu_step_ms")]
+        if gpu:
+            ax.plot(*zip(*gpu), marker="^", linestyle="-.", label="GPU step (CUDA graph replay) median")
         ax.set_xlabel(label)
         ax.set_ylabel("ms per chunk")
         ax.set_ylim(0, max(p95 + [v for _, v in whole]) * 1.45)  # headroom for the legend
@@ -549,7 +684,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                    help="model dtype (auto: bf16 on CUDA, fp32 on the CPU)")
-    p.add_argument("--backend", default="torch", help="torch (eager, default), compiled, onnxruntime, tensorrt, aoti")
+    p.add_argument("--backend", default="torch",
+                   help="torch (eager, default), graphs (the eager step captured in one CUDA graph per point: "
+                        "compute, not launch overhead; eager with a one-line reason where it cannot), compiled, "
+                        "onnxruntime, tensorrt, aoti")
     p.add_argument("--out", default="bench_scaling_out", help="folder for scaling.json and scaling.png")
     p.add_argument("--quick", action="store_true", help="a small sweep (CPU checks)")
     p.add_argument("--tiny", action="store_true", help="tiny_config sizes (the test)")
@@ -589,8 +727,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
     base = base_config(args.tiny)
     if args.base_frame_size:
         base = base.replace(frame_size=args.base_frame_size)  # ConfigError: the base itself is invalid
-    timer = ("CUDA events (step), perf_counter + synchronize (whole chunk)" if device.type == "cuda"
-             else "perf_counter (step and whole chunk)")
+    timer = ("CUDA events (step; with --backend graphs also around the graph replay alone: gpu_step_ms), "
+             "perf_counter without synchronize (host_step_ms), perf_counter + synchronize (whole chunk)"
+             if device.type == "cuda" else "perf_counter (step and whole chunk)")
     machine = machine_info(device, dtype)
     result = {"benchmark": "issue #7 benchmark 3: cost growth", "command": command,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -8,11 +8,19 @@
 #   backends  scripts/bench_backends.py on the default model (assets/default): eager torch, torch.compile
 #             (reduce-overhead: CUDA graphs) and ONNX Runtime, each in its own child process, stopped after
 #             BACKEND_TIMEOUT_S (default 100) each; frames/s, chunk latency, time to first frame, peak GPU
-#             memory. The machine's onnxruntime is the CPU build: its row is "onnxruntime[CPU]" (an ONNX
-#             Runtime CPU session fed from and back to the GPU stream each chunk), not a GPU ONNX Runtime.
+#             memory; BACKENDS_SECONDS (default 3) seconds of audio per timed stream, except where
+#             BACKENDS_SECONDS_FOR (default onnxruntime=1; empty: none) says otherwise. The machine's
+#             onnxruntime is the CPU build: its row is "onnxruntime[CPU]" (an ONNX Runtime CPU session fed
+#             from and back to the GPU stream each chunk), not a GPU ONNX Runtime; its export (~16 s) and
+#             CPU parity check come first, and each of its chunks takes a large part of a second, hence its
+#             1 s of audio (the last run's 3 s did not finish in the old 150 s budget).
 #             -> backends.json (rewritten after each backend)
-#   scaling   scripts/bench_scaling.py --device cuda: per-chunk time against window, chunk length, frame
-#             size, and one long stream stopped after SCALING_LONG_BUDGET_S (default 35) seconds.
+#   scaling   scripts/bench_scaling.py --device cuda --backend SCALING_BACKEND: per-chunk time against window,
+#             chunk length, frame size, and one long stream stopped after SCALING_LONG_BUDGET_S (default 35)
+#             seconds. SCALING_BACKEND: default graphs on cuda (each point's eager ChunkStep captured in one
+#             CUDA graph: the sweep measures compute, with the GPU replay time per step, not the ~90 ms of
+#             host launch overhead the eager step takes at every size), torch (eager) on the CPU;
+#             SCALING_BACKEND=torch keeps the eager sweep on the GPU.
 #             -> scaling.json (rewritten after each point), scaling.png
 #   lite      scripts/lite_speed.py on the lite profile (configs/models/lite.yaml, random weights) on the CPU:
 #             LITE_THREADS (default 4) threads, pinned to as many cores with taskset where it exists,
@@ -22,9 +30,9 @@
 #             (default eager,compile,graphs,fp8,cudnn,fp8-cudnn: cudnn and fp8-cudnn are graphs and fp8 with
 #             cuDNN's fused attention, skipped with a reason where it does not run), WAN_ITERS (default 3)
 #             timed rounds after WAN_WARMUP (1). -> wan.json (rewritten after each variant and workload)
-# Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 150, SCALING_S 110, LITE_S 40, WAN_S
-# 260 by default: 560 s in all, counted from the script's start; the environment check and the packing add a
-# few seconds). Time a part leaves unused goes to the next ones: part k is stopped at the start + the
+# Each part runs under `timeout` with a wall-clock budget (BACKENDS_S 200, SCALING_S 110, LITE_S 40, WAN_S
+# 170 by default: 520 s in all, counted from the script's start; the environment check and the packing add a
+# few seconds; the wan part used 127 s of its old 260 in the last run, the backends part needed more than 150). Time a part leaves unused goes to the next ones: part k is stopped at the start + the
 # sum of the budgets of parts 1..k (SIGTERM; SIGKILL 10 s later if it is still running), so the parts never run
 # more than 10 s past the sum. A part that fails or is
 # stopped does not stop the others; the script exits 1 at the end if any part did not exit 0.
@@ -44,7 +52,7 @@
 #
 # Knobs for the rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu (default cuda), PYTHON
 # (default python3), BACKENDS (default torch,compiled,onnxruntime), BACKENDS_SECONDS (seconds of audio
-# per timed stream, default 3), and BACKENDS_ARGS / SCALING_ARGS / LITE_ARGS / WAN_ARGS: more options for a part's
+# per timed stream, default 3), BACKENDS_SECONDS_FOR, SCALING_BACKEND, and BACKENDS_ARGS / SCALING_ARGS / LITE_ARGS / WAN_ARGS: more options for a part's
 # script, last (tiny sizes; or a bad option, to see a failing part reported); LOADAVG_FILE (a fake
 # load average, to see a contended part reported). The logs go to LOGS
 # (default runs/bench) and $OUT (default out), both relative to the working directory; the code
@@ -57,10 +65,12 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-out}
 LOGS=${LOGS:-runs/bench}
 PARTS=${PARTS:-backends scaling lite wan}
-BACKENDS_S=${BACKENDS_S:-150}; SCALING_S=${SCALING_S:-110}; LITE_S=${LITE_S:-40}; WAN_S=${WAN_S:-260}
+BACKENDS_S=${BACKENDS_S:-200}; SCALING_S=${SCALING_S:-110}; LITE_S=${LITE_S:-40}; WAN_S=${WAN_S:-170}
 BACKENDS=${BACKENDS:-torch,compiled,onnxruntime}; BACKENDS_SECONDS=${BACKENDS_SECONDS:-3}
+BACKENDS_SECONDS_FOR=${BACKENDS_SECONDS_FOR-onnxruntime=1}  # set but empty: every backend gets BACKENDS_SECONDS
 BACKEND_TIMEOUT_S=${BACKEND_TIMEOUT_S:-100}
 SCALING_LONG_BUDGET_S=${SCALING_LONG_BUDGET_S:-35}
+if [ "$DEVICE" = cuda ]; then SCALING_BACKEND=${SCALING_BACKEND:-graphs}; else SCALING_BACKEND=${SCALING_BACKEND:-torch}; fi
 LITE_THREADS=${LITE_THREADS:-4}; LITE_BACKENDS=${LITE_BACKENDS:-torch,onnxruntime}; LITE_FRAMES=${LITE_FRAMES:-96}
 WAN_VARIANTS=${WAN_VARIANTS:-eager,compile,graphs,fp8,cudnn,fp8-cudnn}; WAN_ITERS=${WAN_ITERS:-3}; WAN_WARMUP=${WAN_WARMUP:-1}
 for part in $PARTS; do
@@ -121,7 +131,7 @@ outputs() {  # the files in $OUT a part writes
 summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
   {
     echo "scripts/device_benchmarks.sh: device $DEVICE, parts: $PARTS; budgets (s): backends $BACKENDS_S," \
-      "scaling $SCALING_S, lite $LITE_S, wan $WAN_S; $(($(date +%s) - T0)) s so far"
+      "scaling $SCALING_S, lite $LITE_S, wan $WAN_S; scaling backend $SCALING_BACKEND; $(($(date +%s) - T0)) s so far"
     echo
     printf '%-9s %-5s %-10s %8s %8s %14s %18s  %s\n' part exit outcome wall_s limit_s load1_at_start \
       gpu_procs_at_start outputs
@@ -156,10 +166,10 @@ for part in $PARTS; do
     backends) budget=$BACKENDS_S
       # shellcheck disable=SC2086  # *_ARGS are lists of words
       cmd=("$PY" "$ROOT"/scripts/bench_backends.py --device "$DEVICE" --backends "$BACKENDS" --seconds "$BACKENDS_SECONDS"
-           --timeout-s "$BACKEND_TIMEOUT_S" --artifacts "$LOGS/artifacts" --json "$OUT/backends.json" ${BACKENDS_ARGS:-}) ;;
+           --seconds-for "$BACKENDS_SECONDS_FOR" --timeout-s "$BACKEND_TIMEOUT_S" --artifacts "$LOGS/artifacts" --json "$OUT/backends.json" ${BACKENDS_ARGS:-}) ;;
     scaling) budget=$SCALING_S
-      cmd=("$PY" "$ROOT"/scripts/bench_scaling.py --device "$DEVICE" --out "$OUT" --long-budget-s "$SCALING_LONG_BUDGET_S"
-           ${SCALING_ARGS:-}) ;;
+      cmd=("$PY" "$ROOT"/scripts/bench_scaling.py --device "$DEVICE" --backend "$SCALING_BACKEND" --out "$OUT"
+           --long-budget-s "$SCALING_LONG_BUDGET_S" ${SCALING_ARGS:-}) ;;
     lite) budget=$LITE_S
       pin=()  # the thread count pinned to as many cores, where taskset exists and the machine has them
       if command -v taskset > /dev/null && [ "$(nproc)" -ge "$LITE_THREADS" ]; then pin=(taskset -c "0-$((LITE_THREADS - 1))"); fi

@@ -44,12 +44,15 @@ def scaling(out: Path) -> list[str]:
         return [f"scaling: {why}"]
     points = data.get("points", [])
     count = {s: sum(p.get("status") == s for p in points) for s in ("ok", "skipped", "failed")}
-    lines = [f"scaling: {len(points)} sweep points: {count['ok']} ok, {count['skipped']} skipped, {count['failed']} failed"]
+    lines = [f"scaling: {len(points)} sweep points: {count['ok']} ok, {count['skipped']} skipped, {count['failed']} failed",
+             f"scaling: backend {data.get('settings', {}).get('backend', '?')}"]
     for p in points:
         if p.get("status") == "ok" and p.get("step_ms"):
             c = p["config"]
+            gpu = f", GPU replay median {p['gpu_step_ms']['median']:.3f} ms" if p.get("gpu_step_ms") else ""
+            fell = f" ({p.get('backend')}: {p['backend_fallback']})" if p.get("backend_fallback") else ""
             lines.append(f"scaling: {p['sweep']} {p['value']}: L {c['window']}, C {c['chunk']}, {c['frame_size']} px: "
-                         f"step median {p['step_ms']['median']:.2f} ms")
+                         f"step median {p['step_ms']['median']:.2f} ms{gpu}{fell}")
         elif p.get("status") != "ok":
             lines.append(f"scaling: {p['sweep']} {p['value']}: {p.get('status')}: {p.get('reason')}")
     long = data.get("long")

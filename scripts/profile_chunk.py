@@ -12,6 +12,18 @@ twice over the same stream:
           its `_run_chunk`, its loop's `advance`, its backend's `run`, the decoder the stream uses: the
           backend's `decode` when it has one, else the animator's), each
           stage bracketed by torch.cuda.synchronize on CUDA; removed afterwards. knotanim is unchanged.
+  pass 3, --trace N (default 0: off): N more un-instrumented chunks under torch.profiler (CPU activity, and
+          CUDA activity on a GPU), each push in a record_function range. Per chunk: kernel launches (CPU-side
+          cudaLaunchKernel* / cuLaunchKernel* calls; kernels replayed inside a CUDA graph are not launched one
+          by one), cudaGraphLaunch calls, GPU kernels and their summed time, GPU busy time (the union of kernel
+          and copy spans) as a fraction of the wall time, the CUDA API calls, and the top 10 CPU ops by self
+          CPU time. On the CPU it reports the CPU ops and says there is no CUDA activity.
+
+Compile diagnostics (always, in the table's footer and the JSON's "compile"): what torch._dynamo.utils.counters
+gained over the run (graphs compiled = counters["stats"]["unique_graphs"], graph breaks with their reasons =
+counters["graph_break"], CUDA-graph skips = counters["inductor"]["cudagraph_skips"]) and every message of the
+CUDA-graph loggers (torch._inductor.cudagraph_utils.__cudagraphs and the like: Inductor's "skipping cudagraphs
+due to ..." goes there, hidden from the console unless TORCH_LOGS=cudagraphs). With --backend torch all are 0.
 
 Stages of a chunk: (1) features: StreamingAudioFeatures.pop (log-mel windows, numpy);
 (2) noise_h2d: start of _run_chunk up to loop.advance: audio features and CPU noise (torch.randn)
@@ -27,6 +39,7 @@ upper bound on the pipelined chunk time: compare it with pass 1.
   PYTHONPATH=. python3 scripts/profile_chunk.py --json $OUT/profile_chunk.json          # default model, compiled
   PYTHONPATH=. python3 scripts/profile_chunk.py --threads 1 --json $OUT/profile_1t.json  # one torch thread
   PYTHONPATH=. python3 scripts/profile_chunk.py --no-compiled-decode --json $OUT/profile_eager_decode.json
+  PYTHONPATH=. python3 scripts/profile_chunk.py --chunks 100 --trace 20 --json $OUT/profile_trace.json  # + the trace
   python scripts/profile_chunk.py --tiny --backend torch --device cpu --chunks 50
 
 Errors (a backend that cannot be built, no GPU, a bad model folder) print one line and exit 1; so does
@@ -36,8 +49,12 @@ Runs from an uninstalled checkout (PYTHONPATH=<repository>); needs no PyAV.
 from __future__ import annotations
 
 import argparse
+import bisect
+import collections
 import json
+import logging
 import os
+import re
 import platform
 import shlex
 import sys
@@ -73,12 +90,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-compiled-decode", dest="compiled_decode", action="store_false",
                    help="the compiled backend decodes eagerly (animator.decode), as before it compiled its decoder")
     p.add_argument("--engine-dir", default=None, help="where exported backends (ONNX) are kept (default: knotanim's cache)")
+    p.add_argument("--trace", type=int, default=0, metavar="N",
+                   help="after both passes, N more un-instrumented chunks under torch.profiler: kernel launches, "
+                        "cudaGraphLaunch calls, GPU kernel time and the top CPU ops per chunk (default 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the results here")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
-    if args.chunks < 1 or args.warmup < 0:
-        p.error("--chunks must be >= 1 and --warmup >= 0")
+    if args.chunks < 1 or args.warmup < 0 or args.trace < 0:
+        p.error("--chunks must be >= 1, --warmup and --trace >= 0")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
@@ -243,6 +263,215 @@ def stream_chunks(stream, feed, chunks: int, push: int) -> tuple[list[float], li
     return wall[:chunks], cpu[:chunks]
 
 
+# --- compile diagnostics and the profiler trace ---------------------------------------------------
+# torch._dynamo.utils.counters (a defaultdict of Counters) as torch 2.11-2.13 fill them:
+#   counters["stats"]["unique_graphs"]      one per FX graph Dynamo hands to the backend (output_graph.py)
+#   counters["frames"]["total" / "ok"]      frames Dynamo tried / converted (convert_frame.py)
+#   counters["graph_break"][reason]         one key per graph-break message (symbolic_convert.py)
+#   counters["inductor"]["cudagraph_skips"] graphs Inductor did not wrap in a CUDA graph (cudagraph_utils.py,
+#                                           output_code.py); the reason goes to the "cudagraphs" artifact
+#                                           logger, torch._inductor.cudagraph_utils.__cudagraphs, as
+#                                           "skipping cudagraphs due to ...": off by default (propagate=False),
+#                                           so it never reaches the console without TORCH_LOGS=cudagraphs.
+COUNTER_GROUPS = ("stats", "frames", "graph_break", "inductor")
+CUDAGRAPH_MODULES = ("torch._inductor.cudagraph_utils", "torch._inductor.cudagraph_trees")
+
+
+class _Collect(logging.Handler):
+    def __init__(self, sink: list):
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+
+        self._seen: set[int] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if id(record) in self._seen:  # one record reaches a logger and, propagated, its parent: keep it once
+            return
+        self._seen.add(id(record))
+        try:
+            self.sink.append((record.name, record.levelname, record.getMessage()))
+        except Exception:  # noqa: BLE001: a message that cannot be formatted is not worth an error
+            pass
+
+
+def cudagraph_logger_names() -> list[str]:
+    """The loggers that say why Inductor skipped CUDA graphs: the "cudagraphs" artifact loggers of the modules
+    that exist in this torch (imported first, so that their loggers exist), and any other logger under torch
+    whose name says cudagraph or perf_hints (older versions logged the skips as performance hints)."""
+    import importlib
+
+    for module in CUDAGRAPH_MODULES:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001: a torch without it (or without CUDA support for it)
+            pass
+    names = {n for n in logging.root.manager.loggerDict
+             if n.startswith("torch") and ("cudagraph" in n or n.endswith("__perf_hints"))}
+    return sorted(names)
+
+
+class CompileWatch:
+    """Dynamo/Inductor diagnostics around a run: the growth of torch._dynamo.utils.counters (graphs, graph
+    breaks with their reasons, CUDA-graph skips) and the messages of the CUDA-graph loggers (a handler of our
+    own on each; levels and propagation are left as they are)."""
+
+    def __init__(self):
+        self.messages: list[tuple[str, str, str]] = []
+        self._handler = _Collect(self.messages)
+        self._loggers: list[logging.Logger] = []
+        self._counters = None
+        self._before: dict = {}
+        self.error: str | None = None
+        self._result: dict | None = None
+
+    def start(self) -> "CompileWatch":
+        try:
+            from torch._dynamo.utils import counters
+
+            self._counters = counters
+            self._before = {g: collections.Counter(counters[g]) for g in COUNTER_GROUPS if g in counters}
+        except Exception as e:  # noqa: BLE001: no Dynamo here: the run goes on without the counters
+            self.error = f"torch._dynamo.utils.counters: {type(e).__name__}: {e}"
+        for name in cudagraph_logger_names():
+            lg = logging.getLogger(name)
+            lg.addHandler(self._handler)
+            self._loggers.append(lg)
+        return self
+
+    def stop(self) -> dict:
+        """The diagnostics since `start`; the handlers come off (a second call returns the same result)."""
+        if self._result is not None:
+            return self._result
+        for lg in self._loggers:
+            lg.removeHandler(self._handler)
+        delta: dict[str, dict[str, int]] = {}
+        if self._counters is not None:
+            for g in COUNTER_GROUPS:
+                now = collections.Counter(self._counters.get(g, {}))
+                grown = {k: int(v - self._before.get(g, {}).get(k, 0)) for k, v in now.items()}
+                delta[g] = {k: v for k, v in grown.items() if v}
+        breaks = delta.get("graph_break", {})
+        inductor = delta.get("inductor", {})
+        skips = [m for _, _, m in self.messages if "skipping cudagraphs" in m]
+        self._result = {
+            "available": self._counters is not None, "error": self.error,
+            "unique_graphs": int(delta.get("stats", {}).get("unique_graphs", 0)),
+            "calls_captured": int(delta.get("stats", {}).get("calls_captured", 0)),
+            "frames_total": int(delta.get("frames", {}).get("total", 0)),
+            "frames_ok": int(delta.get("frames", {}).get("ok", 0)),
+            "graph_breaks": int(sum(breaks.values())),
+            "graph_break_reasons": [{"reason": k[:400], "count": v}
+                                    for k, v in sorted(breaks.items(), key=lambda kv: -kv[1])[:20]],
+            "cudagraph_skips": int(inductor.get("cudagraph_skips", 0)),
+            "cudagraph_skip_messages": list(dict.fromkeys(m[:600] for m in skips)),
+            "cudagraph_log": [{"logger": n, "level": lvl, "message": m[:600]} for n, lvl, m in self.messages
+                              if "skipping cudagraphs" not in m][:30],
+            "inductor_counters": dict(sorted(inductor.items())),
+            "loggers_watched": [lg.name for lg in self._loggers],
+        }
+        return self._result
+
+
+LAUNCH = re.compile(r"^cu(da)?Launch(Kernel|CooperativeKernel)")  # cudaLaunchKernel(ExC), cuLaunchKernel(Ex), ...
+GRAPH_LAUNCH = re.compile(r"^cu(da)?GraphLaunch")
+RUNTIME = re.compile(r"^cu(da)?[A-Z]")  # CUDA runtime / driver API calls, as Kineto names them
+TRACE_RANGE = "profile_chunk.trace_push"
+
+
+def interval_union_us(spans: list[tuple[float, float]]) -> float:
+    """Total length of the union of [start, end] intervals (overlapping kernels on several streams count once)."""
+    total, end = 0.0, None
+    for a, b in sorted(spans):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
+def trace_chunks(torch, stream, feed, chunks: int, push: int, dev, sync) -> dict:
+    """`chunks` more un-instrumented chunks under torch.profiler (CPU activity; CUDA too on a GPU): per chunk,
+    kernel launches, cudaGraphLaunch calls, GPU kernel time and busy fraction, and the top CPU ops by self time.
+    Each push is one record_function range, so the launches are counted per push as well."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
+
+    cuda = dev.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    per_chunk = stream.config.stream.chunk
+    pushes: list[int] = []  # chunks out of each push
+    sync()
+    with torch_profile(activities=activities) as prof:
+        w0, c0 = time.perf_counter(), time.process_time()
+        while sum(pushes) < chunks:
+            with record_function(TRACE_RANGE):
+                frames = stream.push_audio(feed(push))
+            pushes.append(len(frames) // per_chunk)
+        sync()
+        wall_s, cpu_s = time.perf_counter() - w0, time.process_time() - c0
+    done = sum(pushes)
+    events = prof.events()
+    cpu_events, gpu_events, gpu_spans, gpu_mem_spans, ranges = [], [], [], [], []
+    runtime_calls: collections.Counter = collections.Counter()
+    for e in events:
+        if e.name == TRACE_RANGE:  # our ranges (a user annotation; on a GPU also a GPU-side copy of each)
+            if e.device_type == DeviceType.CPU:
+                ranges.append((e.time_range.start, e.time_range.end))
+            continue
+        if getattr(e, "is_user_annotation", False):
+            continue
+        if e.device_type == DeviceType.CPU:
+            cpu_events.append(e)
+            if RUNTIME.match(e.name):
+                runtime_calls[e.name] += 1
+        elif e.device_type == DeviceType.CUDA:
+            gpu_events.append(e)
+    cpu_names = {e.name for e in cpu_events} | {TRACE_RANGE}
+    for e in gpu_events:  # kernels and copies; not the GPU-side spans of record_function ranges (CPU names)
+        if e.name in cpu_names:
+            continue
+        span = (e.time_range.start, e.time_range.end)
+        (gpu_mem_spans if e.name.startswith(("Memcpy", "Memset")) else gpu_spans).append(span)
+    launches = sorted(e.time_range.start for e in cpu_events if LAUNCH.match(e.name))
+    graph_launches = sorted(e.time_range.start for e in cpu_events if GRAPH_LAUNCH.match(e.name))
+
+    def within(starts, a, b) -> int:
+        return bisect.bisect_right(starts, b) - bisect.bisect_left(starts, a)
+
+    ranges.sort()
+    per_push = [{"chunks": n, "kernel_launches": within(launches, a, b), "graph_launches": within(graph_launches, a, b)}
+                for n, (a, b) in zip(pushes, ranges)] if len(ranges) == len(pushes) else []
+    kernel_us = sum(b - a for a, b in gpu_spans)
+    busy_us = interval_union_us(gpu_spans + gpu_mem_spans)
+    top = []
+    for avg in sorted((a for a in prof.key_averages() if a.device_type == DeviceType.CPU and a.key != TRACE_RANGE),
+                      key=lambda a: -a.self_cpu_time_total)[:10]:
+        top.append({"op": avg.key, "calls": int(avg.count), "calls_per_chunk": avg.count / max(done, 1),
+                    "self_cpu_ms_per_chunk": avg.self_cpu_time_total / 1000 / max(done, 1),
+                    "cpu_total_ms_per_chunk": avg.cpu_time_total / 1000 / max(done, 1)})
+    n = max(done, 1)
+    return {
+        "chunks": int(done), "pushes": len(pushes), "wall_s": wall_s, "cpu_s": cpu_s,
+        "chunk_ms": wall_s * 1000 / n, "cpu_ms_per_chunk": cpu_s * 1000 / n,
+        "cuda_activity": bool(cuda), "gpu_events": len(gpu_spans) + len(gpu_mem_spans),
+        "kernel_launches": len(launches), "graph_launches": len(graph_launches),
+        "gpu_kernels": len(gpu_spans), "gpu_memcpy_memset": len(gpu_mem_spans),
+        "kernel_launches_per_chunk": len(launches) / n, "graph_launches_per_chunk": len(graph_launches) / n,
+        "gpu_kernels_per_chunk": len(gpu_spans) / n,
+        "gpu_kernel_ms_per_chunk": kernel_us / 1000 / n, "gpu_busy_ms_per_chunk": busy_us / 1000 / n,
+        "gpu_busy_fraction": busy_us / 1e6 / wall_s if wall_s > 0 else 0.0,
+        "runtime_calls_per_chunk": {k: v / n for k, v in runtime_calls.most_common(12)},
+        "per_push": per_push, "top_cpu_ops": top,
+        "note": ("CUDA + CPU activity (Kineto/CUPTI). kernel_launches: CPU-side cudaLaunchKernel* / cuLaunchKernel* "
+                 "calls (kernels replayed inside a CUDA graph are not launches); graph_launches: cudaGraphLaunch "
+                 "calls; GPU kernel time: the sum of kernel durations; busy: the union of kernel and memcpy/memset "
+                 "spans over the traced wall time. The profiler adds CPU overhead per op."
+                 if cuda else "no CUDA activity (CPU device): CPU ops only; kernel and graph launches are 0."),
+    }
+
+
 def load(args, torch):
     from knotanim import tiny_config
     from knotanim.animator import KnotAnimator, default_model_path, resolve_device
@@ -282,9 +511,18 @@ def profile(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    import numpy as np
 
     t_start = time.perf_counter()
+    watch = CompileWatch().start()  # around everything: the compile happens at the first chunk
+    try:
+        return _profile(args, torch, watch, t_start)
+    finally:
+        watch.stop()
+
+
+def _profile(args, torch, watch: CompileWatch, t_start: float) -> dict:
+    import numpy as np
+
     anim, model_path, model_label = load(args, torch)
     cfg, dev = anim.config, anim.device
     backend, reason = build(args, anim, model_path)
@@ -319,6 +557,15 @@ def profile(args) -> dict:
     finally:
         inst.remove()
     records = inst.records[:args.chunks]
+
+    trace = None
+    if args.trace:  # pass 3: under torch.profiler, no wrappers
+        try:
+            trace = trace_chunks(torch, stream, feed, args.trace, chunk * spf, dev, sync)
+        except Exception as e:  # noqa: BLE001: a profiler that cannot start must not lose passes 1 and 2
+            trace = {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}",
+                     "chunks": 0, "cuda_activity": False}
+    compile_info = watch.stop()
 
     def ms(names, i: int) -> list[float]:
         """Per chunk, the wall (i = 0) or CPU (i = 1) milliseconds of the named stages together."""
@@ -368,7 +615,7 @@ def profile(args) -> dict:
         "frames_per_chunk": chunk,
         "uninstrumented": un, "chunk_ms": un["chunk_ms"]["median"], "frames_per_s": un["frames_per_s"],
         "stages": stages, "stage_sum_ms": summary(stage_sum), "stage_sum_cpu_ms": summary(stage_sum_cpu),
-        "details": details,
+        "details": details, "trace": trace, "compile": compile_info,
         "note": ("instrumented pass: " + ("torch.cuda.synchronize before and after every stage serialises the stages "
                  "(no CPU/GPU overlap), so their sum is an upper bound on the pipelined chunk time; the un-instrumented "
                  "pass (no synchronisation) is the real per-chunk time" if dev.type == "cuda" else
@@ -418,7 +665,59 @@ def markdown(r: dict) -> str:
         top = un["thread_cpu_ms_per_chunk"][:6]
         lines += ["", "CPU by thread, un-instrumented pass (ms per chunk): " + "; ".join(
             f"{t['name']} x{t['threads']}: {t['cpu_ms_per_chunk']:.2f}" for t in top)]
+    lines += compile_markdown(r.get("compile"))
+    if r.get("trace") is not None:
+        lines += trace_markdown(r["trace"])
     return "\n".join(lines)
+
+
+def compile_markdown(c: dict | None) -> list[str]:
+    if not c:
+        return []
+    if not c["available"]:
+        return ["", f"**Compile diagnostics**: unavailable ({c['error']})"]
+    lines = ["", f"**Compile diagnostics** (torch._dynamo.utils.counters over the whole run): "
+                 f"{c['unique_graphs']} graph(s) compiled, {c['graph_breaks']} graph break(s), "
+                 f"frames {c['frames_ok']}/{c['frames_total']} converted, "
+                 f"{c['cudagraph_skips']} CUDA-graph skip(s) (counters['inductor']['cudagraph_skips'])"]
+    for b in c["graph_break_reasons"][:8]:
+        lines.append(f"- graph break x{b['count']}: {b['reason'].splitlines()[0][:200] if b['reason'] else ''}")
+    for m in c["cudagraph_skip_messages"][:8]:
+        lines.append(f"- {m.splitlines()[0][:300]}")
+    for m in c["cudagraph_log"][:5]:
+        lines.append(f"- cudagraphs log ({m['level']}): {m['message'].splitlines()[0][:200]}")
+    if c["cudagraph_skips"] and not c["cudagraph_skip_messages"]:
+        lines.append("- (skips counted without a logged reason: a graph with no CUDA op, or cudagraph_policy)")
+    return lines
+
+
+def trace_markdown(t: dict) -> list[str]:
+    if t.get("error"):
+        return ["", f"**Trace** (torch.profiler): failed: {t['error']}"]
+    lines = ["", f"**Trace** (torch.profiler, {t['chunks']} un-instrumented chunks, {t['chunk_ms']:.3f} ms and "
+                 f"{t['cpu_ms_per_chunk']:.3f} ms process CPU per chunk under the profiler):"]
+    if t["cuda_activity"]:
+        lines.append(f"per chunk: {t['kernel_launches_per_chunk']:.1f} kernel launches, "
+                     f"{t['graph_launches_per_chunk']:.1f} cudaGraphLaunch, {t['gpu_kernels_per_chunk']:.1f} GPU "
+                     f"kernels, GPU kernel time {t['gpu_kernel_ms_per_chunk']:.3f} ms, GPU busy "
+                     f"{t['gpu_busy_ms_per_chunk']:.3f} ms = {t['gpu_busy_fraction'] * 100:.1f}% of wall "
+                     f"(totals: {t['kernel_launches']} launches, {t['graph_launches']} graph launches)")
+        one = [p for p in t["per_push"] if p["chunks"] == 1]
+        if one:
+            lines.append(f"pushes of one chunk: {min(p['kernel_launches'] for p in one)}-"
+                         f"{max(p['kernel_launches'] for p in one)} kernel launches, "
+                         f"{min(p['graph_launches'] for p in one)}-{max(p['graph_launches'] for p in one)} graph launches each")
+    else:
+        lines.append(f"no CUDA activity (CPU device): {t['kernel_launches']} kernel launches, "
+                     f"{t['graph_launches']} graph launches; CPU ops only")
+    if t["runtime_calls_per_chunk"]:
+        lines.append("CUDA API calls per chunk: " + ", ".join(f"{k} {v:.1f}" for k, v in t["runtime_calls_per_chunk"].items()))
+    lines += ["", "| top CPU op (self time) | calls per chunk | self CPU ms per chunk | CPU total ms per chunk |",
+              "|---|---:|---:|---:|"]
+    lines += [f"| {o['op'][:80]} | {o['calls_per_chunk']:.1f} | {o['self_cpu_ms_per_chunk']:.3f} | "
+              f"{o['cpu_total_ms_per_chunk']:.3f} |" for o in t["top_cpu_ops"]]
+    lines += ["", t["note"]]
+    return lines
 
 
 def main(argv=None) -> int:

@@ -37,3 +37,27 @@ def test_children_that_time_out_crash_mid_print_or_are_unavailable(tmp_path, mon
     assert (results["tensorrt"]["status"], results["tensorrt"]["reason"]) == ("unavailable", "no GPU")
     outcomes.pop("torch"), outcomes.pop("compiled")
     assert bb.main(["--backends", "tensorrt", "--artifacts", str(tmp_path)]) == 0
+
+
+def test_seconds_for_gives_one_backend_its_own_stream_length(tmp_path, monkeypatch):
+    """--seconds-for onnxruntime=1: the onnxruntime child times 1 s of audio, the others --seconds; each result
+    says its seconds; a malformed value is refused by argparse."""
+    import pytest
+
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        name = cmd[cmd.index("--only") + 1]
+        seen[name] = float(cmd[cmd.index("--seconds") + 1])
+        return subprocess.CompletedProcess("child", 0, stdout=json.dumps({"backend": name, "unavailable": "test"}) + "\n")
+
+    monkeypatch.setattr(bb.subprocess, "run", fake_run)
+    path = tmp_path / "backends.json"
+    assert bb.main(["--backends", "torch,onnxruntime", "--seconds", "3", "--seconds-for", "onnxruntime=1",
+                    "--artifacts", str(tmp_path), "--json", str(path)]) == 0
+    assert seen == {"torch": 3.0, "onnxruntime": 1.0}
+    assert [r["seconds"] for r in json.loads(path.read_text())["results"]] == [3.0, 1.0]
+    assert bb.parse_seconds_for("") == {} and bb.parse_seconds_for(" a=2, b=0.5 ") == {"a": 2.0, "b": 0.5}
+    for bad in ("onnxruntime", "onnxruntime=0", "=1", "onnxruntime=x"):
+        with pytest.raises(SystemExit):
+            bb.parse_args(["--seconds-for", bad])

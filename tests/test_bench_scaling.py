@@ -159,3 +159,53 @@ def test_out_of_memory_and_errors_are_recorded_not_raised(monkeypatch):
     assert p["status"] == "failed" and p["reason"] == "ValueError: something else"
     p = bs.measure_point(base, "chunk", 0, {"stream": {"chunk": 0}}, cpu, torch.float32, "torch", timing)
     assert p["status"] == "skipped" and "stream.chunk must be >= 1" in p["reason"]
+
+
+def test_graphs_backend_falls_back_on_the_cpu_says_why_and_still_measures(tmp_path, capsys):
+    """--backend graphs on the CPU: no CUDA graph; one line on stderr says why, every point records the reason
+    with backend "graphs->torch", and is measured eagerly (step and whole-chunk times, no GPU replay time)."""
+    out = tmp_path / "graphs"
+    bs._SAID.clear()
+    argv = ["--tiny", "--quick", "--device", "cpu", "--backend", "graphs", "--out", str(out), "--warmup", "1",
+            "--chunks", "2", "--long-chunks", "0", "--windows", "0,3", "--chunk-lengths", "2", "--frame-sizes", "64",
+            "--no-count", "--no-figure"]
+    assert bs.main(argv) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "graphs backend" in line]
+    assert lines == ["bench_scaling: graphs backend: CUDA graphs need a CUDA device (device cpu); running the step "
+                     "eagerly"], err  # once, not once per point
+    data = json.loads((out / "scaling.json").read_text())
+    assert data["settings"]["backend"] == "graphs"
+    points = [p for p in data["points"] if "same_measurement_as" not in p]
+    assert len(points) == 2
+    for p in points:
+        assert p["status"] == "ok" and p["backend"] == "graphs->torch", p
+        assert "CUDA graphs need a CUDA device" in p["backend_fallback"]
+        assert p["step_ms"]["n"] == 2 and p["step_ms"]["median"] > 0 and p["chunk_ms"]["median"] > 0
+        assert p["gpu_step_ms"] is None and p["host_step_ms"] is None and p["capture_check"] is None
+    md = bs.markdown_table(data["points"])
+    assert "GPU step (graph replay) median ms" in md
+    assert "graphs->torch: CUDA graphs need a CUDA device" in bs.summary_line(points[0])
+
+
+def test_graphs_backend_capture_failure_falls_back_to_eager(monkeypatch):
+    """A capture that raises (here: the CPU has no CUDA graph to capture into) leaves the backend eager with the
+    reason, and the step's outputs are the eager step's."""
+    from knotanim.animator import KnotAnimator
+    from knotanim.engines.descriptors import chunk_step_descriptor
+
+    anim = KnotAnimator.from_config(tiny_config(), device="cpu", dtype=torch.float32, seed=0)
+    backend = bs.CudaGraphBackend(anim.chunk_step(), "cpu")
+    backend.fallback_reason, backend.name = None, "graphs"  # as on a GPU, until the capture fails
+
+    def boom(inputs):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(backend, "_capture", boom)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    inputs = chunk_step_descriptor(anim.config).sample_inputs(0, torch.device("cpu"))
+    with torch.no_grad():
+        out, ref = backend.run(*inputs), anim.chunk_step()(*inputs)
+    assert backend.name == "graphs->torch" and backend.fallback_reason == (
+        "capture failed (RuntimeError: operation not permitted when stream is capturing)")
+    assert all(torch.equal(a, b) for a, b in zip(out, ref)) and backend.take_replay_ms() == []

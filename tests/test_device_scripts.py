@@ -267,6 +267,8 @@ def test_device_benchmarks_script_runs_every_part(tmp_path):
     assert [s["variant"] for s in wan["skipped"]] == ["graphs"] and wan["shape"]["layers"] == 1
     summary = (out / "summary.txt").read_text()
     assert "backends: torch: " in summary and "scaling: 4 sweep points: 4 ok" in summary
+    assert "scaling: backend torch" in summary and scaling["settings"]["backend"] == "torch"  # SCALING_BACKEND on cpu
+    assert backends[0]["seconds"] == 1  # BACKENDS_SECONDS_FOR names onnxruntime only: torch keeps --seconds (here 1)
     assert "wan: eager/clip: " in summary and "wan: graphs/all: skipped" in summary
     lite = summary.split("lite (scripts/lite_speed.py, CPU):\n", 1)[1]
     assert "--threads 1" in lite and "configs/models/lite.yaml | torch | " in lite  # lite_speed's own table
@@ -318,8 +320,13 @@ def test_device_benchmarks_script_defaults():
     """The default budgets fit the call (at most 560 s) and the cuDNN wan variants run last."""
     text = BENCH.read_text()
     budgets = {k: int(v) for k, v in re.findall(r"(BACKENDS_S|SCALING_S|LITE_S|WAN_S)=\$\{\1:-(\d+)\}", text)}
-    assert budgets == {"BACKENDS_S": 150, "SCALING_S": 110, "LITE_S": 40, "WAN_S": 260} and sum(budgets.values()) <= 560
+    assert budgets == {"BACKENDS_S": 200, "SCALING_S": 110, "LITE_S": 40, "WAN_S": 170} and sum(budgets.values()) <= 560
     assert "WAN_VARIANTS=${WAN_VARIANTS:-eager,compile,graphs,fp8,cudnn,fp8-cudnn}" in text
+    # the GPU sweep measures compute (CUDA graphs), the CPU rehearsal stays eager; ONNX Runtime gets 1 s of audio
+    assert 'if [ "$DEVICE" = cuda ]; then SCALING_BACKEND=${SCALING_BACKEND:-graphs}; else ' \
+           'SCALING_BACKEND=${SCALING_BACKEND:-torch}; fi' in text
+    assert "BACKENDS_SECONDS_FOR=${BACKENDS_SECONDS_FOR-onnxruntime=1}" in text
+    assert '--backend "$SCALING_BACKEND"' in text and '--seconds-for "$BACKENDS_SECONDS_FOR"' in text
 
 
 def test_device_benchmarks_script_refuses_an_unknown_part(tmp_path):

@@ -172,3 +172,91 @@ def test_instrument_wraps_the_backends_decoder_and_puts_it_back(anim, ref):
     assert all(rec["decode"][0] >= 0 for rec in inst.records)
     assert backend.decode == decode and "run" not in vars(backend)
     assert mod.decoder_used(backend) == ("compiled->eager", "test: eager")
+
+
+TRACE_KEYS = {"chunks", "pushes", "wall_s", "chunk_ms", "cuda_activity", "kernel_launches", "graph_launches",
+              "gpu_kernels", "kernel_launches_per_chunk", "graph_launches_per_chunk", "gpu_kernel_ms_per_chunk",
+              "gpu_busy_ms_per_chunk", "gpu_busy_fraction", "runtime_calls_per_chunk", "per_push", "top_cpu_ops", "note"}
+COMPILE_KEYS = {"available", "unique_graphs", "graph_breaks", "graph_break_reasons", "cudagraph_skips",
+                "cudagraph_skip_messages", "cudagraph_log", "inductor_counters", "loggers_watched"}
+
+
+def test_profile_chunk_trace_on_the_cpu(tmp_path, capsys):
+    """--trace 3: three more chunks under torch.profiler; on the CPU no CUDA activity (every GPU count 0), the
+    top CPU ops, one range per push; the compile diagnostics (eager torch: nothing compiled) in the JSON and
+    the Markdown."""
+    import torch
+
+    mod = _load_script()
+    threads = torch.get_num_threads()
+    out = tmp_path / "trace.json"
+    try:
+        assert mod.main([*ARGS, "--threads", "1", "--trace", "3", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    md = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    _check(result)
+    t = result["trace"]
+    assert TRACE_KEYS <= set(t) and "error" not in t, t
+    assert t["chunks"] == 3 and t["cuda_activity"] is False and "no CUDA activity" in t["note"]
+    for key in ("kernel_launches", "graph_launches", "gpu_kernels", "gpu_memcpy_memset", "gpu_events", "pushes"):
+        assert isinstance(t[key], int) and t[key] >= 0, (key, t[key])
+    assert (t["kernel_launches"], t["graph_launches"], t["gpu_kernels"]) == (0, 0, 0)
+    assert t["gpu_busy_fraction"] == 0.0 and t["gpu_kernel_ms_per_chunk"] == 0.0
+    assert [p["chunks"] for p in t["per_push"]] == [1, 1, 1]
+    assert all(isinstance(p["kernel_launches"], int) and p["kernel_launches"] >= 0 for p in t["per_push"])
+    assert 1 <= len(t["top_cpu_ops"]) <= 10 and t["chunk_ms"] > 0
+    ops = t["top_cpu_ops"]
+    assert all(o["self_cpu_ms_per_chunk"] >= 0 and o["calls"] >= 1 for o in ops)
+    assert [o["self_cpu_ms_per_chunk"] for o in ops] == sorted((o["self_cpu_ms_per_chunk"] for o in ops), reverse=True)
+    assert any(o["op"].startswith("aten::") for o in ops)
+    c = result["compile"]
+    assert COMPILE_KEYS <= set(c) and c["available"] is True
+    for key in ("unique_graphs", "graph_breaks", "cudagraph_skips", "frames_total", "frames_ok"):
+        assert isinstance(c[key], int) and c[key] >= 0, (key, c[key])
+    assert c["unique_graphs"] == c["graph_breaks"] == c["cudagraph_skips"] == 0  # eager torch compiles nothing
+    assert "**Trace** (torch.profiler, 3 un-instrumented chunks" in md and "| top CPU op (self time) |" in md
+    assert "no CUDA activity (CPU device)" in md and "**Compile diagnostics**" in md
+
+
+def test_compile_watch_counts_graphs_breaks_and_cudagraph_skips():
+    """CompileWatch reports what the Dynamo counters gained while it watched (not what was there before) and
+    the "skipping cudagraphs" messages of Inductor's cudagraphs artifact logger (off by default: no console)."""
+    import collections
+    import logging
+
+    from torch._dynamo.utils import counters
+
+    mod = _load_script()
+    saved = {g: collections.Counter(counters[g]) for g in ("stats", "graph_break", "inductor")}
+    log = logging.getLogger("torch._inductor.cudagraph_utils.__cudagraphs")
+    try:
+        counters["stats"]["unique_graphs"] += 5  # before the watch: not counted
+        watch = mod.CompileWatch().start()
+        counters["stats"]["unique_graphs"] += 2
+        counters["graph_break"]["test: a data-dependent branch"] += 1
+        counters["inductor"]["cudagraph_skips"] += 1
+        log.warning("skipping cudagraphs due to %s", "cpu device (test)")
+        c = watch.stop()
+        log.warning("skipping cudagraphs due to a later graph")  # the handler is off by now
+    finally:
+        for g, before in saved.items():
+            counters[g] = before
+    assert (c["unique_graphs"], c["graph_breaks"], c["cudagraph_skips"]) == (2, 1, 1)
+    assert c["graph_break_reasons"] == [{"reason": "test: a data-dependent branch", "count": 1}]
+    assert c["cudagraph_skip_messages"] == ["skipping cudagraphs due to cpu device (test)"]
+    assert "torch._inductor.cudagraph_utils.__cudagraphs" in c["loggers_watched"]
+    assert watch.stop() is c and not any(isinstance(h, mod._Collect) for h in log.handlers)
+    md = "\n".join(mod.compile_markdown(c))
+    assert "2 graph(s) compiled, 1 graph break(s)" in md and "1 CUDA-graph skip(s)" in md
+    assert "- skipping cudagraphs due to cpu device (test)" in md
+
+
+def test_interval_union():
+    mod = _load_script()
+    assert mod.interval_union_us([]) == 0
+    assert mod.interval_union_us([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
+    assert mod.LAUNCH.match("cudaLaunchKernel") and mod.LAUNCH.match("cuLaunchKernelEx")
+    assert mod.LAUNCH.match("cudaLaunchKernelExC") and not mod.LAUNCH.match("cudaGraphLaunch")
+    assert mod.GRAPH_LAUNCH.match("cudaGraphLaunch") and not mod.GRAPH_LAUNCH.match("cudaLaunchKernel")
