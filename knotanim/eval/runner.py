@@ -311,8 +311,8 @@ def run_knotbench(
     EvalBackends; one backend per (model, knot/steps variant) is built, warmed up before the first
     clip (its time is not in frames/s) and reused by every stream of that variant; engine_dir: where
     exported graphs/engines live (default: the knotanim cache). reference_rows: which of REFERENCE_ROWS
-    to score (all by default; fewer splits a long run over processes, each scoring some rows). Returns the report dict (see
-    `report.aggregate`; info["backend"] names the backend actually used).
+    to score (all by default; fewer splits a long run over processes, each scoring some rows).
+    Returns the report dict (see `report.aggregate`; info["backend"] names the backend actually used).
     """
     say = progress or (lambda line: None)
     if not isinstance(animators_or_paths, (list, tuple)):
@@ -344,7 +344,8 @@ def run_knotbench(
         scratch.cleanup()
     report = aggregate(spec, list(rows.values()), clips, meta,
                        {"frame_size": cfg.frame_size, "fps": cfg.fps, "chunk": cfg.stream.chunk,
-                        "device": str(getattr(models[0][1], "device", device)), "seed": seed, "variants": list(variant_names), "reference_rows": list(refs),
+                        "device": str(getattr(models[0][1], "device", device)), "seed": seed,
+                        "variants": list(variant_names), "reference_rows": list(refs),
                         "models": [n for n, _ in models], **backends.info()})
     if out_dir is not None:
         paths = write_reports(report, clips, Path(out_dir), plots=plots)
