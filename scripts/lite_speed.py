@@ -2,6 +2,7 @@
 
     python scripts/lite_speed.py [--threads 2] [--frames 96]                  # the size sweep, eager torch
     python scripts/lite_speed.py --config configs/models/lite.yaml --backends torch,onnxruntime,onnxruntime-int8
+    python scripts/lite_speed.py --model assets/lite --threads 4 --backends torch,compiled,onnxruntime
     python scripts/lite_speed.py --config configs/models/lite.yaml --backends onnxruntime-int8 --parity
 
 Not a test. Every measurement streams the same random audio through `KnotAnimator.stream` with the
@@ -11,7 +12,9 @@ frame of audio per push, after a warm-up stream; frames/s = frames / compute tim
 the frames streamed and the load average (1 min) before and after, since the developer machine
 is shared, and the fastest chunk as frames/s (chunk frames / its compute time): the least
 disturbed chunk, a rough upper bound that other jobs on the machine move less than the mean. Exported graphs (ONNX, int8) are made before the timing, in --artifacts (default: a
-temporary folder) and their export time is reported apart.
+temporary folder), and the compiled backend (torch.compile of the chunk step and of the frame decoder;
+Inductor's C++ code on a CPU) is compiled before it, on sample inputs; their export / compile time is
+reported apart ("export s").
 
 --parity streams --frames frames through each non-torch backend and eager torch with the same
 noise and compares the committed latents: max abs error, relative to the largest latent and to
@@ -120,11 +123,12 @@ def versions() -> str:
 
 
 def build(name: str, anim: KnotAnimator, artifacts: str, ort_spinning: bool = False):
-    """The named backend (exported into `artifacts` first when needed) and the export seconds.
-    Besides knotanim's backend names, "onnxruntime-int8" (engines.export.ensure_onnx_int8)."""
-    from knotanim.engines import build_backend, chunk_step_descriptor
+    """The named backend (exported into `artifacts` first when needed, compiled first for "compiled") and
+    the seconds that took. Besides knotanim's backend names, "onnxruntime-int8" (engines.export.ensure_onnx_int8)."""
+    from knotanim.engines import chunk_step_descriptor
     from knotanim.engines.export import ensure_onnx_int8
     from knotanim.engines.onnxrt import OnnxRuntimeBackend
+    from knotanim.engines.select import StepBackends
 
     def progress(message: str) -> None:
         print(f"  {message}", file=sys.stderr)
@@ -134,8 +138,8 @@ def build(name: str, anim: KnotAnimator, artifacts: str, ort_spinning: bool = Fa
         path = ensure_onnx_int8(anim, artifacts, progress=progress).path
         backend = OnnxRuntimeBackend(path, chunk_step_descriptor(anim.config), anim.device,
                                      threads=torch.get_num_threads(), precision="int8")
-    else:
-        backend = build_backend(name, anim, artifacts=artifacts, progress=progress)
+    else:  # "compiled" compiles here (its step on sample inputs, its decoder on a chunk), not in the timed stream
+        backend = StepBackends(name, anim, artifacts=artifacts, progress=progress)()
     export_s = time.perf_counter() - t0
     if ort_spinning and isinstance(backend, OnnxRuntimeBackend):
         backend = OnnxRuntimeBackend(backend.path, backend.desc, backend.device, threads=torch.get_num_threads(),

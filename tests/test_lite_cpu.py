@@ -170,3 +170,19 @@ def test_lite_speed_script_times_a_config_through_measure_stream(tmp_path):
     assert cells[1] == "torch" and float(cells[2]) > 0 and float(cells[3]) >= float(cells[2]) and int(cells[4]) >= 8
     assert "no-such-backend" in rows[1] and "unavailable: unknown backend" in rows[1]
     assert "load average" in r.stdout and "torch " in r.stdout
+
+
+def test_lite_speed_script_compiles_before_timing_and_reports_the_compile_seconds(tmp_path):
+    """--backends compiled: torch.compile of the step and the decoder happens in the build (its seconds in the
+    "export s" column), not in the timed stream; the row names "compiled" (not "compiled->torch": no fallback)."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_speed.py"), "--config", str(config),
+                        "--threads", "1", "--frames", "8", "--backends", "compiled"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {config} |")]
+    assert len(rows) == 1, r.stdout
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "compiled" and float(cells[2]) > 0 and float(cells[6]) > 0, rows[0]
+    assert "preparing the compiled backend" in r.stderr and "torch.compile failed" not in r.stderr
