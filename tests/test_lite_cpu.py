@@ -186,3 +186,25 @@ def test_lite_speed_script_compiles_before_timing_and_reports_the_compile_second
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1] == "compiled" and float(cells[2]) > 0 and float(cells[6]) > 0, rows[0]
     assert "preparing the compiled backend" in r.stderr and "torch.compile failed" not in r.stderr
+
+
+def test_attention_float_key_mask_and_keys_rotated_ahead_are_bit_identical():
+    """ChunkStep hands attention a float key mask (0 / -inf, one broadcast row) and cached keys already rotated
+    in time (ExtraKeys.pos None), made once per chunk: the same outputs, bit for bit, as a boolean mask and
+    keys rotated inside each attention call."""
+    from knotanim.model.dit import Attention
+    from knotanim.model.rope import Rope3D
+
+    torch.manual_seed(0)
+    attn, rope = Attention(32, 2, qk_norm=True), Rope3D((4, 6, 6), 10000.0, grid=2)  # head dim 16, 4 tokens a frame
+    x = torch.randn(1, 8, 32)  # 2 frames
+    q_pos = torch.arange(2.0).repeat_interleave(4)
+    extra_k, extra_v = torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)  # reference + 2 ring slots
+    extra_pos = torch.tensor([5.0, -2.0, -1.0]).repeat_interleave(4)
+    valid = torch.cat((torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool), torch.ones(12, dtype=torch.bool)))
+    bool_mask = valid.unsqueeze(0).expand(8, -1)
+    float_mask = torch.zeros(20).masked_fill(~valid, float("-inf")).unsqueeze(0).expand(8, -1)
+    with torch.no_grad():
+        a = attn(x, rope, q_pos, extra_k, extra_v, extra_pos, bool_mask)
+        b = attn(x, rope, q_pos, rope.temporal(extra_k, extra_pos), extra_v, None, float_mask)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
