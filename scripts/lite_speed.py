@@ -71,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backends", default="torch", help="comma-separated backend names (torch, onnxruntime, "
                    f"compiled, aoti) or {INT8} (the ONNX graph with int8 dynamic quantization); default torch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (default 2)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="the DiT's dtype (the autoencoder stays float32): bfloat16 runs on CPUs with AVX-512 BF16 / "
+                   "AMX, outputs within bf16 rounding of float32, not float tolerance (default float32)")
     p.add_argument("--frames", type=int, default=96, help="frames streamed per measurement (default 96)")
     p.add_argument("--artifacts", help="folder for exported graphs (default: a fresh temporary folder)")
     p.add_argument("--ort-spinning", action="store_true", help="let ONNX Runtime's CPU threads spin between runs "
@@ -82,8 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def models(args) -> list[tuple[str, KnotAnimator]]:
     """(label, animator) pairs to measure: the sweep, one config with random weights, or a checkpoint."""
+    dtype = getattr(torch, args.dtype)
     if args.model:
-        return [(args.model, KnotAnimator.from_pretrained(args.model))]
+        return [(args.model, KnotAnimator.from_pretrained(args.model, device="cpu", dtype=dtype))]
     if args.config:
         configs = [(args.config, KnotAnimConfig.load(args.config))]
     else:
@@ -94,7 +98,7 @@ def models(args) -> list[tuple[str, KnotAnimator]]:
         configs = [(n, lite_config(**CANDIDATES[n])) for n in names]
     out = []
     for label, cfg in configs:
-        anim = KnotAnimator.from_config(cfg)
+        anim = KnotAnimator.from_config(cfg, dtype=dtype)
         anim.model.randomize_zero_init(std=RANDOM_STD)
         out.append((label, anim))
     return out
@@ -224,7 +228,7 @@ def main(argv=None) -> int:
     artifacts = args.artifacts or tempfile.mkdtemp(prefix="knotanim-lite-")
     command = "python scripts/lite_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     print(f"{time.strftime('%Y-%m-%d %H:%M')} `{command}`; {cpu_name()}, {os.cpu_count()} logical cores, "
-          f"{args.threads} threads, {versions()}; load average (1 min) {load_average()}")
+          f"{args.threads} threads, {versions()}, DiT {args.dtype}; load average (1 min) {load_average()}")
     if args.parity:
         print("| model | backend vs torch | frames | max abs error | / max latent | / max model change | chunk first / last / "
               "worst | pixels max / mean |")

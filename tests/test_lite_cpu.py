@@ -208,3 +208,14 @@ def test_attention_float_key_mask_and_keys_rotated_ahead_are_bit_identical():
         a = attn(x, rope, q_pos, extra_k, extra_v, extra_pos, bool_mask)
         b = attn(x, rope, q_pos, rope.temporal(extra_k, extra_pos), extra_v, None, float_mask)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_lite_speed_script_times_a_bfloat16_dit(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_speed.py"), "--config", str(config),
+                        "--threads", "1", "--frames", "8", "--backends", "torch", "--dtype", "bfloat16"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {config} | torch |")]
+    assert len(rows) == 1 and "DiT bfloat16" in r.stdout, r.stdout
