@@ -219,3 +219,20 @@ def test_lite_speed_script_times_a_bfloat16_dit(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {config} | torch |")]
     assert len(rows) == 1 and "DiT bfloat16" in r.stdout, r.stdout
+
+
+def test_cpu_decode_runs_channels_last_with_the_same_frames():
+    """ConvAutoencoder.decode on a CPU feeds the decoder NHWC (faster oneDNN convolutions): the same frames as the
+    NCHW decoder within float rounding, and the same uint8 frames."""
+    from knotanim.config import AutoencoderConfig
+    from knotanim.model.autoencoder import ConvAutoencoder, tensor_to_frames
+
+    torch.manual_seed(0)
+    ae = ConvAutoencoder(AutoencoderConfig(base_channels=8, channel_mult=(1, 2, 4, 4))).eval()
+    latents = torch.randn(3, ae.latent_mean.numel(), 8, 8)
+    with torch.no_grad():
+        got = ae.decode(latents)
+        want = ae.decode_raw(latents * ae.latent_std.view(1, -1, 1, 1) + ae.latent_mean.view(1, -1, 1, 1))
+    assert got.is_contiguous(memory_format=torch.channels_last) and want.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(tensor_to_frames(got).astype(int) - tensor_to_frames(want).astype(int)).max() <= 1
