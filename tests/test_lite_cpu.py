@@ -236,3 +236,16 @@ def test_cpu_decode_runs_channels_last_with_the_same_frames():
     assert got.is_contiguous(memory_format=torch.channels_last) and want.is_contiguous()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert np.abs(tensor_to_frames(got).astype(int) - tensor_to_frames(want).astype(int)).max() <= 1
+
+
+def test_lite_ab_script_interleaves_variants_and_reports_medians(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_ab.py"), "--config", str(config), "--threads", "1",
+                        "--frames", "6", "--rounds", "2", "--variants", "torch,torch@bfloat16"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| torch")}
+    assert set(rows) == {"torch", "torch@bfloat16"}, r.stdout
+    assert all(float(row.split("|")[3]) > 0 and len(row.split("|")[4].split()) == 2 for row in rows.values())
+    assert "round 2:" in r.stdout and "load average" in r.stdout
