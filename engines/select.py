@@ -15,7 +15,7 @@ A "compiled" backend also compiles the animator's frame decoder (`CompiledTorchB
 ahead of time; calling it, `step_backends(steps)`, returns the one for that count. A stream's state (reference
 cache, history ring, knot) is the stream's own tensors, handed to the backend each chunk, so
 swapping backends between chunks carries it over. `live_candidates` lists what the live start-up
-measurement tries on a device.
+measurement tries on a device (on a CPU, torch.compile only when asked: the lite profile).
 """
 from __future__ import annotations
 
@@ -169,13 +169,15 @@ class StepBackends:
         return self._built[count]
 
 
-def live_candidates(device: torch.device) -> list[tuple[str, bool]]:
+def live_candidates(device: torch.device, cpu_compile: bool = False) -> list[tuple[str, bool]]:
     """(name, export) pairs the live start-up measurement tries on `device`, in order of preference
     for ties. export=False: used only when its artifact is already built (TensorRT engines and
     AOTInductor packages take minutes to build); ONNX graphs are exported (seconds to a minute, once).
-    On a GPU, ONNX Runtime is tried only when its build has a GPU provider."""
+    On a GPU, ONNX Runtime is tried only when its build has a GPU provider. On a CPU, torch.compile
+    ("compiled": Inductor's C++ code, a compile of a minute or more at start) only when `cpu_compile`
+    (the lite profile asks for it: `knotanim.profiles.CPU_COMPILE_PROFILES`)."""
     if device.type != "cuda":
-        return [("onnxruntime", True), ("torch", True)]
+        return [("onnxruntime", True)] + ([("compiled", True)] if cpu_compile else []) + [("torch", True)]
     names = [("tensorrt", False), ("aoti", False)]
     try:
         from knotanim.engines.onnxrt import providers_for

@@ -4,7 +4,8 @@ A profile is a model folder shipped in the package: `assets/default` (best quali
 (the CPU profile, docs/lite.md). `installed_profiles()` lists those present,
 best quality first. `choose_profile` loads each in turn and, through `choose_backend`, streams a
 short stretch of random audio (`measure_stream`, the code path `knotanim bench` reports) on each
-candidate backend (`engines.select.live_candidates`: ONNX Runtime and eager torch on a CPU; ready
+candidate backend (`engines.select.live_candidates`: ONNX Runtime and eager torch on a CPU, and
+torch.compile there too for the profiles in `CPU_COMPILE_PROFILES` (lite); ready
 TensorRT / AOTInductor artifacts, ONNX Runtime with a GPU provider, torch.compile and torch on a
 GPU; or the one named); the first profile whose fastest backend sustains the target rate (25
 frames/s) wins; when none does it keeps the fastest (profile, backend) and says so, with the rate
@@ -36,6 +37,9 @@ DESCRIPTIONS = {
     "lite": "160x160 crop, small DiT, 2 steps: live on a laptop CPU (docs/lite.md)",
 }
 CACHE_FILE = "profile_speed.json"
+# Profiles whose CPU candidates include torch.compile ("compiled"): small enough that Inductor's compile at
+# start (a minute or more on a CPU) is worth it; on the lite model it is faster than eager torch on a CPU.
+CPU_COMPILE_PROFILES = ("lite",)
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,8 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
         raise BackendUnavailable(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     measure, build = measure or measure_profile, build or _builder(progress)
     dev = animator.device
-    names = live_candidates(dev) if backend == "auto" else [(backend, True)]
+    cpu_compile = profile is not None and profile.name in CPU_COMPILE_PROFILES
+    names = live_candidates(dev, cpu_compile=cpu_compile) if backend == "auto" else [(backend, True)]
     if backend != "auto" and backend != "torch":
         names.append(("torch", True))  # measured only if the requested one cannot be built
     model_path = profile.path if profile is not None else None

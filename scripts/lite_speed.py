@@ -2,6 +2,7 @@
 
     python scripts/lite_speed.py [--threads 2] [--frames 96]                  # the size sweep, eager torch
     python scripts/lite_speed.py --config configs/models/lite.yaml --backends torch,onnxruntime,onnxruntime-int8
+    python scripts/lite_speed.py --model assets/lite --threads 4 --backends torch,compiled,onnxruntime
     python scripts/lite_speed.py --config configs/models/lite.yaml --backends onnxruntime-int8 --parity
 
 Not a test. Every measurement streams the same random audio through `KnotAnimator.stream` with the
@@ -11,7 +12,9 @@ frame of audio per push, after a warm-up stream; frames/s = frames / compute tim
 the frames streamed and the load average (1 min) before and after, since the developer machine
 is shared, and the fastest chunk as frames/s (chunk frames / its compute time): the least
 disturbed chunk, a rough upper bound that other jobs on the machine move less than the mean. Exported graphs (ONNX, int8) are made before the timing, in --artifacts (default: a
-temporary folder) and their export time is reported apart.
+temporary folder), and the compiled backend (torch.compile of the chunk step and of the frame decoder;
+Inductor's C++ code on a CPU) is compiled before it, on sample inputs; their export / compile time is
+reported apart ("export s").
 
 --parity streams --frames frames through each non-torch backend and eager torch with the same
 noise and compares the committed latents: max abs error, relative to the largest latent and to
@@ -68,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backends", default="torch", help="comma-separated backend names (torch, onnxruntime, "
                    f"compiled, aoti) or {INT8} (the ONNX graph with int8 dynamic quantization); default torch")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (default 2)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="the DiT's dtype (the autoencoder stays float32): bfloat16 runs on CPUs with AVX-512 BF16 / "
+                   "AMX, outputs within bf16 rounding of float32, not float tolerance (default float32)")
     p.add_argument("--frames", type=int, default=96, help="frames streamed per measurement (default 96)")
     p.add_argument("--artifacts", help="folder for exported graphs (default: a fresh temporary folder)")
     p.add_argument("--ort-spinning", action="store_true", help="let ONNX Runtime's CPU threads spin between runs "
@@ -79,8 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def models(args) -> list[tuple[str, KnotAnimator]]:
     """(label, animator) pairs to measure: the sweep, one config with random weights, or a checkpoint."""
+    dtype = getattr(torch, args.dtype)
     if args.model:
-        return [(args.model, KnotAnimator.from_pretrained(args.model))]
+        return [(args.model, KnotAnimator.from_pretrained(args.model, device="cpu", dtype=dtype))]
     if args.config:
         configs = [(args.config, KnotAnimConfig.load(args.config))]
     else:
@@ -91,7 +98,7 @@ def models(args) -> list[tuple[str, KnotAnimator]]:
         configs = [(n, lite_config(**CANDIDATES[n])) for n in names]
     out = []
     for label, cfg in configs:
-        anim = KnotAnimator.from_config(cfg)
+        anim = KnotAnimator.from_config(cfg, dtype=dtype)
         anim.model.randomize_zero_init(std=RANDOM_STD)
         out.append((label, anim))
     return out
@@ -120,11 +127,12 @@ def versions() -> str:
 
 
 def build(name: str, anim: KnotAnimator, artifacts: str, ort_spinning: bool = False):
-    """The named backend (exported into `artifacts` first when needed) and the export seconds.
-    Besides knotanim's backend names, "onnxruntime-int8" (engines.export.ensure_onnx_int8)."""
-    from knotanim.engines import build_backend, chunk_step_descriptor
+    """The named backend (exported into `artifacts` first when needed, compiled first for "compiled") and
+    the seconds that took. Besides knotanim's backend names, "onnxruntime-int8" (engines.export.ensure_onnx_int8)."""
+    from knotanim.engines import chunk_step_descriptor
     from knotanim.engines.export import ensure_onnx_int8
     from knotanim.engines.onnxrt import OnnxRuntimeBackend
+    from knotanim.engines.select import StepBackends
 
     def progress(message: str) -> None:
         print(f"  {message}", file=sys.stderr)
@@ -134,8 +142,8 @@ def build(name: str, anim: KnotAnimator, artifacts: str, ort_spinning: bool = Fa
         path = ensure_onnx_int8(anim, artifacts, progress=progress).path
         backend = OnnxRuntimeBackend(path, chunk_step_descriptor(anim.config), anim.device,
                                      threads=torch.get_num_threads(), precision="int8")
-    else:
-        backend = build_backend(name, anim, artifacts=artifacts, progress=progress)
+    else:  # "compiled" compiles here (its step on sample inputs, its decoder on a chunk), not in the timed stream
+        backend = StepBackends(name, anim, artifacts=artifacts, progress=progress)()
     export_s = time.perf_counter() - t0
     if ort_spinning and isinstance(backend, OnnxRuntimeBackend):
         backend = OnnxRuntimeBackend(backend.path, backend.desc, backend.device, threads=torch.get_num_threads(),
@@ -220,7 +228,7 @@ def main(argv=None) -> int:
     artifacts = args.artifacts or tempfile.mkdtemp(prefix="knotanim-lite-")
     command = "python scripts/lite_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     print(f"{time.strftime('%Y-%m-%d %H:%M')} `{command}`; {cpu_name()}, {os.cpu_count()} logical cores, "
-          f"{args.threads} threads, {versions()}; load average (1 min) {load_average()}")
+          f"{args.threads} threads, {versions()}, DiT {args.dtype}; load average (1 min) {load_average()}")
     if args.parity:
         print("| model | backend vs torch | frames | max abs error | / max latent | / max model change | chunk first / last / "
               "worst | pixels max / mean |")

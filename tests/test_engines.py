@@ -10,7 +10,7 @@ from knotanim.animator import KnotAnimator
 from knotanim.engines import (BACKENDS, CompiledTorchBackend, TorchBackend, build_backend, chunk_step_descriptor,
                               select_backend)
 from knotanim.engines.cache import EngineKey, check_engine, checkpoint_hash, resolve_precision
-from knotanim.engines.select import auto_candidates
+from knotanim.engines.select import auto_candidates, live_candidates
 from knotanim.errors import BackendUnavailable
 
 pytest.importorskip("onnxruntime")
@@ -175,6 +175,11 @@ def test_auto_candidates_and_names():
     assert set(BACKENDS) == {"torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto"}
     assert "compiled" not in auto_candidates(torch.device("cpu"))
     assert auto_candidates(torch.device("cuda"))[:1] == ["tensorrt"] and "compiled" in auto_candidates(torch.device("cuda"))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert live_candidates(cpu) == [("onnxruntime", True), ("torch", True)]  # torch.compile on a CPU: only when asked
+    assert live_candidates(cpu, cpu_compile=True) == [("onnxruntime", True), ("compiled", True), ("torch", True)]
+    assert live_candidates(cuda, cpu_compile=True) == live_candidates(cuda)
+    assert ("compiled", True) in live_candidates(cuda)
     with pytest.raises(BackendUnavailable, match="unknown backend"):
         build_backend("tensorflow", _anim())
 

@@ -170,3 +170,82 @@ def test_lite_speed_script_times_a_config_through_measure_stream(tmp_path):
     assert cells[1] == "torch" and float(cells[2]) > 0 and float(cells[3]) >= float(cells[2]) and int(cells[4]) >= 8
     assert "no-such-backend" in rows[1] and "unavailable: unknown backend" in rows[1]
     assert "load average" in r.stdout and "torch " in r.stdout
+
+
+def test_lite_speed_script_compiles_before_timing_and_reports_the_compile_seconds(tmp_path):
+    """--backends compiled: torch.compile of the step and the decoder happens in the build (its seconds in the
+    "export s" column), not in the timed stream; the row names "compiled" (not "compiled->torch": no fallback)."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_speed.py"), "--config", str(config),
+                        "--threads", "1", "--frames", "8", "--backends", "compiled"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {config} |")]
+    assert len(rows) == 1, r.stdout
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == "compiled" and float(cells[2]) > 0 and float(cells[6]) > 0, rows[0]
+    assert "preparing the compiled backend" in r.stderr and "torch.compile failed" not in r.stderr
+
+
+def test_attention_float_key_mask_and_keys_rotated_ahead_are_bit_identical():
+    """ChunkStep hands attention a float key mask (0 / -inf, one broadcast row) and cached keys already rotated
+    in time (ExtraKeys.pos None), made once per chunk: the same outputs, bit for bit, as a boolean mask and
+    keys rotated inside each attention call."""
+    from knotanim.model.dit import Attention
+    from knotanim.model.rope import Rope3D
+
+    torch.manual_seed(0)
+    attn, rope = Attention(32, 2, qk_norm=True), Rope3D((4, 6, 6), 10000.0, grid=2)  # head dim 16, 4 tokens a frame
+    x = torch.randn(1, 8, 32)  # 2 frames
+    q_pos = torch.arange(2.0).repeat_interleave(4)
+    extra_k, extra_v = torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)  # reference + 2 ring slots
+    extra_pos = torch.tensor([5.0, -2.0, -1.0]).repeat_interleave(4)
+    valid = torch.cat((torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool), torch.ones(12, dtype=torch.bool)))
+    bool_mask = valid.unsqueeze(0).expand(8, -1)
+    float_mask = torch.zeros(20).masked_fill(~valid, float("-inf")).unsqueeze(0).expand(8, -1)
+    with torch.no_grad():
+        a = attn(x, rope, q_pos, extra_k, extra_v, extra_pos, bool_mask)
+        b = attn(x, rope, q_pos, rope.temporal(extra_k, extra_pos), extra_v, None, float_mask)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_lite_speed_script_times_a_bfloat16_dit(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_speed.py"), "--config", str(config),
+                        "--threads", "1", "--frames", "8", "--backends", "torch", "--dtype", "bfloat16"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {config} | torch |")]
+    assert len(rows) == 1 and "DiT bfloat16" in r.stdout, r.stdout
+
+
+def test_cpu_decode_runs_channels_last_with_the_same_frames():
+    """ConvAutoencoder.decode on a CPU feeds the decoder NHWC (faster oneDNN convolutions): the same frames as the
+    NCHW decoder within float rounding, and the same uint8 frames."""
+    from knotanim.config import AutoencoderConfig
+    from knotanim.model.autoencoder import ConvAutoencoder, tensor_to_frames
+
+    torch.manual_seed(0)
+    ae = ConvAutoencoder(AutoencoderConfig(base_channels=8, channel_mult=(1, 2, 4, 4))).eval()
+    latents = torch.randn(3, ae.latent_mean.numel(), 8, 8)
+    with torch.no_grad():
+        got = ae.decode(latents)
+        want = ae.decode_raw(latents * ae.latent_std.view(1, -1, 1, 1) + ae.latent_mean.view(1, -1, 1, 1))
+    assert got.is_contiguous(memory_format=torch.channels_last) and want.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(tensor_to_frames(got).astype(int) - tensor_to_frames(want).astype(int)).max() <= 1
+
+
+def test_lite_ab_script_interleaves_variants_and_reports_medians(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_ab.py"), "--config", str(config), "--threads", "1",
+                        "--frames", "6", "--rounds", "2", "--variants", "torch,torch@bfloat16"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| torch")}
+    assert set(rows) == {"torch", "torch@bfloat16"}, r.stdout
+    assert all(float(row.split("|")[3]) > 0 and len(row.split("|")[4].split()) == 2 for row in rows.values())
+    assert "round 2:" in r.stdout and "load average" in r.stdout

@@ -123,11 +123,11 @@ def test_requested_profile_is_used_and_absent_lite_is_a_one_line_error(both, onl
 
 def test_cache_hit_miss_and_remeasure(both, cache_dir, monkeypatch):
     calls = []
-    measure = fake_measure({"default": {"onnxruntime": 3.0, "torch": 2.0}, "lite": {"onnxruntime": 40.0, "torch": 30.0}},
-                           calls)
+    measure = fake_measure({"default": {"onnxruntime": 3.0, "torch": 2.0},
+                            "lite": {"onnxruntime": 40.0, "compiled": 35.0, "torch": 30.0}}, calls)
     build = fake_build([])
     first = P.choose_profile("cpu", profiles=both, measure=measure, build=build)
-    measured = ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/torch"]
+    measured = ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/compiled", "lite/torch"]
     assert calls == measured and not first.cached and (cache_dir / P.CACHE_FILE).is_file()
     second = P.choose_profile("cpu", profiles=both, measure=measure, build=build)
     assert calls == measured and second.cached and second.profile.name == "lite"  # every backend's rate cached
@@ -135,7 +135,7 @@ def test_cache_hit_miss_and_remeasure(both, cache_dir, monkeypatch):
     P.choose_profile("cpu", profiles=both, measure=measure, build=build, remeasure=True)
     assert calls == measured * 2
     P.choose_profile("cpu", profiles=both, measure=measure, build=build, steps=1)  # another variant: another key
-    assert len(calls) == 12
+    assert len(calls) == 15
     monkeypatch.delenv("KNOTANIM_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir / "xdg"))
     assert P.speed_cache_path() == cache_dir / "xdg" / "knotanim" / P.CACHE_FILE
@@ -144,17 +144,31 @@ def test_cache_hit_miss_and_remeasure(both, cache_dir, monkeypatch):
 # --- the backend choice (fake rates, fake builds: no timing, no exports) -----------------------------------
 def test_auto_picks_the_fastest_backend_that_holds_and_says_so(both):
     log, calls = [], []
-    rates = {"default": {"onnxruntime": 12.0, "torch": 4.0}, "lite": {"onnxruntime": 31.0, "torch": 20.0}}
+    rates = {"default": {"onnxruntime": 12.0, "torch": 4.0}, "lite": {"onnxruntime": 31.0, "compiled": 27.0, "torch": 20.0}}
     c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, calls), build=fake_build(log))
-    assert calls == ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/torch"]
+    # torch.compile is a CPU candidate for the lite profile only (CPU_COMPILE_PROFILES)
+    assert calls == ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/compiled", "lite/torch"]
     assert c.profile.name == "lite" and c.holds and c.measured_fps == 31.0 and c.backend_name == "onnxruntime[CPU]"
-    assert c.message == "profile 'lite' (holds 25 fps) on this CPU: 31.0 frames/s with onnxruntime[CPU] (torch 20.0)"
+    assert c.message == ("profile 'lite' (holds 25 fps) on this CPU: 31.0 frames/s with onnxruntime[CPU] "
+                         "(compiled 27.0, torch 20.0)")
     assert c.backends.name == "onnxruntime" and c.backends.animator is c.animator
     assert c.backends.prepared == (2, 1)  # built for the quality ladder (tiny: 2 steps, then 1) at start
     assert [entry for entry in log if entry[2] == "prepare"] == [("lite", "onnxruntime", "prepare", (2, 1))]
     assert ("default", "onnxruntime", "build", True) in log  # ONNX graphs are exported to be measured
     assert c.tried == [("default", "onnxruntime[CPU]", 12.0), ("default", "torch", 4.0),
-                       ("lite", "onnxruntime[CPU]", 31.0), ("lite", "torch", 20.0)]
+                       ("lite", "onnxruntime[CPU]", 31.0), ("lite", "compiled", 27.0), ("lite", "torch", 20.0)]
+
+
+def test_lite_on_a_cpu_picks_compiled_when_it_is_fastest_and_prepares_it_for_the_ladder(both):
+    log, calls = [], []
+    rates = {"default": {"onnxruntime": 3.0, "torch": 2.0}, "lite": {"onnxruntime": 14.0, "compiled": 26.0, "torch": 19.0}}
+    c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, calls), build=fake_build(log))
+    assert "default/compiled" not in calls and "lite/compiled" in calls
+    assert c.profile.name == "lite" and c.holds and c.backend_name == "compiled" and c.measured_fps == 26.0
+    assert c.backends.name == "compiled" and c.backends.prepared == (2, 1)
+    assert ("lite", "compiled", "build", True) in log
+    assert c.message == ("profile 'lite' (holds 25 fps) on this CPU: 26.0 frames/s with compiled "
+                         "(onnxruntime[CPU] 14.0, torch 19.0)")
 
 
 @pytest.mark.parametrize("rates, backend, fps", [
@@ -170,11 +184,11 @@ def test_the_first_profile_keeps_its_fastest_backend_and_lighter_ones_are_not_me
 
 
 def test_none_holds_runs_the_fastest_profile_and_backend_and_says_the_rate(both):
-    rates = {"default": {"onnxruntime": 3.0, "torch": 1.0}, "lite": {"onnxruntime": 12.0, "torch": 9.0}}
+    rates = {"default": {"onnxruntime": 3.0, "torch": 1.0}, "lite": {"onnxruntime": 12.0, "compiled": 10.0, "torch": 9.0}}
     c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, []), build=fake_build([]))
     assert c.profile.name == "lite" and c.backend_name == "onnxruntime[CPU]" and not c.holds
     assert c.message == ("no installed profile holds 25 fps on this CPU; running 'lite' at 12.0 frames/s with "
-                         "onnxruntime[CPU] (torch 9.0) (the app will repeat frames). An NVIDIA GPU or fewer --steps helps")
+                         "onnxruntime[CPU] (compiled 10.0, torch 9.0) (the app will repeat frames). An NVIDIA GPU or fewer --steps helps")
 
 
 def test_a_backend_that_cannot_be_built_falls_back_to_torch_with_one_line(both):
@@ -198,9 +212,11 @@ def test_a_backend_that_cannot_be_built_falls_back_to_torch_with_one_line(both):
     assert "\n" not in c.notes[0] and c.backends.prepared == (2, 1)
 
 
-def test_choose_backend_real_onnxruntime_build_is_prepared_for_the_ladder(assets, tmp_path):
+def test_choose_backend_real_onnxruntime_build_is_prepared_for_the_ladder(assets, tmp_path, monkeypatch):
     """No fakes but the rates: auto really exports the ONNX graphs (into $KNOTANIM_CACHE) for every rung."""
     from knotanim import KnotAnimator
+
+    monkeypatch.setattr(P, "CPU_COMPILE_PROFILES", ())  # no real torch.compile here (tests/test_engines.py has it)
 
     anim = KnotAnimator.from_pretrained(assets / "lite", device="cpu")
     bc = P.choose_backend(anim, "auto", profile=P.Profile("lite", assets / "lite", ""),
@@ -264,7 +280,8 @@ def test_live_cli_measures_and_runs_the_chosen_profile(cli_profiles, tmp_path, c
     assert loaded == ["default"] and "(cached; --remeasure" in err and "-> default on cpu with torch" in err
 
 
-def test_live_cli_auto_backend_runs_the_fastest_measured(cli_profiles, tmp_path, capsys):
+def test_live_cli_auto_backend_runs_the_fastest_measured(cli_profiles, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(P, "CPU_COMPILE_PROFILES", ())  # no real torch.compile of the lite model at start here
     loaded = cli_profiles({"default", "lite"}, {"default": {"onnxruntime": 3.0, "torch": 2.0},
                                                 "lite": {"onnxruntime": 30.0, "torch": 20.0}})
     img, wav = _inputs(tmp_path)

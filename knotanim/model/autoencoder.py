@@ -78,7 +78,13 @@ class ConvAutoencoder(nn.Module):
         return (z - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [N, c, h, w] -> frames [N, 3, H, W] (inference; training calls decode_raw).
+        On a CPU the convolutions run channels-last (NHWC; oneDNN's fast layout, what Inductor picks when it
+        compiles the decoder): the lite decoder takes about a fifth less time eagerly, same values within float
+        rounding; the frames come back channels-last."""
         z = latents * self.latent_std.view(1, -1, 1, 1) + self.latent_mean.view(1, -1, 1, 1)
+        if z.device.type == "cpu" and z.dim() == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
         return self.decode_raw(z)
 
 

@@ -33,11 +33,13 @@ class ExtraKeys:
     """Keys/values from outside the current tokens, one entry per layer.
 
     k, v: [B, H, Ne, Dh] (k spatially rotated, temporally un-rotated); pos: [Ne] frame positions.
+    pos None: k is rotated in time already (a caller that runs several passes over the same keys, like
+    the stream's ChunkStep, rotates them once instead of once per pass).
     """
 
     k: list[torch.Tensor]
     v: list[torch.Tensor]
-    pos: torch.Tensor
+    pos: torch.Tensor | None
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -73,7 +75,8 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
 
     def forward(self, x, rope: Rope3D, q_pos, extra_k=None, extra_v=None, extra_pos=None, mask=None):
-        """x: [B, N, d]; q_pos: [N] token time positions; mask: [N, Ne + N] bool (True = attend) or None.
+        """x: [B, N, d]; q_pos: [N] token time positions; mask: [N, Ne + N] bool (True = attend), float (added to
+        the scores: 0 or -inf) or None. extra_pos None: extra_k is rotated in time already.
 
         Returns (out [B, N, d], k [B, H, N, Dh] spatially rotated only, v [B, H, N, Dh]).
         """
@@ -83,7 +86,7 @@ class Attention(nn.Module):
         keys, values = rope.spatial_temporal(k, q_pos), v
         k = rope.spatial(k)  # what a cache stores: rotated in space, not in time
         if extra_k is not None:
-            keys = torch.cat((rope.temporal(extra_k, extra_pos), keys), dim=2)
+            keys = torch.cat((rope.temporal(extra_k, extra_pos) if extra_pos is not None else extra_k, keys), dim=2)
             values = torch.cat((extra_v, v), dim=2)
         q = rope.spatial_temporal(q, q_pos)
         if isinstance(mask, BlockMaskAttention):  # FlexAttention: only the visible blocks are computed

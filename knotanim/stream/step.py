@@ -43,9 +43,15 @@ class ChunkStep(nn.Module):
         extra_pos = torch.cat((ref_pos.reshape(1).float().expand(P), hist_pos.float().repeat_interleave(P)))
         key_valid = torch.cat((torch.ones(P, dtype=torch.bool, device=device), hist_valid.repeat_interleave(P),
                                torch.ones(Fr * P, dtype=torch.bool, device=device)))
-        mask = key_valid.unsqueeze(0).expand(Fr * P, -1)
-        extra = ExtraKeys(k=[torch.cat((rk, hk), 2) for rk, hk in zip(ref_k, hist_k)],
-                          v=[torch.cat((rv, hv), 2) for rv, hv in zip(ref_v, hist_v)], pos=extra_pos)
+        # The key mask as the additive float mask attention makes of a boolean one (0 where a key is
+        # visible, -inf elsewhere), made once here rather than in each of the 3 x depth attention calls;
+        # the same for every query row (a broadcast view). Same scores, bit for bit.
+        bias = torch.zeros(key_valid.shape, dtype=self.model.x_embed.weight.dtype, device=device)
+        mask = bias.masked_fill(~key_valid, float("-inf")).unsqueeze(0).expand(Fr * P, -1)
+        # Every pass reads the same cached keys at the same positions: rotate them in time once, not once per pass.
+        rope = self.model.rope
+        extra = ExtraKeys(k=[rope.temporal(torch.cat((rk, hk), 2), extra_pos) for rk, hk in zip(ref_k, hist_k)],
+                          v=[torch.cat((rv, hv), 2) for rv, hv in zip(ref_v, hist_v)], pos=None)
 
         # Image-to-video conditioning: the knot latent and a mask channel at position 0.
         first = torch.zeros(Fr, device=device, dtype=noise.dtype)
