@@ -157,14 +157,19 @@ def test_onnxruntime_cpu_session_follows_torch_threads_and_does_not_spin(random_
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
-def test_lite_speed_script_times_a_config_through_measure_stream(tmp_path):
+def _lite_speed_tiny(tmp_path, backends: str, timeout: int):
+    """scripts/lite_speed.py on the tiny config, one thread, 8 frames: (result, the config path, its table rows)."""
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_speed.py"), "--config", str(config),
-                        "--threads", "1", "--frames", "8", "--backends", "torch,no-such-backend"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+                        "--threads", "1", "--frames", "8", "--backends", backends],
+                       capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {config} |")]
+    return r, config, [line for line in r.stdout.splitlines() if line.startswith(f"| {config} |")]
+
+
+def test_lite_speed_script_times_a_config_through_measure_stream(tmp_path):
+    r, config, rows = _lite_speed_tiny(tmp_path, "torch,no-such-backend", timeout=120)
     assert len(rows) == 2, r.stdout
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1] == "torch" and float(cells[2]) > 0 and float(cells[3]) >= float(cells[2]) and int(cells[4]) >= 8
@@ -175,13 +180,7 @@ def test_lite_speed_script_times_a_config_through_measure_stream(tmp_path):
 def test_lite_speed_script_compiles_before_timing_and_reports_the_compile_seconds(tmp_path):
     """--backends compiled: torch.compile of the step and the decoder happens in the build (its seconds in the
     "export s" column), not in the timed stream; the row names "compiled" (not "compiled->torch": no fallback)."""
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(tiny_config().to_dict()), encoding="utf-8")
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "lite_speed.py"), "--config", str(config),
-                        "--threads", "1", "--frames", "8", "--backends", "compiled"],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    rows = [line for line in r.stdout.splitlines() if line.startswith(f"| {config} |")]
+    r, _, rows = _lite_speed_tiny(tmp_path, "compiled", timeout=300)
     assert len(rows) == 1, r.stdout
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1] == "compiled" and float(cells[2]) > 0 and float(cells[6]) > 0, rows[0]
