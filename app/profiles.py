@@ -31,8 +31,9 @@ def make_chooser(animator: Any, model_path: str | Path | None, *, remeasure: boo
     device = str(animator.device)
     first = {"remeasure": remeasure}  # --remeasure applies to the first measurement only
 
-    def load(profile, dev):
-        return animator if loaded is not None and profile.path.resolve() == loaded else _load(profile, dev)
+    def load(profile, dev, dtype=None):
+        same = loaded is not None and profile.path.resolve() == loaded and dtype in (None, animator.dtype)
+        return animator if same else _load(profile, dev, dtype)
 
     def choose(requested: str) -> Choice:
         again, first["remeasure"] = first["remeasure"], False

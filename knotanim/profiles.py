@@ -11,8 +11,12 @@ GPU; or the one named); the first profile whose fastest backend sustains the tar
 frames/s) wins; when none does it keeps the fastest (profile, backend) and says so, with the rate
 it will run at. The winner is then built for every step count of the live quality ladder
 (`live.degrade.ladder_steps`), so the pipeline never exports or compiles mid-stream; a backend that
-cannot be built falls back to eager torch with a one-line note. Measurements are cached per
-(profile, model, backend, device, threads, steps, torch version) in `<cache>/profile_speed.json`
+cannot be built falls back to eager torch with a one-line note. On a CPU that computes bf16 natively
+(`cpu_has_native_bf16`: AVX512-BF16 or AMX-BF16), the profiles in `CPU_BF16_PROFILES` (lite) are also
+loaded in bfloat16 and measured with the torch backends ("compiled", "torch"; an ONNX graph is
+float32 whatever the model's dtype), and bf16 is kept when it is the faster; the message then says
+"(bf16)". `dtype` ("float32" / "bfloat16", `--dtype`) forces one dtype instead. Measurements are cached per
+(profile, model, backend, dtype, device, threads, steps, torch version) in `<cache>/profile_speed.json`
 ($KNOTANIM_CACHE, else $XDG_CACHE_HOME/knotanim, else ~/.cache/knotanim), so the second start is
 fast; `remeasure=True` ignores the cache.
 """
@@ -40,6 +44,12 @@ CACHE_FILE = "profile_speed.json"
 # Profiles whose CPU candidates include torch.compile ("compiled"): small enough that Inductor's compile at
 # start (a minute or more on a CPU) is worth it; on the lite model it is faster than eager torch on a CPU.
 CPU_COMPILE_PROFILES = ("lite",)
+# Profiles also measured in bfloat16 on a CPU with native bf16 (cpu_has_native_bf16), when no dtype is asked for:
+# on the lite model bf16 is faster there (eager and compiled) and KnotBench quality equals float32 within noise.
+# Never on a CPU without native bf16, where bf16 is emulated and much slower.
+CPU_BF16_PROFILES = ("lite",)
+BF16_BACKENDS = ("compiled", "torch")  # the backends whose speed depends on the model's dtype
+DTYPES = ("auto", "float32", "bfloat16")  # --dtype choices
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,47 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def native_bf16_flags(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo text lists a native bf16 instruction set (avx512_bf16 or amx_bf16)."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags") and ":" in line:
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (Linux: /proc/cpuinfo flags avx512_bf16 or
+    amx_bf16); False where unknown (no /proc/cpuinfo, not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return native_bf16_flags(f.read())
+    except OSError:
+        return False
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """None / "auto" -> None (the device's default, plus the bf16 candidate); "float32" / "bfloat16" (or a
+    torch dtype) -> that dtype; anything else -> InputError."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    named = {"auto": None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16}
+    if dtype not in named:
+        raise InputError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
+    return named[dtype]
+
+
+def dtype_label(dtype: Any, device: torch.device) -> str:
+    """" (bf16)" / " (fp32)" when `dtype` is not the device's default (float32 on a CPU, bfloat16 on a
+    GPU, as KnotAnimator.from_pretrained loads), else ""."""
+    default = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if not isinstance(dtype, torch.dtype) or dtype == default:
+        return ""
+    short = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype))
+    return f" ({short})"
+
+
 def device_label(device: torch.device) -> str:
     """What the rate depends on: the GPU's name, or the CPU and its torch thread count."""
     if device.type == "cuda":
@@ -166,15 +217,16 @@ def speed_cache_path() -> Path:
     return default_cache_dir() / CACHE_FILE
 
 
-def cache_key(profile: Profile, backend_name: str, device: torch.device, steps: int | None) -> str:
+def cache_key(profile: Profile, backend_name: str, device: torch.device, steps: int | None,
+              dtype: torch.dtype | None = None) -> str:
     from knotanim.engines.cache import checkpoint_hash
 
     try:
         model = checkpoint_hash(profile.path)[:12]
     except (OSError, ValueError):
         model = "unknown"
-    return "|".join([profile.name, model, backend_name, device_label(device), f"steps {steps or 'model'}",
-                     f"torch {torch.__version__}"])
+    parts = [profile.name, model, backend_name] + ([str(dtype).removeprefix("torch.")] if dtype is not None else [])
+    return "|".join(parts + [device_label(device), f"steps {steps or 'model'}", f"torch {torch.__version__}"])
 
 
 def read_cache(path: Path) -> dict:
@@ -225,16 +277,23 @@ class Choice:
     tried: list[tuple[str, str, float]] = field(default_factory=list)  # (profile, backend, fps) measured
     backends: Any = None  # engines.select.StepBackends for LiveOptions.backend (None: eager torch)
     notes: list[str] = field(default_factory=list)  # one line each (a backend skipped, a fallback to torch)
+    dtype: Any = None  # the animator's torch dtype (backend_name ends in " (bf16)" when not the device's default)
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def _load(profile: Profile, device: Any) -> Any:
+def _load(profile: Profile, device: Any, dtype: torch.dtype | None = None) -> Any:
     from knotanim.animator import KnotAnimator
 
-    return KnotAnimator.from_pretrained(profile.path, device=device)
+    return KnotAnimator.from_pretrained(profile.path, device=device, dtype=dtype)
+
+
+def _load_as(load: Callable[..., Any], profile: Profile, device: Any, dtype: torch.dtype | None) -> Any:
+    """`load(profile, device)`, or with `dtype` when one is asked for (a two-argument `load` still works
+    for the default dtype)."""
+    return load(profile, device) if dtype is None else load(profile, device, dtype)
 
 
 def _first_line(e: BaseException) -> str:
@@ -256,13 +315,14 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
                    budget_s: float = 2.0, profile: Profile | None = None, cache: dict | None = None,
                    cache_path: str | Path | None = None, measure: Callable[..., float] | None = None,
                    build: Callable[..., Any] | None = None, prepare: bool = True,
-                   progress: Callable[[str], None] = _quiet) -> BackendChoice:
+                   only: tuple[str, ...] | None = None, progress: Callable[[str], None] = _quiet) -> BackendChoice:
     """The fastest backend for `animator` among `backend` ("auto": `engines.select.live_candidates`;
     a name: that one, falling back to torch with a note when it cannot be built), each measured for
     about `budget_s / candidates` seconds of streaming at `steps` (or read from the cache when
     `profile` names a model folder). With `prepare`, the winner is then built for every step count
     of the live quality ladder (`live.degrade.ladder_steps`), so nothing is built mid-stream; if that
-    fails, torch with a note. `measure(animator, chunk_backend, seconds)` and
+    fails, torch with a note. `only`: with "auto", measure only these of the candidates.
+    `measure(animator, chunk_backend, seconds)` and
     `build(name, animator, model_path, export) -> StepBackends` are injectable for tests."""
     from knotanim.engines.select import BACKENDS, live_candidates
     from knotanim.errors import BackendUnavailable
@@ -273,6 +333,8 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
     dev = animator.device
     cpu_compile = profile is not None and profile.name in CPU_COMPILE_PROFILES
     names = live_candidates(dev, cpu_compile=cpu_compile) if backend == "auto" else [(backend, True)]
+    if backend == "auto" and only is not None:
+        names = [(n, e) for n, e in names if n in only]
     if backend != "auto" and backend != "torch":
         names.append(("torch", True))  # measured only if the requested one cannot be built
     model_path = profile.path if profile is not None else None
@@ -293,13 +355,15 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
             else:
                 notes.append(f"the {name} backend could not be built ({_first_line(e)}): running torch")
             continue
-        key = cache_key(profile, chunk_backend.name, dev, steps) if profile is not None else None
+        key = (cache_key(profile, chunk_backend.name, dev, steps, getattr(animator, "dtype", None))
+               if profile is not None else None)
         hit = cache.get(key) if key is not None else None
         if isinstance(hit, dict) and isinstance(hit.get("fps"), (int, float)):
             fps, cached = float(hit["fps"]), True
         else:
             where = f"profile {profile.name!r}" if profile is not None else "the model"
-            progress(f"measuring {where} with {chunk_backend.name} on {device_label(dev)}…")
+            label = dtype_label(getattr(animator, "dtype", None), dev)
+            progress(f"measuring {where} with {chunk_backend.name}{label} on {device_label(dev)}…")
             fps, cached = float(measure(animator, chunk_backend, seconds)), False
             if key is not None:
                 write_cache(cpath, key, fps)
@@ -315,8 +379,8 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
 
 def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: float = 25.0, budget_s: float = 2.0, *,
                    backend: str = "auto", steps: int | None = None, profiles: list[Profile] | None = None,
-                   remeasure: bool = False, cache_path: str | Path | None = None,
-                   measure: Callable[..., float] | None = None, load: Callable[[Profile, Any], Any] | None = None,
+                   remeasure: bool = False, cache_path: str | Path | None = None, dtype: str | torch.dtype | None = None,
+                   measure: Callable[..., float] | None = None, load: Callable[..., Any] | None = None,
                    build: Callable[..., Any] | None = None, progress: Callable[[str], None] = _quiet) -> Choice:
     """Pick the installed profile and backend that hold `target_fps` on `device`.
 
@@ -326,12 +390,18 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     (profile, backend), with a message naming the rate it will run at. A named profile is used as
     asked (still measured, so the message can warn); absent -> InputError. The chosen backend is
     built for every step count of the live quality ladder (Choice.backends).
-    `measure(animator, backend, seconds)`, `load(profile, device)` and
+    `dtype` None / "auto": each profile as KnotAnimator.from_pretrained loads it (float32 on a CPU), and
+    on a CPU with native bf16 (`cpu_has_native_bf16`) the profiles in `CPU_BF16_PROFILES` also in
+    bfloat16 with the torch backends (`BF16_BACKENDS`), keeping the faster; "float32" / "bfloat16": that
+    dtype only. bf16 rates appear in Choice.tried and the message as "<backend> (bf16)".
+    `measure(animator, backend, seconds)`, `load(profile, device[, dtype])` (dtype passed only when one
+    is asked for) and
     `build(name, animator, model_path, export)` are injectable for tests.
     """
     from knotanim.animator import resolve_device
 
     load = load or _load
+    want = parse_dtype(dtype)
     profiles = installed_profiles() if profiles is None else profiles
     candidates = [find_profile(requested, profiles)] if requested != "auto" else profiles
     if not candidates:
@@ -342,13 +412,33 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     best: tuple[Profile, Any, BackendChoice] | None = None
     tried: list[tuple[str, str, float]] = []
     notes: list[str] = []
+    if want == torch.bfloat16 and dev.type != "cuda" and not cpu_has_native_bf16():
+        notes.append("this CPU has no native bf16 (avx512_bf16 / amx_bf16): bfloat16 runs emulated, much slower "
+                     "than float32")
+    # bf16 changes the speed of the torch backends only (an ONNX / TensorRT / AOTI artifact has its own dtype)
+    bf16_backend = backend == "auto" or backend in BF16_BACKENDS
     for profile in candidates:
-        animator = load(profile, dev)
+        animator = _load_as(load, profile, dev, want)
         bc = choose_backend(animator, backend, steps, target_fps=target_fps, budget_s=budget_s, profile=profile,
                             cache=cache, cache_path=cpath, measure=measure, build=build, prepare=False,
                             progress=progress)
-        tried += [(profile.name, name, fps) for name, fps in bc.tried]
+        label = dtype_label(getattr(animator, "dtype", None), dev)
+        tried += [(profile.name, name + label, fps) for name, fps in bc.tried]
         notes += [n for n in bc.notes if n not in notes]
+        if (want is None and bf16_backend and dev.type != "cuda" and profile.name in CPU_BF16_PROFILES
+                and cpu_has_native_bf16()):
+            try:
+                bf16 = _load_as(load, profile, dev, torch.bfloat16)
+                bc16 = choose_backend(bf16, backend, steps, target_fps=target_fps, budget_s=budget_s,
+                                      profile=profile, cache=cache, cache_path=cpath, measure=measure, build=build,
+                                      prepare=False, only=BF16_BACKENDS, progress=progress)
+            except Exception as e:  # noqa: BLE001: bf16 is an extra candidate; float32 remains
+                notes.append(f"bf16 skipped ({_first_line(e)})")
+            else:
+                tried += [(profile.name, name + " (bf16)", fps) for name, fps in bc16.tried]
+                notes += [f"bf16: {n}" for n in bc16.notes if f"bf16: {n}" not in notes]
+                if bc16.fps > bc.fps:
+                    animator, bc = bf16, bc16  # the float32 animator is released
         if bc.fps >= target_fps:
             best = (profile, animator, bc)
             break
@@ -361,8 +451,9 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     bc = _prepared(bc, animator, steps, profile.path, build or _builder(progress),
                    lambda b: (measure or measure_profile)(animator, b, seconds))
     notes += [n for n in bc.notes if n not in notes]
-    choice = Choice(profile, animator, bc.backend, bc.fps, "", bc.fps >= target_fps, bc.cached, bc.backend.name,
-                    tried, bc.backends, notes)
+    dt = getattr(animator, "dtype", None)
+    choice = Choice(profile, animator, bc.backend, bc.fps, "", bc.fps >= target_fps, bc.cached,
+                    bc.backend.name + dtype_label(dt, dev), tried, bc.backends, notes, dt)
     choice.message = choice_message(choice, profiles, dev, target_fps, requested)
     return choice
 

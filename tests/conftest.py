@@ -37,3 +37,13 @@ def eval_corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "speech_eval.npz"
     build_corpus(path, minutes=0.15, split="eval", seed=0)
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_native_bf16(monkeypatch):
+    """The start-up choice measures the lite profile in bf16 too on a CPU with native bf16
+    (knotanim.profiles.cpu_has_native_bf16); the suite behaves the same on every CPU unless a test
+    says this one has it."""
+    from knotanim import profiles
+
+    monkeypatch.setattr(profiles, "cpu_has_native_bf16", lambda: False)

@@ -2,6 +2,7 @@
 import dataclasses
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -245,9 +246,9 @@ def cli_profiles(monkeypatch, assets):
         monkeypatch.setattr(P, "installed_profiles", lambda root=None: [p for p in installed(assets) if p.name in names])
         loaded = []
 
-        def load(profile, device):
+        def load(profile, device, dtype=None):
             loaded.append(profile.name)
-            return real_load(profile, device)
+            return real_load(profile, device, dtype)
         monkeypatch.setattr(P, "_load", load)
         if rates is not None:
             monkeypatch.setattr(P, "measure_profile", fake_measure(rates, []))
@@ -321,3 +322,140 @@ def test_render_cli_profile_reaches_the_animator_without_measuring(cli_profiles,
     assert main(base + ["-o", str(tmp_path / "l.mp4"), "--profile", "lite"]) == 0
     assert main(base + ["-o", str(tmp_path / "m.mp4"), "--profile", "lite", "--model", paths[0]]) == 0
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["default", "lite", "default"]
+
+
+# --- bf16 on a CPU with native bf16 (the lite profile: CPU_BF16_PROFILES) ----------------------------------
+def dtype_measure(rates, calls):
+    """rates: {model name: {backend kind or "kind bf16": fps}}; calls gets "model/kind" or "model/kind bf16"."""
+    def measure(animator, backend, seconds):
+        kind = backend.name.split("[")[0] + (" bf16" if animator.dtype == torch.bfloat16 else "")
+        calls.append(f"{animator.config.name}/{kind}")
+        return rates[animator.config.name][kind]
+    return measure
+
+
+def recording_load(loads):
+    def load(profile, device, dtype=None):
+        loads.append((profile.name, dtype))
+        return P._load(profile, device, dtype)
+    return load
+
+
+@pytest.fixture()
+def native_bf16(monkeypatch):
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: True)
+
+
+LITE_RATES = {"default": {"onnxruntime": 3.0, "torch": 2.0},
+              "lite": {"onnxruntime": 20.0, "compiled": 24.3, "torch": 18.3, "compiled bf16": 34.9, "torch bf16": 25.9}}
+
+
+def test_native_bf16_flags():
+    assert P.native_bf16_flags("model name\t: Xeon\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert P.native_bf16_flags("flags\t: fpu amx_bf16 amx_tile\n")
+    assert not P.native_bf16_flags("flags\t: fpu sse avx2 avx512f\n") and not P.native_bf16_flags("")
+
+
+def test_lite_is_measured_in_bf16_on_a_native_bf16_cpu_and_chosen_when_fastest(both, native_bf16):
+    log, calls, loads = [], [], []
+    c = P.choose_profile("cpu", profiles=both, measure=dtype_measure(LITE_RATES, calls), build=fake_build(log),
+                         load=recording_load(loads))
+    assert loads == [("default", None), ("lite", None), ("lite", torch.bfloat16)]  # never the default profile in bf16
+    # bf16 with the torch backends only: an ONNX graph is float32 whatever the model's dtype
+    assert calls == ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/compiled", "lite/torch",
+                     "lite/compiled bf16", "lite/torch bf16"]
+    assert c.profile.name == "lite" and c.holds and c.measured_fps == 34.9 and c.dtype == torch.bfloat16
+    assert c.animator.dtype == torch.bfloat16 and c.backends.animator is c.animator
+    assert c.backend_name == "compiled (bf16)" and c.backends.name == "compiled" and c.backends.prepared == (2, 1)
+    assert c.tried[2:] == [("lite", "onnxruntime[CPU]", 20.0), ("lite", "compiled", 24.3), ("lite", "torch", 18.3),
+                           ("lite", "compiled (bf16)", 34.9), ("lite", "torch (bf16)", 25.9)]
+    assert c.message == ("profile 'lite' (holds 25 fps) on this CPU: 34.9 frames/s with compiled (bf16) "
+                         "(onnxruntime[CPU] 20.0, compiled 24.3, torch 18.3, torch (bf16) 25.9)")
+
+
+def test_bf16_slower_keeps_float32_and_lists_the_bf16_rates(both, native_bf16):
+    rates = {"lite": {"onnxruntime": 30.0, "compiled": 26.0, "torch": 20.0, "compiled bf16": 12.0, "torch bf16": 9.0}}
+    c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, []), build=fake_build([]))
+    assert c.backend_name == "onnxruntime[CPU]" and c.dtype == torch.float32 and c.animator.dtype == torch.float32
+    assert c.message.endswith("(compiled 26.0, torch 20.0, compiled (bf16) 12.0, torch (bf16) 9.0)")
+
+
+def test_bf16_is_never_measured_without_native_bf16_or_when_a_dtype_is_given(both, monkeypatch):
+    rates = {"lite": dict(LITE_RATES["lite"])}
+    for native, dtype in ((False, None), (False, "auto"), (True, "float32")):
+        monkeypatch.setattr(P, "cpu_has_native_bf16", lambda native=native: native)
+        calls, loads = [], []
+        c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, calls), build=fake_build([]),
+                             load=recording_load(loads), dtype=dtype, remeasure=True)
+        assert calls == ["lite/onnxruntime", "lite/compiled", "lite/torch"] and not any("bf16" in n for n in calls)
+        assert loads == [("lite", None if dtype != "float32" else torch.float32)]
+        assert c.backend_name == "compiled" and "bf16" not in c.message and c.notes == []
+    # bf16 asked for: only bf16 (every candidate), and said; without native bf16 a note warns it is slow
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: False)
+    rates["lite"]["onnxruntime bf16"] = 5.0
+    calls = []
+    c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, calls), build=fake_build([]),
+                         dtype="bfloat16", remeasure=True)
+    assert calls == ["lite/onnxruntime bf16", "lite/compiled bf16", "lite/torch bf16"]
+    assert c.backend_name == "compiled (bf16)" and c.animator.dtype == torch.bfloat16
+    assert c.notes[0].startswith("this CPU has no native bf16")
+    with pytest.raises(InputError):
+        P.choose_profile("cpu", "lite", profiles=both, dtype="float16")
+
+
+def test_bf16_follows_an_explicit_torch_backend_but_not_onnxruntime(both, native_bf16):
+    calls = []
+    c = P.choose_profile("cpu", "lite", profiles=both, backend="torch", measure=dtype_measure(LITE_RATES, calls),
+                         build=fake_build([]))
+    assert calls == ["lite/torch", "lite/torch bf16"] and c.backend_name == "torch (bf16)"
+    calls.clear()
+    c = P.choose_profile("cpu", "lite", profiles=both, backend="onnxruntime", measure=dtype_measure(LITE_RATES, calls),
+                         build=fake_build([]))
+    assert calls == ["lite/onnxruntime"] and c.backend_name == "onnxruntime[CPU]"
+
+
+def test_bf16_rates_are_cached_under_their_own_keys(both, native_bf16, cache_dir):
+    import json
+
+    calls = []
+    measure, build = dtype_measure(LITE_RATES, calls), fake_build([])
+    P.choose_profile("cpu", "lite", profiles=both, measure=measure, build=build)
+    assert len(calls) == 5
+    keys = sorted(json.loads((cache_dir / P.CACHE_FILE).read_text()))
+    assert len(keys) == 5 and sum("|bfloat16|" in k for k in keys) == 2 and sum("|float32|" in k for k in keys) == 3
+    c = P.choose_profile("cpu", "lite", profiles=both, measure=measure, build=build)
+    assert len(calls) == 5 and c.cached and c.backend_name == "compiled (bf16)" and c.measured_fps == 34.9
+    lite = both[1]
+    dev = torch.device("cpu")
+    assert P.cache_key(lite, "torch", dev, None, torch.bfloat16) != P.cache_key(lite, "torch", dev, None, torch.float32)
+
+
+def test_live_cli_dtype(cli_profiles, tmp_path, capsys, monkeypatch, native_bf16):
+    loaded = cli_profiles({"lite"})
+    monkeypatch.setattr(P, "measure_profile", lambda a, b, s: 40.0 if a.dtype == torch.bfloat16 else 30.0)
+    img, wav = _inputs(tmp_path)
+    base = ["live", "--image", img, "--audio-file", wav, "--seconds", "0.3", "--device", "cpu", "--no-face-detect",
+            "--backend", "torch"]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "profile: profile 'lite' (holds 25 fps) on this CPU: 40.0 frames/s with torch (bf16) (torch 30.0)" in err
+    assert "-> lite on cpu with torch (bf16)" in err and loaded == ["lite", "lite"]
+    loaded.clear()
+    assert main(base + ["--dtype", "float32"]) == 0
+    err = capsys.readouterr().err
+    assert "30.0 frames/s with torch (cached" in err and "bf16" not in err and loaded == ["lite"]
+
+
+def test_render_cli_dtype_reaches_the_animator(cli_profiles, tmp_path, monkeypatch):
+    from knotanim.animator import KnotAnimator
+
+    cli_profiles({"lite"}, {})
+    dtypes = []
+    real = KnotAnimator.from_pretrained.__func__
+    record = classmethod(lambda cls, path=None, **kw: dtypes.append(kw.get("dtype")) or real(cls, path, **kw))
+    monkeypatch.setattr(KnotAnimator, "from_pretrained", record)
+    img, wav = _inputs(tmp_path)
+    base = ["render", "-i", img, "-a", wav, "--device", "cpu", "--no-face-detect", "--backend", "torch", "-q"]
+    assert main(base + ["-o", str(tmp_path / "a.mp4")]) == 0
+    assert main(base + ["-o", str(tmp_path / "b.mp4"), "--dtype", "bfloat16"]) == 0
+    assert dtypes == [None, torch.bfloat16]

@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="inference backend (auto: the fastest measured at start, with the profile; ONNX Runtime on a CPU, "
                    "torch.compile / TensorRT on a GPU; --tiny: torch). Built for every quality step at start; "
                    "one that cannot be built falls back to torch with a note")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="model weights' dtype (auto: float32 on a CPU, bf16 on a GPU; on a CPU with native bf16 "
+                   "(AVX512-BF16 / AMX) the lite profile is measured in bf16 too and the faster kept)")
     p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
     p.add_argument("--tiny", action="store_true", help="the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -132,6 +135,7 @@ def _run_live(args: argparse.Namespace) -> int:
 def _stream(args, pipeline, source, outputs: list, name: str, anim) -> None:
     """Start, attach the outputs, show the status line until done; always stop (finalising files)."""
     from knotanim.live.outputs import DelayedAudioOutput, RecorderOutput, VirtualCameraOutput
+    from knotanim.profiles import dtype_label
 
     cfg = anim.config
     interrupted = False
@@ -149,7 +153,9 @@ def _stream(args, pipeline, source, outputs: list, name: str, anim) -> None:
         if args.delayed_output:
             outputs.append(DelayedAudioOutput(pipeline.ring, args.delayed_output, lambda: pipeline.latency))
             pipeline.add_output(outputs[-1])
-        print(f"live: {source.name} -> {name} on {anim.device} with {pipeline.backend_name}; Ctrl+C stops", file=sys.stderr)
+        dtype = dtype_label(getattr(anim, "dtype", None), anim.device)
+        print(f"live: {source.name} -> {name} on {anim.device} with {pipeline.backend_name}{dtype}; Ctrl+C stops",
+              file=sys.stderr)
         _status_loop(pipeline, args.seconds)
     except KeyboardInterrupt:
         interrupted = True
@@ -169,13 +175,13 @@ def _say(message: str) -> None:
 def _load_model(args: argparse.Namespace, device, names: list[str], chosen: list):
     """--model PATH as given; else the --profile choice (auto: measured with its backends, see knotanim.profiles)."""
     from knotanim.animator import KnotAnimator
-    from knotanim.profiles import choose_profile
+    from knotanim.profiles import choose_profile, parse_dtype
 
     if args.model:
         names.append(args.model)
-        return KnotAnimator.from_pretrained(args.model, device=device)
+        return KnotAnimator.from_pretrained(args.model, device=device, dtype=parse_dtype(args.dtype))
     choice = choose_profile(device, args.profile, backend=args.backend, steps=args.steps, remeasure=args.remeasure,
-                            progress=_say)
+                            dtype=args.dtype, progress=_say)
     for note in choice.notes:
         _say(f"note: {note}")
     _say(f"profile: {choice.message}")

@@ -70,6 +70,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="installed model profile (auto: the best-quality one installed; render is offline, so it "
                    "does not need to hold 25 fps; lite: docs/lite.md)")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    m.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="model weights' dtype (auto: float32 on a CPU, bf16 on a GPU; bfloat16 on a CPU is fast only "
+                   "with native bf16, AVX512-BF16 / AMX)")
     m.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference backend (auto: the fastest already exported/built, else torch; "
                    "onnxruntime/tensorrt/aoti export on first use; see knotanim export)")
@@ -195,10 +198,12 @@ def _load_animator(args):
     `note:` line saying so (as `knotanim live` does)."""
     from knotanim.animator import KnotAnimator
     from knotanim.live.loading import load_for_live
+    from knotanim.profiles import parse_dtype
 
     path = _model_path(args)
-    animator, notes = load_for_live(lambda device: KnotAnimator.from_pretrained(path, device=device), args.device,
-                                    probe=None)
+    dtype = parse_dtype(getattr(args, "dtype", "auto"))
+    animator, notes = load_for_live(lambda device: KnotAnimator.from_pretrained(path, device=device, dtype=dtype),
+                                    args.device, probe=None)
     for note in notes:
         print(f"note: {note}", file=sys.stderr, flush=True)
     return animator
