@@ -163,6 +163,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average_1min() -> float:
+    """The 1-minute load average (what else ran while a rate was measured); NaN where the system gives
+    none (sandboxed kernels may not)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 def native_bf16_flags(cpuinfo: str) -> bool:
     """Whether /proc/cpuinfo text lists a native bf16 instruction set (avx512_bf16 or amx_bf16)."""
     for line in cpuinfo.splitlines():
@@ -412,11 +421,12 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     best: tuple[Profile, Any, BackendChoice] | None = None
     tried: list[tuple[str, str, float]] = []
     notes: list[str] = []
-    if want == torch.bfloat16 and dev.type != "cuda" and not cpu_has_native_bf16():
+    native_bf16 = dev.type != "cuda" and cpu_has_native_bf16()  # read once, not once per profile
+    if want == torch.bfloat16 and dev.type != "cuda" and not native_bf16:
         notes.append("this CPU has no native bf16 (avx512_bf16 / amx_bf16): bfloat16 runs emulated, much slower "
                      "than float32")
     # bf16 changes the speed of the torch backends only (an ONNX / TensorRT / AOTI artifact has its own dtype)
-    bf16_backend = backend == "auto" or backend in BF16_BACKENDS
+    bf16_extra = want is None and native_bf16 and (backend == "auto" or backend in BF16_BACKENDS)
     for profile in candidates:
         animator = _load_as(load, profile, dev, want)
         bc = choose_backend(animator, backend, steps, target_fps=target_fps, budget_s=budget_s, profile=profile,
@@ -425,8 +435,7 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
         label = dtype_label(getattr(animator, "dtype", None), dev)
         tried += [(profile.name, name + label, fps) for name, fps in bc.tried]
         notes += [n for n in bc.notes if n not in notes]
-        if (want is None and bf16_backend and dev.type != "cuda" and profile.name in CPU_BF16_PROFILES
-                and cpu_has_native_bf16()):
+        if bf16_extra and profile.name in CPU_BF16_PROFILES:
             try:
                 bf16 = _load_as(load, profile, dev, torch.bfloat16)
                 bc16 = choose_backend(bf16, backend, steps, target_fps=target_fps, budget_s=budget_s,
