@@ -39,20 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from knotanim.animator import KnotAnimator
     from knotanim.config import KnotAnimConfig
     from knotanim.engines.select import StepBackends
-    from knotanim.profiles import cpu_name, measure_stream
+    from knotanim.profiles import cpu_name, load_average_1min, measure_stream
 
     animators: dict[torch.dtype, KnotAnimator] = {}
 
@@ -69,7 +62,7 @@ def main(argv=None) -> int:
     variants = args.variants.split(",")
     print(f"{time.strftime('%Y-%m-%d %H:%M')} lite_ab {' '.join(argv if argv is not None else sys.argv[1:])}; "
           f"{cpu_name()}, {os.cpu_count()} logical cores, {args.threads} threads, torch {torch.__version__}; "
-          f"load average (1 min) {load_average():.2f}", flush=True)
+          f"load average (1 min) {load_average_1min():.2f}", flush=True)
     artifacts = args.artifacts or tempfile.mkdtemp(prefix="knotanim-lite-ab-")
     built = {}
     for v in variants:
@@ -90,7 +83,7 @@ def main(argv=None) -> int:
             fps[v].append(speed.fps)
             best[v].append(anim.config.stream.chunk / min(speed.chunk_times))
         print(f"round {r + 1}: " + ", ".join(f"{v} {fps[v][-1]:.1f}" for v in variants)
-              + f"; load {load_average():.2f}", flush=True)
+              + f"; load {load_average_1min():.2f}", flush=True)
     print("| variant | backend | median frames/s | rounds | median best chunk as frames/s |")
     print("|---|---|---|---|---|")
     for v in variants:

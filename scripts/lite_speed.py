@@ -25,6 +25,7 @@ default; --model PATH measures a trained checkpoint instead.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -37,7 +38,7 @@ import torch
 
 from knotanim.animator import KnotAnimator
 from knotanim.config import AutoencoderConfig, KnotAnimConfig, ModelConfig, SamplerConfig
-from knotanim.profiles import cpu_name
+from knotanim.profiles import cpu_name, load_average_1min
 
 CANDIDATES = {
     "160px w256 d6 s2 ae16": dict(frame_size=160, ae=16, width=256, depth=6, heads=4, steps=2),
@@ -110,10 +111,8 @@ def seconds_for(config: KnotAnimConfig, frames: int) -> float:
 
 
 def load_average() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "n/a"
+    load = load_average_1min()
+    return "n/a" if math.isnan(load) else f"{load:.2f}"
 
 
 def versions() -> str:

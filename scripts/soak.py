@@ -42,7 +42,7 @@ import soak_report as rep  # noqa: E402
 from knotanim import tiny_config  # noqa: E402
 from knotanim.animator import KnotAnimator, prepare_reference, resolve_device  # noqa: E402
 from knotanim.config import BACKENDS  # noqa: E402
-from knotanim.profiles import cpu_name  # noqa: E402
+from knotanim.profiles import cpu_name, load_average_1min  # noqa: E402
 
 
 class StopRequest:
@@ -189,7 +189,7 @@ def run_stream(args, out: Path, stop: StopRequest) -> dict:
                      "chunk_ms_median": float(np.median(t)),
                      "chunk_ms_mean": float(t.mean()), "chunk_ms_p10": float(np.percentile(t, 10)),
                      "chunk_ms_p95": float(np.percentile(t, 95)), "chunk_ms_max": float(t.max()),
-                     "chunk_cpu_ms": float(np.median(cpu)), "load1": rep.load1(), "feature_frames": len(stream._features),
+                     "chunk_cpu_ms": float(np.median(cpu)), "load1": load_average_1min(), "feature_frames": len(stream._features),
                      "audio_buffer_samples": int(stream.audio._buffer.size),
                      "ring_valid_slots": int(stream.ring.valid.sum()), "ring_mb": stream.ring.nbytes() / 2**20,
                      "ref_pos": stream.loop.run_ahead.relative(stream.chunk_start),

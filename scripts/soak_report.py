@@ -77,14 +77,6 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def load1() -> float:
-    """The 1-minute load average; NaN where the system gives none (sandboxed kernels may not)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
 def cuda_extra_mb(device) -> tuple[float, float]:
     """(torch.cuda.memory_reserved: the caching allocator's pool, CUDA graph pools included; device memory in use
     by every process: total - free from cudaMemGetInfo, i.e. what nvidia-smi shows, with the CUDA context,
