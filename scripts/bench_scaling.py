@@ -89,6 +89,7 @@ ensure_knotanim_importable()
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from knotanim.config import KnotAnimConfig, tiny_config  # noqa: E402
+from knotanim.engines.base import synchronize  # noqa: E402
 from knotanim.errors import BackendUnavailable, ConfigError, KnotAnimError  # noqa: E402
 from knotanim.profiles import cpu_name  # noqa: E402
 
@@ -363,11 +364,6 @@ def make_backend(name: str, animator, artifacts: Path):
     from knotanim.engines import build_backend
 
     return build_backend(name, animator, artifacts=artifacts)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def memory_in_use(device: torch.device) -> dict:
