@@ -42,8 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    from lite_speed import load_animator, seconds_for  # this folder's speed script: the same models and streams
+
     from knotanim.animator import KnotAnimator
-    from knotanim.config import KnotAnimConfig
     from knotanim.engines.select import StepBackends
     from knotanim.profiles import cpu_name, load_average_1min, measure_stream
 
@@ -51,12 +52,7 @@ def main(argv=None) -> int:
 
     def animator(dtype: torch.dtype) -> KnotAnimator:
         if dtype not in animators:
-            if args.config:
-                anim = KnotAnimator.from_config(KnotAnimConfig.load(args.config), dtype=dtype)
-                anim.model.randomize_zero_init(std=0.02)
-            else:
-                anim = KnotAnimator.from_pretrained(args.model, device="cpu", dtype=dtype)
-            animators[dtype] = anim
+            animators[dtype] = load_animator(None if args.config else args.model, args.config, dtype)
         return animators[dtype]
 
     variants = args.variants.split(",")
@@ -78,8 +74,7 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for v in variants if r % 2 == 0 else variants[::-1]:
             anim, backend = built[v]
-            seconds = (args.frames + anim.config.stream.chunk + anim.config.stream.knot + 2) / anim.config.fps
-            speed = measure_stream(anim, seconds, backend=backend)
+            speed = measure_stream(anim, seconds_for(anim.config, args.frames), backend=backend)
             fps[v].append(speed.fps)
             best[v].append(anim.config.stream.chunk / min(speed.chunk_times))
         print(f"round {r + 1}: " + ", ".join(f"{v} {fps[v][-1]:.1f}" for v in variants)

@@ -84,25 +84,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def random_animator(cfg: KnotAnimConfig, dtype: torch.dtype) -> KnotAnimator:
+    """`cfg` with random weights (the zero-initialised DiT layers too, so the speed is a trained model's)."""
+    anim = KnotAnimator.from_config(cfg, dtype=dtype)
+    anim.model.randomize_zero_init(std=RANDOM_STD)
+    return anim
+
+
+def load_animator(model: str | None, config: str | None, dtype: torch.dtype) -> KnotAnimator:
+    """A checkpoint folder on the CPU, else a config file with random weights."""
+    if model:
+        return KnotAnimator.from_pretrained(model, device="cpu", dtype=dtype)
+    return random_animator(KnotAnimConfig.load(config), dtype)
+
+
 def models(args) -> list[tuple[str, KnotAnimator]]:
     """(label, animator) pairs to measure: the sweep, one config with random weights, or a checkpoint."""
     dtype = getattr(torch, args.dtype)
-    if args.model:
-        return [(args.model, KnotAnimator.from_pretrained(args.model, device="cpu", dtype=dtype))]
-    if args.config:
-        configs = [(args.config, KnotAnimConfig.load(args.config))]
-    else:
-        names = args.candidates.split(",") if args.candidates else list(CANDIDATES)
-        unknown = [n for n in names if n not in CANDIDATES]
-        if unknown:
-            raise SystemExit(f"lite_speed: unknown candidates {unknown}; choose from {list(CANDIDATES)}")
-        configs = [(n, lite_config(**CANDIDATES[n])) for n in names]
-    out = []
-    for label, cfg in configs:
-        anim = KnotAnimator.from_config(cfg, dtype=dtype)
-        anim.model.randomize_zero_init(std=RANDOM_STD)
-        out.append((label, anim))
-    return out
+    if args.model or args.config:
+        return [(args.model or args.config, load_animator(args.model, args.config, dtype))]
+    names = args.candidates.split(",") if args.candidates else list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"lite_speed: unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    return [(n, random_animator(lite_config(**CANDIDATES[n]), dtype)) for n in names]
 
 
 def seconds_for(config: KnotAnimConfig, frames: int) -> float:
