@@ -527,9 +527,10 @@ def _profile(args, torch, watch: CompileWatch, t_start: float) -> dict:
     cfg, dev = anim.config, anim.device
     backend, reason = build(args, anim, model_path)
 
+    from knotanim.engines.base import synchronize
+
     def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        synchronize(dev)
 
     rng = np.random.default_rng(args.seed)
     ref = rng.integers(0, 255, (cfg.frame_size, cfg.frame_size, 3), dtype=np.uint8)
