@@ -282,6 +282,17 @@ def say_once(message: str) -> None:
         print(f"bench_scaling: {message}", file=sys.stderr, flush=True)
 
 
+def _where(error: BaseException) -> str:
+    """' at FILE:LINE (CODE)' for the innermost frame of the error's traceback inside knotanim, or ''."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "knotanim" in f.filename.replace("\\", "/")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {Path(f.filename).name}:{f.lineno} ({(f.line or '').strip()[:80]})"
+
+
 class CudaGraphBackend:
     """The eager ChunkStep captured into one torch.cuda.CUDAGraph at its first `run` (static shapes: every
     chunk of a stream has the same twelve input shapes), then replayed: inputs copied into the static input
@@ -335,7 +346,8 @@ class CudaGraphBackend:
                 self._capture(inputs)
             except Exception as e:  # noqa: BLE001: any capture failure means "measure eagerly", said once
                 torch.cuda.synchronize(self.device)
-                self._fall_back(f"capture failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})")
+                self._fall_back(f"capture failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                                f"{_where(e)})")
         if self._graph is None:
             return self.step(*inputs)
         for static, x in zip(self._inputs, inputs):

@@ -54,8 +54,7 @@ class ChunkStep(nn.Module):
                           v=[torch.cat((rv, hv), 2) for rv, hv in zip(ref_v, hist_v)], pos=None)
 
         # Image-to-video conditioning: the knot latent and a mask channel at position 0.
-        first = torch.zeros(Fr, device=device, dtype=noise.dtype)
-        first[0] = 1.0
+        first = (positions == 0).to(noise.dtype)  # 1 at position 0 (no item assignment: a host copy in a CUDA graph)
         mask_ch = first.view(1, Fr, 1, 1, 1) * knot_mask.view(B, 1, 1, 1, 1)
         cond = mask_ch * knot.unsqueeze(1)
         mask_ch = mask_ch.expand(B, Fr, 1, *noise.shape[-2:])
