@@ -89,6 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) before anything else")
     p.add_argument("--no-compiled-decode", dest="compiled_decode", action="store_false",
                    help="the compiled backend decodes eagerly (animator.decode), as before it compiled its decoder")
+    p.add_argument("--compile-mode", default=None,
+                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                   help="torch.compile mode of the compiled backend (default: the backend's own, reduce-overhead "
+                        "on a GPU: CUDA graphs; max-autotune also tunes the kernels: a much longer first compile)")
     p.add_argument("--engine-dir", default=None, help="where exported backends (ONNX) are kept (default: knotanim's cache)")
     p.add_argument("--trace", type=int, default=0, metavar="N",
                    help="after both passes, N more un-instrumented chunks under torch.profiler: kernel launches, "
@@ -503,6 +507,8 @@ def build(args, anim, model_path):
                               compile_decoder=args.compiled_decode)
     backend = build_backend(args.backend, anim, model_path=model_path, artifacts=args.engine_dir, progress=say,
                             compile_decoder=args.compiled_decode)
+    if args.compile_mode is not None and hasattr(backend, "mode"):  # read at the first chunk, when it compiles
+        backend.mode = args.compile_mode
     return backend, f"{backend.name}: requested"
 
 
@@ -606,7 +612,7 @@ def _profile(args, torch, watch: CompileWatch, t_start: float) -> dict:
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "model": model_label, "dtype": str(anim.dtype).replace("torch.", ""),
         "backend_requested": args.backend, "backend_used": str(stream.backend.name), "backend_reason": reason,
-        "backend_fallback": fallback,
+        "backend_fallback": fallback, "compile_mode": getattr(stream.backend, "mode", None),
         "compiled_decode": args.compiled_decode,  # False: --no-compiled-decode
         "decode_used": decode_used, "decode_fallback": decode_fallback,
         "shape": {"frame_size": cfg.frame_size, "tokens_per_frame": cfg.tokens_per_frame, "chunk": chunk,
@@ -629,7 +635,8 @@ def _profile(args, torch, watch: CompileWatch, t_start: float) -> dict:
 # --- output -----------------------------------------------------------------------------------------
 def markdown(r: dict) -> str:
     un = r["uninstrumented"]
-    lines = [f"## profile_chunk: {r['model']} on {r['device_name']} ({r['device']}), backend {r['backend_used']}, {r['dtype']}",
+    mode = f" (torch.compile mode {r['compile_mode']})" if r.get("compile_mode") else ""
+    lines = [f"## profile_chunk: {r['model']} on {r['device_name']} ({r['device']}), backend {r['backend_used']}{mode}, {r['dtype']}",
              "",
              f"`{r['command']}`",
              "",

@@ -140,6 +140,7 @@ def test_profile_chunk_times_the_compiled_decoder_or_not(tmp_path, capsys):
         torch.set_num_threads(threads)
     (on, on_md), (off, off_md) = results["compiled"], results["eager"]
     assert on["backend_used"] == off["backend_used"] == "compiled"
+    assert on["compile_mode"] == "default" and "(torch.compile mode default)" in on_md  # the CPU's mode
     assert (on["compiled_decode"], on["decode_used"], on["decode_fallback"]) == (True, "compiled", None)
     assert (off["compiled_decode"], off["decode_used"]) == (False, "eager (animator.decode)")
     assert "Decode: compiled\n" in on_md and "Decode: eager (animator.decode) (--no-compiled-decode)" in off_md
@@ -260,3 +261,13 @@ def test_interval_union():
     assert mod.LAUNCH.match("cudaLaunchKernel") and mod.LAUNCH.match("cuLaunchKernelEx")
     assert mod.LAUNCH.match("cudaLaunchKernelExC") and not mod.LAUNCH.match("cudaGraphLaunch")
     assert mod.GRAPH_LAUNCH.match("cudaGraphLaunch") and not mod.GRAPH_LAUNCH.match("cudaLaunchKernel")
+
+
+def test_compile_mode_reaches_the_compiled_backend_before_it_compiles(anim):
+    """--compile-mode sets the mode the compiled backend compiles with at its first chunk; without it the
+    backend keeps its own (default on the CPU)."""
+    mod = _load_script()
+    for flag, mode in (([], "default"), (["--compile-mode", "max-autotune"], "max-autotune")):
+        args = mod.parse_args(["--backend", "compiled", "--device", "cpu", *flag])
+        backend, _ = mod.build(args, anim, None)
+        assert backend.mode == mode and backend._compiled is None  # nothing compiled yet
