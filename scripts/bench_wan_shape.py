@@ -16,7 +16,10 @@ self-attention call), graphs (compile + CUDA graphs, preallocated in-place cache
 length for clip, one for steady), fp8 (graphs + torch._scaled_mm per-tensor scales; Hopper+), cudnn
 (graphs with every scaled_dot_product_attention call, self and cross, restricted to cuDNN's fused
 attention, SDPBackend.CUDNN_ATTENTION, during compilation, capture and replay), fp8-cudnn (fp8 linears +
-cuDNN attention). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+cuDNN attention), fp8-flex (fp8 linears + the self-attention in FP8 through a compiled FlexAttention: q, k and v
+cast to float8_e4m3 with per-tensor scales computed on the device each call, the scales applied to the scores
+(score_mod) and the output; the text cross-attention stays bf16 SDPA; its error against eager is in the
+table). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -42,9 +45,10 @@ import torch
 import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
-VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn")
-GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn")  # compiled and captured in CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn")  # block linears through torch._scaled_mm
+VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex")
+GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex")  # compiled and captured in CUDA graphs
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex")  # block linears through torch._scaled_mm
+FP8_ATTENTION_VARIANTS = ("fp8-flex",)  # the self-attention in FP8 (quantized_flex_attention)
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
 
 
@@ -146,6 +150,27 @@ def lin(x, w, bias):
     return torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=x.dtype, use_fast_accum=True)
 
 
+def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: float = 448.0):
+    """softmax(q k^T / sqrt(Dh)) v with q, k and v stored in `dtype` (per-tensor scales from each one's absolute
+    maximum, computed on the device: no host sync, so it can be captured), through FlexAttention. The q and k
+    scales multiply the scores (score_mod), the v scale the output; the output comes back in q's dtype.
+    `dtype` float32 or bfloat16 checks the algebra on a CPU; float8_e4m3fn is the GPU variant (compile it)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    def cast(x):
+        scale = (x.abs().amax().float() / max_value).clamp(min=1e-12)
+        return (x.float() / scale).clamp(-max_value, max_value).to(dtype), scale
+
+    (q8, sq), (k8, sk), (v8, sv) = cast(q), cast(k), cast(v)
+    qk_scale = sq * sk
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score * qk_scale
+
+    out = flex_attention(q8, k8, v8, score_mod=score_mod)
+    return (out.float() * sv).to(q.dtype)
+
+
 def rms(x, weight):
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * weight
@@ -240,6 +265,7 @@ class Stream:
             self.tk.append(rms(F.linear(text, kw), 1.0).view(-1, h, dh).transpose(0, 1).unsqueeze(0).contiguous())
             self.tv.append(F.linear(text, vw).view(-1, h, dh).transpose(0, 1).unsqueeze(0).contiguous())
         self.fns = {"pre": pre_attn, "post": post_attn, "embed": embed, "head": head, "time": time_mod}
+        self.attend = F.scaled_dot_product_attention  # the self-attention over cache + chunk (fp8-flex: FP8)
         self.trace: list[dict] = []  # per chunk: slot start, kv tokens (for tests)
 
     def randomize_cache(self):
@@ -258,7 +284,7 @@ class Stream:
             q, k, v = fn["pre"](h, mod, lp, self.cos, self.sin, s)
             self.k_cache[i].index_copy_(2, self.idx, k)
             self.v_cache[i].index_copy_(2, self.idx, v)
-            a = F.scaled_dot_product_attention(q, self.k_cache[i][:, :, :kv], self.v_cache[i][:, :, :kv])
+            a = self.attend(q, self.k_cache[i][:, :, :kv], self.v_cache[i][:, :, :kv])
             h = fn["post"](h, a, mod, lp, self.tk[i], self.tv[i], s)
         return fn["head"](h, e, p, s)
 
@@ -446,7 +472,8 @@ def main(argv=None):
     ap.add_argument("--variants", default=",".join(VARIANTS), type=parse_variants,
                     help="comma-separated, run in this order: eager (PyTorch SDPA), compile (torch.compile), graphs "
                          "(compile + CUDA graphs), fp8 (graphs + torch._scaled_mm block linears, sm_89+), cudnn "
-                         "(graphs + cuDNN fused attention only), fp8-cudnn (fp8 + cuDNN attention); default: %(default)s")
+                         "(graphs + cuDNN fused attention only), fp8-cudnn (fp8 + cuDNN attention), fp8-flex (fp8 + FP8 "
+                         "self-attention through compiled FlexAttention); default: %(default)s")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", help="write the JSON results here")
@@ -501,6 +528,8 @@ def main(argv=None):
                 if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
             st.fns = {k: torch.compile(f, dynamic=False) for k, f in st.fns.items()}
+            if v in FP8_ATTENTION_VARIANTS:  # FlexAttention runs fast only compiled
+                st.attend = torch.compile(quantized_flex_attention, dynamic=False)
         for w in workloads:
             t0, load_start = time.perf_counter(), load1()
             try:
@@ -519,7 +548,8 @@ def main(argv=None):
             r["pct_floor_measured"] = 100 * fl["ms_at_measured"] / r["ms_total"]
             r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
             r["wall_s"] = time.perf_counter() - t0
-            r["attention"] = "cudnn" if v in CUDNN_VARIANTS else "default"
+            r["attention"] = ("cudnn" if v in CUDNN_VARIANTS else "fp8 flex" if v in FP8_ATTENTION_VARIANTS
+                              else "default")
             r["load1_at_start"] = load_start
             res["runs"].append(r)
             save(res, a.out)  # after every run: a run cut short by the time limit keeps what it measured

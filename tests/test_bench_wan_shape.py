@@ -99,7 +99,7 @@ def test_cli_eager_tiny(tmp_path, capsys):
 
 
 def test_variant_parsing_default_order_and_new_variants():
-    assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn")  # the new ones run last
+    assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex")  # new ones last
     assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
     assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
     with pytest.raises(Exception, match="unknown variant"):
@@ -137,3 +137,28 @@ def test_cli_cudnn_variants_skipped_on_the_cpu(tmp_path, capsys):
     assert "load1_at_start" in res["runs"][0] and saved["cpu_count"] >= 1
     printed = capsys.readouterr().out
     assert "| cudnn | all | skipped: " in printed and "| fp8-cudnn | all | skipped: " in printed
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_quantized_flex_attention_scales_back_to_sdpa(dtype, tolerance):
+    """The fp8-flex variant's attention with the storage dtype swapped for one a CPU computes: the per-tensor
+    scales on q, k (scores) and v (output) undo themselves, so it matches SDPA up to the storage's rounding.
+    Inputs far from 1 in size (x 30, x 0.01) make a wrong or missing scale show."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 16, 8, generator=g) * 30
+    k = torch.randn(1, 2, 48, 8, generator=g) * 0.01
+    v = torch.randn(1, 2, 48, 8, generator=g) * 30
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    got = bw.quantized_flex_attention(q, k, v, dtype=dtype)
+    assert got.dtype == q.dtype
+    assert float((got - want).norm() / want.norm()) < tolerance
+
+
+def test_cli_fp8_flex_skipped_on_the_cpu(tmp_path):
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    out = tmp_path / "wan.json"
+    bw.main(args + ["--variants", "fp8-flex", "--workloads", "clip", "--iters", "1", "--warmup", "0",
+                    "--device", "cpu", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["runs"] == [] and [s["variant"] for s in saved["skipped"]] == ["fp8-flex"]
+    assert "CUDA" in saved["skipped"][0]["reason"]
