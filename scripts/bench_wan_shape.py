@@ -474,6 +474,10 @@ def main(argv=None):
                          "(compile + CUDA graphs), fp8 (graphs + torch._scaled_mm block linears, sm_89+), cudnn "
                          "(graphs + cuDNN fused attention only), fp8-cudnn (fp8 + cuDNN attention), fp8-flex (fp8 + FP8 "
                          "self-attention through compiled FlexAttention); default: %(default)s")
+    ap.add_argument("--compile-mode", default=None, choices=("default", "max-autotune-no-cudagraphs"),
+                    help="torch.compile mode of the compiled variants (default: torch's default; "
+                         "max-autotune-no-cudagraphs tunes the matmul and attention kernels, a much longer compile; "
+                         "the graph variants capture their own CUDA graphs either way)")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", help="write the JSON results here")
@@ -488,7 +492,8 @@ def main(argv=None):
     rate = matmul_rate(dev, dtype, 8192 if dev.type == "cuda" else 1024)
     print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
     res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
-           "matmul_tflops": rate, "cpu_count": cores(), "floors": {}, "runs": [], "skipped": []}
+           "matmul_tflops": rate, "cpu_count": cores(), "compile_mode": a.compile_mode or "default", "floors": {},
+           "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:
         pl, fl = plan(s, w), workload_flops(s, w)
@@ -527,9 +532,10 @@ def main(argv=None):
             for knob in ("cache_size_limit", "recompile_limit"):  # the name differs between versions
                 if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
-            st.fns = {k: torch.compile(f, dynamic=False) for k, f in st.fns.items()}
+            mode = a.compile_mode if a.compile_mode not in (None, "default") else None
+            st.fns = {k: torch.compile(f, dynamic=False, mode=mode) for k, f in st.fns.items()}
             if v in FP8_ATTENTION_VARIANTS:  # FlexAttention runs fast only compiled
-                st.attend = torch.compile(quantized_flex_attention, dynamic=False)
+                st.attend = torch.compile(quantized_flex_attention, dynamic=False, mode=mode)
         for w in workloads:
             t0, load_start = time.perf_counter(), load1()
             try:

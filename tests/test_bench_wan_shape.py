@@ -162,3 +162,23 @@ def test_cli_fp8_flex_skipped_on_the_cpu(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["runs"] == [] and [s["variant"] for s in saved["skipped"]] == ["fp8-flex"]
     assert "CUDA" in saved["skipped"][0]["reason"]
+
+
+def test_compile_mode_reaches_every_compiled_function(tmp_path, monkeypatch):
+    """--compile-mode is passed to each torch.compile of the compiled variants and recorded in the JSON;
+    without it torch's default (mode None) is used."""
+    modes = []
+
+    def fake_compile(fn, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    common = ["--variants", "compile", "--workloads", "clip", "--iters", "1", "--warmup", "0", "--device", "cpu"]
+    for flag, want in (([], None), (["--compile-mode", "max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs")):
+        modes.clear()
+        out = tmp_path / "wan.json"
+        bw.main(args + common + flag + ["--out", str(out)])
+        assert modes and set(modes) == {want}
+        assert json.loads(out.read_text())["compile_mode"] == (want or "default")
