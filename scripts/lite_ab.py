@@ -85,8 +85,11 @@ def main(argv=None) -> int:
         rounds = " ".join(f"{x:.1f}" for x in fps[v])
         print(f"| {v} | {built[v][1].name} | {statistics.median(fps[v]):.1f} | {rounds} | "
               f"{statistics.median(best[v]):.1f} |")
-    print(f"{args.threads} threads, {args.frames} frames a stream, load average (1/5/15 min) "
-          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    try:
+        loads = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # a system that gives no load average (sandboxed kernels may not)
+        loads = "n/a"
+    print(f"{args.threads} threads, {args.frames} frames a stream, load average (1/5/15 min) {loads}")
     return 0
 
 
