@@ -56,7 +56,8 @@ class CompiledTorchBackend:
     (`fallback_reason` keeps the message, `name` becomes "compiled->torch").
 
     autoencoder: the animator's frame autoencoder. Given one (and `compile_decoder`), `decode`
-    is torch.compile of `latents -> autoencoder.decode(latents.float())` in the same mode, compiled
+    is torch.compile of `latents -> autoencoder.decode(latents.float(), dtype=decode_dtype)` (decode_dtype:
+    the animator's dtype, as KnotAnimator.decode passes it) in the same mode, compiled
     at its first call for that call's shape (a stream's chunk of frames); latents of any other
     shape are decoded eagerly (no recompilation, no stall mid-stream). If the compiled decoder
     fails (compiling, or capturing its CUDA graph at a later call), it says why once on stderr and
@@ -68,14 +69,15 @@ class CompiledTorchBackend:
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, step: ChunkStep, device: torch.device | str = "cpu", mode: str | None = None, *,
-                 autoencoder: torch.nn.Module | None = None, compile_decoder: bool = True):
+                 autoencoder: torch.nn.Module | None = None, compile_decoder: bool = True,
+                 decode_dtype: torch.dtype | None = None):
         self.step, self.device = step, torch.device(device)
         self.cuda_graphs = self.device.type == "cuda"
         self.mode = mode if mode is not None else ("reduce-overhead" if self.cuda_graphs else "default")
         self.name = "compiled"
         self.fallback_reason: str | None = None
         self._compiled = None
-        self.autoencoder = autoencoder
+        self.autoencoder, self.decode_dtype = autoencoder, decode_dtype
         self.decode_fallback_reason: str | None = None
         self._compiled_decode = None
         self._decode_shape: tuple[int, ...] | None = None  # the shape the decoder was compiled for
@@ -110,7 +112,7 @@ class CompiledTorchBackend:
 
     # --- the frame decoder ------------------------------------------------------------------------
     def _eager_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.decode(latents.float())
+        return self.autoencoder.decode(latents.float(), dtype=self.decode_dtype)
 
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:

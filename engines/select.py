@@ -49,7 +49,7 @@ def build_backend(name: str, animator, *, knot: bool = True, steps: int | None =
         return TorchBackend(animator.chunk_step(steps), dev)
     if name == "compiled":
         return CompiledTorchBackend(animator.chunk_step(steps), dev, autoencoder=animator.autoencoder,
-                                    compile_decoder=compile_decoder)
+                                    compile_decoder=compile_decoder, decode_dtype=animator.dtype)
     folder = Path(artifacts) if artifacts is not None else default_cache_dir()
     model_hash = animator_hash(animator, model_path)
     cfg = animator.config

@@ -108,8 +108,9 @@ class KnotAnimator:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """[N, c, h, w] -> float frames [N, 3, H, W] in [-1, 1]."""
-        return self.autoencoder.decode(latents.float())
+        """[N, c, h, w] -> float frames [N, 3, H, W] in [-1, 1]; the decoder computes in bf16 when the
+        animator does (ConvAutoencoder.decode)."""
+        return self.autoencoder.decode(latents.float(), dtype=self.dtype)
 
     @torch.no_grad()
     def reference_cache(self, reference: np.ndarray) -> ReferenceCache:

@@ -384,3 +384,24 @@ def test_compiled_decode_falls_back_clearly(tiny, monkeypatch, capsys):
     late._compiled_decode = _raises("capture failed")
     assert torch.equal(late.decode(z), anim.decode(z)) and "capture failed" in late.decode_fallback_reason
     assert late._compiled_decode is None and "decoder: torch.compile failed" in capsys.readouterr().err
+
+
+def test_a_bf16_animator_decodes_in_bf16_everywhere_within_a_few_levels():
+    """A bf16 animator's decoder runs its convolutions in bf16 (autocast), the eager path (animator.decode) and
+    the compiled backend's alike (build_backend passes the animator's dtype); the uint8 frames stay within a
+    few levels of float32's, and a float32 animator decodes in float32 exactly as before."""
+    from knotanim.model.autoencoder import tensor_to_frames
+
+    fp32 = _anim()
+    bf16 = KnotAnimator.from_config(fp32.config, dtype=torch.bfloat16, seed=0)
+    bf16.autoencoder.load_state_dict(fp32.autoencoder.state_dict())
+    z = _latents(fp32, fp32.config.stream.chunk)
+    want = fp32.decode(z)
+    assert torch.equal(want, fp32.autoencoder.decode(z))  # float32: no autocast, as before
+    got = bf16.decode(z)
+    assert got.dtype == torch.float32 and not torch.equal(got, want)  # computed in bf16, returned as float
+    levels = np.abs(tensor_to_frames(got).astype(int) - tensor_to_frames(want).astype(int))
+    # a random tiny decoder is rougher than a trained one (the shipped default: at most 1 level, docs/benchmarks.md)
+    assert levels.max() <= 6 and levels.mean() < 0.5, (levels.max(), levels.mean())
+    assert build_backend("compiled", bf16).decode_dtype == torch.bfloat16
+    assert build_backend("compiled", fp32).decode_dtype == torch.float32

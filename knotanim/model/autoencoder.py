@@ -77,14 +77,19 @@ class ConvAutoencoder(nn.Module):
         z = self.encode_raw(frames)
         return (z - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents [N, c, h, w] -> frames [N, 3, H, W] (inference; training calls decode_raw).
+    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Normalised latents [N, c, h, w] -> float frames [N, 3, H, W] (inference; training calls decode_raw).
         On a CPU the convolutions run channels-last (NHWC; oneDNN's fast layout, what Inductor picks when it
         compiles the decoder): the lite decoder takes about a fifth less time eagerly, same values within float
-        rounding; the frames come back channels-last."""
+        rounding; the frames come back channels-last. dtype bfloat16: the convolutions run in bf16 (autocast;
+        the weights stay float32), as the DiT does in a bf16 animator: the shipped decoders' uint8 frames differ
+        from float32's by at most a level or two (docs/benchmarks.md); any other dtype: float32."""
         z = latents * self.latent_std.view(1, -1, 1, 1) + self.latent_mean.view(1, -1, 1, 1)
         if z.device.type == "cpu" and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
+        if dtype == torch.bfloat16:
+            with torch.autocast(z.device.type, dtype=torch.bfloat16):
+                return self.decode_raw(z).float()
         return self.decode_raw(z)
 
 
@@ -100,8 +105,8 @@ class PixelAutoencoder(nn.Module):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         return F.pixel_unshuffle(frames, self.factor)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(latents, self.factor)
+    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return F.pixel_shuffle(latents, self.factor)  # exact: no arithmetic for a dtype to change
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> nn.Module:
