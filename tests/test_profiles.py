@@ -356,28 +356,38 @@ def test_native_bf16_flags():
     assert not P.native_bf16_flags("flags\t: fpu sse avx2 avx512f\n") and not P.native_bf16_flags("")
 
 
-def test_lite_is_measured_in_bf16_on_a_native_bf16_cpu_and_chosen_when_fastest(both, native_bf16):
+def test_lite_is_measured_in_bf16_first_on_a_native_bf16_cpu_and_float32_not_at_all_when_bf16_holds(both,
+                                                                                                   native_bf16):
     log, calls, loads = [], [], []
     c = P.choose_profile("cpu", profiles=both, measure=dtype_measure(LITE_RATES, calls), build=fake_build(log),
                          load=recording_load(loads))
-    assert loads == [("default", None), ("lite", None), ("lite", torch.bfloat16)]  # never the default profile in bf16
-    # bf16 with the torch backends only: an ONNX graph is float32 whatever the model's dtype
-    assert calls == ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/compiled", "lite/torch",
-                     "lite/compiled bf16", "lite/torch bf16"]
+    assert loads == [("default", None), ("lite", torch.bfloat16)]  # never the default profile in bf16
+    # bf16 with the torch backends only (an ONNX graph is float32 whatever the model's dtype); it holds 25 fps,
+    # so lite's float32 candidates are never built (no compile, no ONNX export at the first start-up)
+    assert calls == ["default/onnxruntime", "default/torch", "lite/compiled bf16", "lite/torch bf16"]
     assert c.profile.name == "lite" and c.holds and c.measured_fps == 34.9 and c.dtype == torch.bfloat16
     assert c.animator.dtype == torch.bfloat16 and c.backends.animator is c.animator
     assert c.backend_name == "compiled (bf16)" and c.backends.name == "compiled" and c.backends.prepared == (2, 1)
-    assert c.tried[2:] == [("lite", "onnxruntime[CPU]", 20.0), ("lite", "compiled", 24.3), ("lite", "torch", 18.3),
-                           ("lite", "compiled (bf16)", 34.9), ("lite", "torch (bf16)", 25.9)]
+    assert c.tried[2:] == [("lite", "compiled (bf16)", 34.9), ("lite", "torch (bf16)", 25.9)]
     assert c.message == ("profile 'lite' (holds 25 fps) on this CPU: 34.9 frames/s with compiled (bf16) "
-                         "(onnxruntime[CPU] 20.0, compiled 24.3, torch 18.3, torch (bf16) 25.9)")
+                         "(torch (bf16) 25.9)")
+
+
+def test_bf16_below_the_target_measures_float32_too_and_keeps_the_faster(both, native_bf16):
+    rates = {"lite": {"onnxruntime": 20.0, "compiled": 21.0, "torch": 18.0, "compiled bf16": 23.0, "torch bf16": 19.0}}
+    calls, loads = [], []
+    c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, calls), build=fake_build([]),
+                         load=recording_load(loads))
+    assert loads == [("lite", torch.bfloat16), ("lite", None)]
+    assert calls == ["lite/compiled bf16", "lite/torch bf16", "lite/onnxruntime", "lite/compiled", "lite/torch"]
+    assert c.backend_name == "compiled (bf16)" and c.animator.dtype == torch.bfloat16 and not c.holds
 
 
 def test_bf16_slower_keeps_float32_and_lists_the_bf16_rates(both, native_bf16):
     rates = {"lite": {"onnxruntime": 30.0, "compiled": 26.0, "torch": 20.0, "compiled bf16": 12.0, "torch bf16": 9.0}}
     c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, []), build=fake_build([]))
     assert c.backend_name == "onnxruntime[CPU]" and c.dtype == torch.float32 and c.animator.dtype == torch.float32
-    assert c.message.endswith("(compiled 26.0, torch 20.0, compiled (bf16) 12.0, torch (bf16) 9.0)")
+    assert c.message.endswith("(compiled (bf16) 12.0, torch (bf16) 9.0, compiled 26.0, torch 20.0)")
 
 
 def test_bf16_is_never_measured_without_native_bf16_or_when_a_dtype_is_given(both, monkeypatch):
@@ -407,7 +417,7 @@ def test_bf16_follows_an_explicit_torch_backend_but_not_onnxruntime(both, native
     calls = []
     c = P.choose_profile("cpu", "lite", profiles=both, backend="torch", measure=dtype_measure(LITE_RATES, calls),
                          build=fake_build([]))
-    assert calls == ["lite/torch", "lite/torch bf16"] and c.backend_name == "torch (bf16)"
+    assert calls == ["lite/torch bf16"] and c.backend_name == "torch (bf16)"  # 25.9 holds: no float32
     calls.clear()
     c = P.choose_profile("cpu", "lite", profiles=both, backend="onnxruntime", measure=dtype_measure(LITE_RATES, calls),
                          build=fake_build([]))
@@ -420,11 +430,15 @@ def test_bf16_rates_are_cached_under_their_own_keys(both, native_bf16, cache_dir
     calls = []
     measure, build = dtype_measure(LITE_RATES, calls), fake_build([])
     P.choose_profile("cpu", "lite", profiles=both, measure=measure, build=build)
-    assert len(calls) == 5
+    assert len(calls) == 2  # bf16 holds 25 fps: float32 not measured
+    keys = sorted(json.loads((cache_dir / P.CACHE_FILE).read_text()))
+    assert len(keys) == 2 and all("|bfloat16|" in k for k in keys)
+    c = P.choose_profile("cpu", "lite", profiles=both, measure=measure, build=build)
+    assert len(calls) == 2 and c.cached and c.backend_name == "compiled (bf16)" and c.measured_fps == 34.9
+    slow = {"lite": dict(LITE_RATES["lite"], **{"compiled bf16": 20.0, "torch bf16": 15.0})}  # below: float32 too
+    P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(slow, calls), build=build, remeasure=True)
     keys = sorted(json.loads((cache_dir / P.CACHE_FILE).read_text()))
     assert len(keys) == 5 and sum("|bfloat16|" in k for k in keys) == 2 and sum("|float32|" in k for k in keys) == 3
-    c = P.choose_profile("cpu", "lite", profiles=both, measure=measure, build=build)
-    assert len(calls) == 5 and c.cached and c.backend_name == "compiled (bf16)" and c.measured_fps == 34.9
     lite = both[1]
     dev = torch.device("cpu")
     assert P.cache_key(lite, "torch", dev, None, torch.bfloat16) != P.cache_key(lite, "torch", dev, None, torch.float32)
@@ -438,12 +452,15 @@ def test_live_cli_dtype(cli_profiles, tmp_path, capsys, monkeypatch, native_bf16
             "--backend", "torch"]
     assert main(base) == 0
     err = capsys.readouterr().err
-    assert "profile: profile 'lite' (holds 25 fps) on this CPU: 40.0 frames/s with torch (bf16) (torch 30.0)" in err
-    assert "-> lite on cpu with torch (bf16)" in err and loaded == ["lite", "lite"]
+    assert "profile: profile 'lite' (holds 25 fps) on this CPU: 40.0 frames/s with torch (bf16)" in err
+    assert "-> lite on cpu with torch (bf16)" in err and loaded == ["lite"]  # bf16 holds: float32 never loaded
     loaded.clear()
     assert main(base + ["--dtype", "float32"]) == 0
     err = capsys.readouterr().err
-    assert "30.0 frames/s with torch (cached" in err and "bf16" not in err and loaded == ["lite"]
+    # float32 measured now (the first start never needed it), then cached like every rate
+    assert "30.0 frames/s with torch" in err and "bf16" not in err and loaded == ["lite"]
+    assert main(base + ["--dtype", "float32"]) == 0
+    assert "30.0 frames/s with torch (cached" in capsys.readouterr().err
 
 
 def test_render_cli_dtype_reaches_the_animator(cli_profiles, tmp_path, monkeypatch):
