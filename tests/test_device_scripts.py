@@ -404,3 +404,35 @@ def test_long_ablation_script_splits_the_rows_over_three_processes(tmp_path):
     for row in rows:
         assert f"| {row} " in table.split("first window")[0], row  # whole-stream table
         assert f"| {row} " in drift, row
+
+
+def test_stage3_ab_script_trains_two_arms_evaluates_both_and_fetches_one(tmp_path):
+    """scripts/device_stage3_ab.sh on the CPU: two stage-3 arms from the same carried model, each in its own
+    working directory (the carried model and corpora linked in), the second with rollout_knot_target=own; then
+    KnotBench on each model; $OUT gets the summary and one archive per arm; `fetch B` brings that arm's model."""
+    work, out, env = _machine(tmp_path, STAGE2_MIN="0")
+    _speech_corpus(work / ".cache" / "data" / "speech_eval.npz", split="eval")
+    ab = tmp_path / "ab"
+    env.update(AB_DIR=str(ab), STAGE3_MIN="1", EVAL_DEVICE="cpu", STAGE3_BASE=f"{STAGE3_RUN} --set steps=1",
+               ARM_A="--set lr=1e-4", ARM_B="--set lr=1e-4 --set rollout_knot_target=own", EVAL_SPECS="")
+    script = REPO / "scripts" / "device_stage3_ab.sh"
+    r = subprocess.run(["bash", str(script), "train"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:], (ab / "B" / "train.txt").read_text()[-2000:])
+    summary = (out / "ab_summary.md").read_text()
+    assert "## arm A: " in summary and "rollout_knot_target=own" in summary.split("## arm B")[1]
+    assert summary.count("done at step 1") == 2 and summary.count("### kb_quick") == 2
+    for arm, target in (("A", "truth"), ("B", "own")):
+        with tarfile.open(out / f"ab_{arm}.tar.gz") as tar:
+            names = tar.getnames()
+            assert "train.txt" in names and "kb_quick/report.json" in names and "out/config.json" in names
+        state = json.loads((ab / arm / "runs" / "stage3" / "state" / "state.json").read_text())
+        assert state["train_config"]["rollout_knot_target"] == target
+        assert state["train_config"]["init_from"] == ".cache/carry/model"
+    fetched = tmp_path / "fetched"
+    r = subprocess.run(["bash", str(script), "fetch", "B"], cwd=work, env={**env, "OUT": str(fetched)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (fetched / "config.json").exists() and list(fetched.glob("*.safetensors"))
+    assert json.loads((fetched / "config.json").read_text())["trained_steps"] == {"rollout": 1}
+    r = subprocess.run(["bash", str(script), "fetch", "C"], cwd=work, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "arm 'C' has no model" in r.stderr

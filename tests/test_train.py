@@ -98,6 +98,10 @@ def test_overrides_and_bad_config(tmp_path):
     path = _write(tmp_path, "c.yaml", stage="dit")
     cfg = TrainConfig.load(path, ["steps=7", "data.workers=3"])
     assert cfg.steps == 7 and cfg.data.workers == 3
+    # exponent notation without a dot, which YAML 1.1 reads as a string, is a number (session 7's --set lr=3e-5)
+    for text, value in (("3e-5", 3e-5), ("1.0e-4", 1e-4), ("-2E3", -2000.0), (".5e1", 5.0), ("0.0003", 3e-4)):
+        assert TrainConfig.load(path, [f"lr={text}"]).lr == value
+    assert TrainConfig.load(path, ["init_from=runs/e5e3"]).init_from == "runs/e5e3"  # a string stays a string
     from knotanim.errors import ConfigError
 
     with pytest.raises(ConfigError):
@@ -464,6 +468,47 @@ def test_stage3_rollout_batch_is_the_whole_batch_whatever_its_still_clips(tmp_pa
         truth = enc["latents"][:, : layout.n_clean]
         assert {row for row in range(4) if not torch.equal(clean[row], truth[row])} == own
     assert sizes == [4, 4, 4]
+
+
+def test_stage3_knot_target_own_makes_the_rolled_out_knot_the_target_at_the_knot_position(tmp_path):
+    """rollout_knot_target "own": for the rolled-out clips, each chunk's knot position (but the first chunk's,
+    which has no knot) is trained towards the knot the chunk is conditioned on; the other positions, and the
+    teacher-forced clips, keep the ground truth. "truth" (the default) keeps the ground truth everywhere."""
+    import dataclasses
+
+    import numpy as np
+
+    from knotanim.train.data import ClipRequest, clip_loader
+    from knotanim.train.trainer import _dit_inputs, _encode_batch
+
+    cfg = TrainConfig.load(_write(tmp_path, "ro.yaml", stage="rollout", rollout_steps=1, chunks=3, context_noise=0.0,
+                                  knot_probability=1.0, knot_noise=0.0, rollout_clips="still",
+                                  rollout_knot_target="own"))
+    assert TrainConfig().rollout_knot_target == "truth"
+    anim = KnotAnimator.from_config(tiny_config(), seed=0)
+    anim.model.randomize_zero_init(seed=1)
+    mc = anim.config
+    T = cfg.chunks * mc.stream.chunk + mc.stream.knot
+    enc = _encode_batch(anim, next(iter(clip_loader(mc, cfg.data, ClipRequest(T, 0, 1, 0), 4))))
+    enc["motion"] = torch.tensor([0.0, 0.6, 0.0, 0.6])
+    C, span = mc.stream.chunk, mc.stream.chunk + mc.stream.knot
+    idx = torch.arange(cfg.chunks).unsqueeze(1) * C + torch.arange(span)
+    truth = enc["latents"][:, idx]
+    for target in ("own", "truth"):
+        inputs, _ = _dit_inputs(anim, dataclasses.replace(cfg, rollout_knot_target=target), enc,
+                                np.random.default_rng(0), {})
+        x0, knots = inputs[4], inputs[5]
+        for row in range(4):
+            rolled = row in (0, 2)
+            assert torch.equal(x0[row, 0], truth[row, 0])  # chunk 0: no knot, the truth
+            assert torch.equal(x0[row, :, 1:], truth[row, :, 1:])  # every other position: the truth
+            knot_target = x0[row, 1:, 0]
+            if target == "own" and rolled:
+                assert torch.equal(knot_target, knots[row, 1:]) and not torch.equal(knot_target, truth[row, 1:, 0])
+            else:
+                assert torch.equal(knot_target, truth[row, 1:, 0])
+    with pytest.raises(Exception, match="rollout_knot_target must be one of truth, own"):
+        TrainConfig.load(_write(tmp_path, "bad.yaml", stage="rollout", rollout_knot_target="mine"))
 
 
 def test_cleanup_distributed_clears_the_mesh_registry_and_tolerates_a_torch_without_it():

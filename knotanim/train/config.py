@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from knotanim.errors import ConfigError
 PARALLEL_MODES = ("ddp", "fsdp")
 DISTILL_HISTORIES = ("clean", "rollout")
 ROLLOUT_CLIPS = ("all", "still")
+ROLLOUT_KNOT_TARGETS = ("truth", "own")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class TrainConfig:
     rollout_steps: int = 4  # sampler steps of the self-rollout that makes the history (stage 3)
     rollout_clips: str = "all"  # stage 3: which clips get their own history: "all", or "still" (motion 0; the rest
     # keep stage 2's ground-truth history, since a moving head's ground truth does not continue a rolled-out pose)
+    rollout_knot_target: str = "truth"  # stage 3, rolled-out clips: the target at each chunk's knot position,
+    # "truth" (the ground-truth frame) or "own" (the rolled-out knot the chunk is conditioned on, so the model
+    # learns to continue its knot, as stage 2 teaches with ground-truth knots, instead of to leave it)
     still_motion: float = 0.1  # head-motion intensity at or below which a clip counts as still (synthetic moving: 0.2-1)
     teacher_steps: int = 4  # stage 4: Euler steps of the frozen teacher (the init_from model) per chunk
     student_steps: int = 2  # stage 4: Euler steps the student learns to sample in (the exported sampler.steps)
@@ -78,6 +83,9 @@ class TrainConfig:
             raise ConfigError(f"train.gt_weight must be >= 0, got {self.gt_weight!r}")
         if self.rollout_clips not in ROLLOUT_CLIPS:
             raise ConfigError(f"train.rollout_clips must be one of {', '.join(ROLLOUT_CLIPS)}, got {self.rollout_clips!r}")
+        if self.rollout_knot_target not in ROLLOUT_KNOT_TARGETS:
+            raise ConfigError(f"train.rollout_knot_target must be one of {', '.join(ROLLOUT_KNOT_TARGETS)}, "
+                              f"got {self.rollout_knot_target!r}")
         if self.distill_history not in DISTILL_HISTORIES:
             raise ConfigError(f"train.distill_history must be one of {', '.join(DISTILL_HISTORIES)}, "
                               f"got {self.distill_history!r}")
@@ -104,10 +112,24 @@ class TrainConfig:
             parts = key.split(".")
             for p in parts[:-1]:
                 node = node.setdefault(p, {})
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = _override_value(value)
         model = data.pop("model", {}) or {}
         cfg = _build(cls, data, "train")
         return dataclasses.replace(cfg, model=model)
+
+
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _override_value(text: str):
+    """A --set value as YAML reads it, except that a number in exponent notation without a dot (3e-5), which
+    YAML 1.1 reads as a string, is a float."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -415,6 +415,8 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
             clean[own] = gen.committed[own].to(clean.dtype)
             if knot:
                 knots[own] = gen.knots[own].to(knots.dtype)
+                if cfg.stage == "rollout" and cfg.rollout_knot_target == "own":  # chunk 0 has no knot: keeps the truth
+                    x0[own, 1:, 0] = gen.knots[own, 1:].to(x0.dtype)
     t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
     noise = torch.randn_like(x0)
     boxes = enc["mouth_box"][:, : layout.n_frames]

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Issue #9: two stage-3 recipes side by side in one device call, one arm per GPU of nvidia-h200-x2, both from the
+# same carried model, then KnotBench on each arm's model on its own GPU. A second, short call fetches one arm's
+# model (two 50 MB models do not fit the 64 MiB a call brings back).
+#
+#   ARM_A="--set lr=3e-5" ARM_B="--set lr=3e-5 --set rollout_knot_target=own" STAGE3_MIN=7 \
+#     OUT=$OUT bash scripts/device_stage3_ab.sh train > $OUT/ab.txt 2>&1
+#   OUT=$OUT bash scripts/device_stage3_ab.sh fetch B        (the next call, within 30 s: the machine is warm)
+#
+# train  Each arm runs scripts/device_train.sh (stage 3 only: STAGE3_MIN minutes, STAGE3_BASE then ARM_A / ARM_B as
+#        its STAGE3_SET) in its own working directory AB_DIR/<arm> (default /tmp/knotanim_ab), where .cache/carry and
+#        .cache/data of the calling directory are linked, with CUDA_VISIBLE_DEVICES=GPU_A / GPU_B (default 0 / 1) and
+#        OUT=AB_DIR/<arm>/out. Then `knotanim eval` on each arm's exported model on its GPU (EVAL_DEVICE, default
+#        cuda): the quick set, and EVAL_SPECS (default configs/eval/knotbench_long_first10s.json, the early drift),
+#        with the eval corpus .cache/data/speech_eval.npz. $OUT: ab_summary.md (each arm's recipe, steps and
+#        KnotBench tables) and ab_A.tar.gz / ab_B.tar.gz (training logs, curves, sample strips, KnotBench reports).
+# fetch  Copies arm ARM's exported model (config.json and its safetensors shards) into $OUT.
+#
+# Rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu and EVAL_DEVICE=cpu, STAGE3_BASE with tiny sizes,
+# PYTHON for the interpreter, EVAL_ARGS for more `knotanim eval` options (e.g. a tiny spec instead of --quick).
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${PYTHON:-python3}
+OUT=${OUT:-out}
+AB_DIR=${AB_DIR:-/tmp/knotanim_ab}
+mkdir -p "$OUT"
+
+case "${1:-}" in
+  train)
+    STAGE3_BASE=${STAGE3_BASE:---set compile=true}
+    EVAL_DEVICE=${EVAL_DEVICE:-cuda}
+    EVAL_SPECS=${EVAL_SPECS:-$ROOT/configs/eval/knotbench_long_first10s.json}
+    EVAL_ARGS=${EVAL_ARGS:-}
+    [ -f .cache/carry/model/config.json ] || { echo "device_stage3_ab: no carried model in .cache/carry/model" >&2; exit 2; }
+    rm -rf "$AB_DIR"
+    pids=()
+    for arm in A B; do
+      dir=$AB_DIR/$arm
+      mkdir -p "$dir/.cache"
+      ln -s "$PWD/.cache/carry" "$dir/.cache/carry"
+      ln -s "$PWD/.cache/data" "$dir/.cache/data"
+      set_var=ARM_$arm; gpu_var=GPU_$arm
+      extra=${!set_var:-}
+      gpu=${!gpu_var:-$([ $arm = A ] && echo 0 || echo 1)}
+      echo "arm $arm on GPU $gpu: STAGE3_SET=$STAGE3_BASE $extra"
+      (cd "$dir" && CUDA_VISIBLE_DEVICES=$gpu OUT=$dir/out STAGE3_MIN=${STAGE3_MIN:-7} STAGE2_MIN=0 STAGE1_MIN=0 \
+        STAGE3_SET="$STAGE3_BASE $extra" bash "$ROOT"/scripts/device_train.sh > "$dir/train.txt" 2>&1) &
+      pids+=($!)
+    done
+    failed=0
+    for i in 0 1; do wait "${pids[$i]}" || failed=1; done
+    for arm in A B; do  # evaluated one after the other, each on its own GPU: both GPUs are free by now
+      dir=$AB_DIR/$arm
+      [ -f "$dir/out/config.json" ] || { echo "arm $arm exported no model"; failed=1; continue; }
+      gpu_var=GPU_$arm; gpu=${!gpu_var:-$([ $arm = A ] && echo 0 || echo 1)}
+      corpus=()
+      [ -f .cache/data/speech_eval.npz ] && corpus=(--corpus .cache/data/speech_eval.npz)
+      # shellcheck disable=SC2086  # EVAL_ARGS is a list of words
+      CUDA_VISIBLE_DEVICES=$gpu PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
+        --device "$EVAL_DEVICE" --no-plots --out "$dir/kb_quick" ${EVAL_ARGS:---quick} > "$dir/kb_quick.txt" 2>&1 &
+      evals=($!)
+      k=0
+      for spec in $EVAL_SPECS; do
+        k=$((k + 1))
+        CUDA_VISIBLE_DEVICES=$gpu PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
+          --device "$EVAL_DEVICE" --no-plots --spec "$spec" --reference-rows none --out "$dir/kb_spec$k" \
+          > "$dir/kb_spec$k.txt" 2>&1 &
+        evals+=($!)
+      done
+      for p in "${evals[@]}"; do wait "$p" || failed=1; done
+    done
+    {
+      echo "# stage-3 A/B (scripts/device_stage3_ab.sh), $(date -u +%Y-%m-%dT%H:%M:%SZ), STAGE3_MIN=${STAGE3_MIN:-7}"
+      for arm in A B; do
+        dir=$AB_DIR/$arm; set_var=ARM_$arm
+        echo; echo "## arm $arm: $STAGE3_BASE ${!set_var:-}"
+        grep -h "^done at step" "$dir/train.txt" || echo "(no 'done at step' line: see train.txt)"
+        for rep in "$dir"/kb_quick/report.md "$dir"/kb_spec*/report.md; do
+          [ -f "$rep" ] || continue
+          echo; echo "### $(basename "$(dirname "$rep")")"; grep -E "^\|" "$rep" | head -12
+        done
+      done
+    } > "$OUT/ab_summary.md"
+    for arm in A B; do
+      dir=$AB_DIR/$arm
+      (cd "$dir" && tar czf "$OUT/ab_$arm.tar.gz" train.txt kb_*.txt $(ls -d kb_quick kb_spec* 2> /dev/null) \
+        $(ls out/logs.tar.gz out/config.json 2> /dev/null))
+    done
+    cat "$OUT/ab_summary.md"
+    exit $failed
+    ;;
+  fetch)
+    arm=${2:-}
+    [ -f "$AB_DIR/$arm/out/config.json" ] || { echo "device_stage3_ab: arm '$arm' has no model in $AB_DIR" >&2; exit 2; }
+    cp "$AB_DIR/$arm"/out/config.json "$AB_DIR/$arm"/out/*.safetensors "$OUT"/
+    ls -la "$OUT"
+    ;;
+  *)
+    echo "usage: device_stage3_ab.sh train | fetch A|B   (ARM_A, ARM_B, STAGE3_MIN, STAGE3_BASE, GPU_A, GPU_B," \
+      "EVAL_DEVICE, EVAL_SPECS, EVAL_ARGS, AB_DIR, OUT, PYTHON)" >&2
+    exit 2
+    ;;
+esac
