@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -119,6 +120,17 @@ def test_spec_round_trip_and_sizes(tmp_path):
     spec.save(tmp_path / "s.json")
     assert BenchSpec.load(tmp_path / "s.json") == spec
     assert not any(c.long for c in spec.with_long(0).clips)
+
+
+def test_every_shipped_spec_loads_with_held_out_clips():
+    """configs/eval/*.json, the specs docs/knotbench.md runs: each loads, and every clip is held out (eval split)."""
+    specs = sorted((Path(__file__).resolve().parents[1] / "configs" / "eval").glob("*.json"))
+    assert len(specs) >= 4
+    for path in specs:
+        spec = BenchSpec.load(path)
+        assert spec.clips and all(c.split == "eval" and c.n_frames > 0 for c in spec.clips), path.name
+    photo = BenchSpec.load(specs[0].with_name("knotbench_photo10s.json"))
+    assert [(c.source, c.long, c.n_frames) for c in photo.clips] == [("photo", True, 250)]
 
 
 def test_bad_spec_is_a_config_error(tmp_path):
