@@ -41,6 +41,12 @@ DESCRIPTIONS = {
     "lite": "160x160 crop, small DiT, 2 steps: live on a laptop CPU (docs/lite.md)",
 }
 CACHE_FILE = "profile_speed.json"
+
+# Part of every cached rate's key: raise it when a change makes the rates measured before it stale (the same
+# model, backend, dtype and torch now stream at another speed), so every machine measures once more.
+# 2: a bf16 animator's decoder runs in bf16 (session 7; lite compiled bf16 +14 % on 2 cores).
+RATES_VERSION = 2
+
 # Profiles whose CPU candidates include torch.compile ("compiled"): small enough that Inductor's compile at
 # start (a minute or more on a CPU) is worth it; on the lite model it is faster than eager torch on a CPU.
 CPU_COMPILE_PROFILES = ("lite",)
@@ -235,7 +241,8 @@ def cache_key(profile: Profile, backend_name: str, device: torch.device, steps: 
     except (OSError, ValueError):
         model = "unknown"
     parts = [profile.name, model, backend_name] + ([str(dtype).removeprefix("torch.")] if dtype is not None else [])
-    return "|".join(parts + [device_label(device), f"steps {steps or 'model'}", f"torch {torch.__version__}"])
+    return "|".join(parts + [device_label(device), f"steps {steps or 'model'}", f"torch {torch.__version__}",
+                             f"rates v{RATES_VERSION}"])
 
 
 def read_cache(path: Path) -> dict:

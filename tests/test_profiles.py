@@ -442,6 +442,7 @@ def test_bf16_rates_are_cached_under_their_own_keys(both, native_bf16, cache_dir
     lite = both[1]
     dev = torch.device("cpu")
     assert P.cache_key(lite, "torch", dev, None, torch.bfloat16) != P.cache_key(lite, "torch", dev, None, torch.float32)
+    assert P.cache_key(lite, "torch", dev, None).endswith(f"|rates v{P.RATES_VERSION}")  # stale rates are not read
 
 
 def test_live_cli_dtype(cli_profiles, tmp_path, capsys, monkeypatch, native_bf16):
