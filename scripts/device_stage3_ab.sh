@@ -24,6 +24,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-out}
 AB_DIR=${AB_DIR:-/tmp/knotanim_ab}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: the arms run and are packed from their own directories
 
 case "${1:-}" in
   train)
