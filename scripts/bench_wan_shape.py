@@ -126,6 +126,12 @@ def make_params(s: Shape, device, dtype, seed: int = 0) -> dict:
 
 
 FP8_KEYS = ("qkv", "o", "cq", "co", "f1", "f2")
+E4M3_MAX = 448.0  # the largest finite float8_e4m3fn value
+
+
+def e4m3_scale(x: torch.Tensor, max_value: float = E4M3_MAX) -> torch.Tensor:
+    """The per-tensor scale that maps x's absolute maximum to max_value (float32, on x's device: no host sync)."""
+    return (x.abs().amax().float() / max_value).clamp(min=1e-12)
 
 
 def to_fp8(params: dict) -> dict:
@@ -135,7 +141,7 @@ def to_fp8(params: dict) -> dict:
         q = dict(lp)
         for k in FP8_KEYS:
             wt = lp[k].float()
-            scale = (wt.abs().amax() / 448.0).clamp(min=1e-12)
+            scale = e4m3_scale(wt)
             q[k] = ((wt / scale).to(torch.float8_e4m3fn), scale)
         out["layers"].append(q)
     return out
@@ -145,12 +151,12 @@ def lin(x, w, bias):
     if not isinstance(w, tuple):
         return F.linear(x, w, bias)
     w8, ws = w  # per-tensor dynamic activation scale, computed on the device (no host sync)
-    xs = (x.abs().amax().float() / 448.0).clamp(min=1e-12)
-    x8 = (x / xs).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    xs = e4m3_scale(x)
+    x8 = (x / xs).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=x.dtype, use_fast_accum=True)
 
 
-def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: float = 448.0):
+def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: float = E4M3_MAX):
     """softmax(q k^T / sqrt(Dh)) v with q, k and v stored in `dtype` (per-tensor scales from each one's absolute
     maximum, computed on the device: no host sync, so it can be captured), through FlexAttention. The q and k
     scales multiply the scores (score_mod), the v scale the output; the output comes back in q's dtype.
@@ -158,7 +164,7 @@ def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: floa
     from torch.nn.attention.flex_attention import flex_attention
 
     def cast(x):
-        scale = (x.abs().amax().float() / max_value).clamp(min=1e-12)
+        scale = e4m3_scale(x, max_value)
         return (x.float() / scale).clamp(-max_value, max_value).to(dtype), scale
 
     (q8, sq), (k8, sk), (v8, sv) = cast(q), cast(k), cast(v)
@@ -512,6 +518,7 @@ def main(argv=None):
         cudnn_problem = cudnn_attention_problem(dev, dtype, s.width // s.heads)
         res["cudnn_attention"] = cudnn_problem or "available"
         print(f"cuDNN attention: {res['cudnn_attention']}")
+    mode = a.compile_mode if a.compile_mode != "default" else None  # torch.compile's mode (None: its default)
     ref, compiled_cudnn = None, None  # the attention backend torch.compile's caches were filled under
     for v in variants:
         if v in GRAPH_VARIANTS and dev.type != "cuda":
@@ -532,7 +539,6 @@ def main(argv=None):
             for knob in ("cache_size_limit", "recompile_limit"):  # the name differs between versions
                 if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
-            mode = a.compile_mode if a.compile_mode not in (None, "default") else None
             st.fns = {k: torch.compile(f, dynamic=False, mode=mode) for k, f in st.fns.items()}
             if v in FP8_ATTENTION_VARIANTS:  # FlexAttention runs fast only compiled
                 st.attend = torch.compile(quantized_flex_attention, dynamic=False, mode=mode)
