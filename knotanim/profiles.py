@@ -12,12 +12,12 @@ frames/s) wins; when none does it keeps the fastest (profile, backend) and says 
 it will run at. The winner is then built for every step count of the live quality ladder
 (`live.degrade.ladder_steps`), so the pipeline never exports or compiles mid-stream; a backend that
 cannot be built falls back to eager torch with a one-line note. On a CPU that computes bf16 natively
-(`cpu_has_native_bf16`: AVX512-BF16 or AMX-BF16), the profiles in `CPU_BF16_PROFILES` (lite) are also
-loaded in bfloat16 and measured with the torch backends ("compiled", "torch"; an ONNX graph is
-float32 whatever the model's dtype), and bf16 is kept when it is the faster; the message then says
-"(bf16)". `dtype` ("float32" / "bfloat16", `--dtype`) forces one dtype instead. Measurements are cached per
-(profile, model, backend, dtype, device, threads, steps, torch version) in `<cache>/profile_speed.json`
-($KNOTANIM_CACHE, else $XDG_CACHE_HOME/knotanim, else ~/.cache/knotanim), so the second start is
+(`cpu_has_native_bf16`: AVX512-BF16 or AMX-BF16), the profiles in `CPU_BF16_PROFILES` (lite) are
+loaded in bfloat16 first and measured with the torch backends ("compiled", "torch"; an ONNX graph is
+float32 whatever the model's dtype); float32 is measured only when bf16 does not hold the target, and
+the faster is kept; the message then says "(bf16)". `dtype` ("float32" / "bfloat16", `--dtype`)
+forces one dtype instead. Measurements are cached per (profile, model, backend, dtype, device,
+threads, steps, torch version, RATES_VERSION) in `<cache>/profile_speed.json` ($KNOTANIM_CACHE, else $XDG_CACHE_HOME/knotanim, else ~/.cache/knotanim), so the second start is
 fast; `remeasure=True` ignores the cache.
 """
 from __future__ import annotations
@@ -409,7 +409,8 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     `dtype` None / "auto": each profile as KnotAnimator.from_pretrained loads it (float32 on a CPU), and
     on a CPU with native bf16 (`cpu_has_native_bf16`) the profiles in `CPU_BF16_PROFILES` in bfloat16
     first, with the torch backends (`BF16_BACKENDS`): if that holds `target_fps` float32 is not measured,
-    else float32 too and the faster is kept; "float32" / "bfloat16": that dtype only. bf16 rates appear in Choice.tried and the message as "<backend> (bf16)".
+    else float32 too and the faster is kept; "float32" / "bfloat16": that dtype only. bf16 rates appear in
+    Choice.tried and the message as "<backend> (bf16)".
     `measure(animator, backend, seconds)`, `load(profile, device[, dtype])` (dtype passed only when one
     is asked for) and
     `build(name, animator, model_path, export)` are injectable for tests.

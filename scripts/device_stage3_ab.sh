@@ -34,17 +34,17 @@ case "${1:-}" in
     EVAL_ARGS=${EVAL_ARGS:-}
     [ -f .cache/carry/model/config.json ] || { echo "device_stage3_ab: no carried model in .cache/carry/model" >&2; exit 2; }
     rm -rf "$AB_DIR"
+    declare -A GPU=([A]=${GPU_A:-0} [B]=${GPU_B:-1})
     pids=()
     for arm in A B; do
       dir=$AB_DIR/$arm
       mkdir -p "$dir/.cache"
       ln -s "$PWD/.cache/carry" "$dir/.cache/carry"
       ln -s "$PWD/.cache/data" "$dir/.cache/data"
-      set_var=ARM_$arm; gpu_var=GPU_$arm
+      set_var=ARM_$arm
       extra=${!set_var:-}
-      gpu=${!gpu_var:-$([ $arm = A ] && echo 0 || echo 1)}
-      echo "arm $arm on GPU $gpu: STAGE3_SET=$STAGE3_BASE $extra"
-      (cd "$dir" && CUDA_VISIBLE_DEVICES=$gpu OUT=$dir/out STAGE3_MIN=${STAGE3_MIN:-7} STAGE2_MIN=0 STAGE1_MIN=0 \
+      echo "arm $arm on GPU ${GPU[$arm]}: STAGE3_SET=$STAGE3_BASE $extra"
+      (cd "$dir" && CUDA_VISIBLE_DEVICES=${GPU[$arm]} OUT=$dir/out STAGE3_MIN=${STAGE3_MIN:-7} STAGE2_MIN=0 STAGE1_MIN=0 \
         STAGE3_SET="$STAGE3_BASE $extra" bash "$ROOT"/scripts/device_train.sh > "$dir/train.txt" 2>&1) &
       pids+=($!)
     done
@@ -53,17 +53,16 @@ case "${1:-}" in
     for arm in A B; do  # evaluated one after the other, each on its own GPU: both GPUs are free by now
       dir=$AB_DIR/$arm
       [ -f "$dir/out/config.json" ] || { echo "arm $arm exported no model"; failed=1; continue; }
-      gpu_var=GPU_$arm; gpu=${!gpu_var:-$([ $arm = A ] && echo 0 || echo 1)}
       corpus=()
       [ -f .cache/data/speech_eval.npz ] && corpus=(--corpus .cache/data/speech_eval.npz)
       # shellcheck disable=SC2086  # EVAL_ARGS is a list of words
-      CUDA_VISIBLE_DEVICES=$gpu PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
+      CUDA_VISIBLE_DEVICES=${GPU[$arm]} PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
         --device "$EVAL_DEVICE" --no-plots --out "$dir/kb_quick" ${EVAL_ARGS:---quick} > "$dir/kb_quick.txt" 2>&1 &
       evals=($!)
       k=0
       for spec in $EVAL_SPECS; do
         k=$((k + 1))
-        CUDA_VISIBLE_DEVICES=$gpu PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
+        CUDA_VISIBLE_DEVICES=${GPU[$arm]} PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
           --device "$EVAL_DEVICE" --no-plots --spec "$spec" --reference-rows none --out "$dir/kb_spec$k" \
           > "$dir/kb_spec$k.txt" 2>&1 &
         evals+=($!)
