@@ -17,8 +17,9 @@ loaded in bfloat16 first and measured with the torch backends ("compiled", "torc
 float32 whatever the model's dtype); float32 is measured only when bf16 does not hold the target, and
 the faster is kept; the message then says "(bf16)". `dtype` ("float32" / "bfloat16", `--dtype`)
 forces one dtype instead. Measurements are cached per (profile, model, backend, dtype, device,
-threads, steps, torch version, RATES_VERSION) in `<cache>/profile_speed.json` ($KNOTANIM_CACHE, else $XDG_CACHE_HOME/knotanim, else ~/.cache/knotanim), so the second start is
-fast; `remeasure=True` ignores the cache.
+threads, steps, torch version, RATES_VERSION) in `<cache>/profile_speed.json` ($KNOTANIM_CACHE, else
+$XDG_CACHE_HOME/knotanim, else ~/.cache/knotanim), so the second start is fast; `remeasure=True`
+ignores the cache.
 """
 from __future__ import annotations
 
