@@ -42,7 +42,7 @@ import soak_report as rep  # noqa: E402
 from knotanim import tiny_config  # noqa: E402
 from knotanim.animator import KnotAnimator, prepare_reference, resolve_device  # noqa: E402
 from knotanim.config import BACKENDS  # noqa: E402
-from knotanim.profiles import cpu_name, load_average_1min  # noqa: E402
+from knotanim.profiles import DTYPES, cpu_name, load_average_1min, parse_dtype  # noqa: E402
 
 
 class StopRequest:
@@ -61,7 +61,7 @@ def load_animator(args) -> KnotAnimator:
         anim = KnotAnimator.from_config(tiny_config(), device=dev, seed=0)
         anim.model.randomize_zero_init(seed=1)  # outputs then depend on the inputs
         return anim
-    return KnotAnimator.from_pretrained(args.model, device=dev)
+    return KnotAnimator.from_pretrained(args.model, device=dev, dtype=parse_dtype(args.dtype))
 
 
 def load_reference(size: int) -> np.ndarray:
@@ -436,6 +436,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded default model)")
     p.add_argument("--tiny", action="store_true", help="tiny random model (tiny_config + randomize_zero_init)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="the model's dtype (auto: bf16 on CUDA, float32 on a CPU, as knotanim loads a model it was "
+                        "not told to measure; bfloat16: lite on a CPU with native bf16, as the start-up choice picks it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="stream mode: chunk backend, as in `knotanim render/live` (auto: the fastest of those ready, "
                         "torch.compile included on CUDA; torch: eager; compiled: torch.compile, CUDA graphs on a GPU; "

@@ -123,6 +123,45 @@ def test_sigterm_leaves_a_playable_file(model_dir, tmp_path):
         assert sum(1 for _ in c.decode(video=0)) > 0
 
 
+def test_a_stop_signal_whose_interrupt_was_lost_still_stops_the_render(model_dir, tmp_path):
+    """The KeyboardInterrupt a signal handler raises can be discarded by C code that called the Python
+    function the handler ran in; the render then stops at its next output frame all the same."""
+    import signal
+
+    from knotanim import KnotAnimator
+    from knotanim.cli.main import build_parser
+    from knotanim.cli.render import _options, stop_signals_interrupt
+    from knotanim.render import RenderInterrupted, render_to_file
+
+    out = tmp_path / "lost.mp4"
+    args = build_parser().parse_args(_base(model_dir) + ["-i", str(_image(tmp_path / "f.png")), "-a",
+                                                         str(_audio(tmp_path / "s.wav", 4.0)), "-o", str(out), "--quiet"])
+    anim = KnotAnimator.from_pretrained(model_dir, device="cpu")
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_signals_interrupt() as interrupts:
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pass  # lost
+        assert interrupts.received == signal.SIGTERM
+        with pytest.raises(RenderInterrupted) as e:
+            render_to_file(anim, args.image, args.audio, out, options=_options(args, None, interrupts))
+    assert signal.getsignal(signal.SIGTERM) is before  # put back on the way out
+    assert 0 < e.value.summary.frames < 100  # stopped at once, not after the 4 s of audio
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == e.value.summary.frames
+
+
+def test_the_live_status_loop_stops_on_a_lost_stop_signal():
+    from knotanim.cli.live import _status_loop
+    from knotanim.cli.render import Interrupts
+
+    interrupts = Interrupts()
+    interrupts.received = 15
+    with pytest.raises(KeyboardInterrupt):
+        _status_loop(None, None, interrupts)  # raises before it asks the pipeline anything
+
+
 def test_collect_jsonl_jobs(tmp_path):
     from knotanim.cli.render import collect_batch_jobs
 

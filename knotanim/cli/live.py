@@ -117,12 +117,12 @@ def _run_live(args: argparse.Namespace) -> int:
     options = LiveOptions(head_motion=args.head_motion, steps=args.steps, background=background, output_size=args.size,
                           degrade=not args.no_degrade, model_name=name, backend=backends,
                           profile=None if args.tiny or args.model else name)  # GPU out of memory: smaller profiles next
-    from knotanim.cli.render import _sigterm_as_interrupt
+    from knotanim.cli.render import stop_signals_interrupt
 
     pipeline = LivePipeline(anim, crop, source, options)
     outputs = []
-    with _sigterm_as_interrupt():
-        _stream(args, pipeline, source, outputs, name, anim)
+    with stop_signals_interrupt() as interrupts:
+        _stream(args, pipeline, source, outputs, name, anim, interrupts)
     rec = next((o for o in outputs if isinstance(o, RecorderOutput)), None)
     if rec is not None:
         print(f"recorded {rec.seconds:.1f} s -> {args.record}")
@@ -132,8 +132,9 @@ def _run_live(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream(args, pipeline, source, outputs: list, name: str, anim) -> None:
-    """Start, attach the outputs, show the status line until done; always stop (finalising files)."""
+def _stream(args, pipeline, source, outputs: list, name: str, anim, interrupts) -> None:
+    """Start, attach the outputs, show the status line until done or `interrupts` (cli.render.Interrupts)
+    says a stop signal came; always stop (finalising files)."""
     from knotanim.live.outputs import DelayedAudioOutput, RecorderOutput, VirtualCameraOutput
     from knotanim.profiles import dtype_label
 
@@ -156,7 +157,7 @@ def _stream(args, pipeline, source, outputs: list, name: str, anim) -> None:
         dtype = dtype_label(getattr(anim, "dtype", None), anim.device)
         print(f"live: {source.name} -> {name} on {anim.device} with {pipeline.backend_name}{dtype}; Ctrl+C stops",
               file=sys.stderr)
-        _status_loop(pipeline, args.seconds)
+        _status_loop(pipeline, args.seconds, interrupts)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -210,14 +211,16 @@ def _choose_backend(args: argparse.Namespace, anim):
     return bc.backends
 
 
-def _status_loop(pipeline, seconds: float | None) -> None:
-    """Print a one-line status every 0.5 s until `seconds` pass, the pipeline fails, or Ctrl+C."""
+def _status_loop(pipeline, seconds: float | None, interrupts) -> None:
+    """Print a one-line status every 0.5 s until `seconds` pass, the pipeline fails, or Ctrl+C / SIGTERM
+    (KeyboardInterrupt, raised again by interrupts.check() if the signal handler's was lost)."""
     start = time.monotonic()
     tty = sys.stderr.isatty()
     last_message = ""
     warned: set[str] = set()
     while seconds is None or time.monotonic() - start < seconds:
         time.sleep(0.5)
+        interrupts.check()
         s = pipeline.stats()
         lat = f"{s.latency * 1000:.0f} ms" if s.latency is not None else "-"
         line = (f"{time.monotonic() - start:6.1f} s  {s.fps_shown:4.1f} fps shown ({s.fps_generated:4.1f} generated)  "

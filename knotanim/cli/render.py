@@ -131,21 +131,42 @@ class ProgressPrinter:
             self.drawn = False
 
 
+class Interrupts:
+    """What `stop_signals_interrupt` saw. Its handler raises KeyboardInterrupt at once and also remembers
+    the signal, because an exception raised in a signal handler can be lost: Python runs the handler at
+    the next bytecode, which may be in a Python function called from C code that discards whatever error
+    it gets back (seen once in CI: a SIGTERM mid-render was ignored and the render ran to its end). Long
+    loops call `check()` at safe points, which raises KeyboardInterrupt again once a signal came."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None  # the signal number, once one came
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+
+
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While active, SIGTERM raises KeyboardInterrupt (so the output is finalised like on Ctrl-C)."""
+def stop_signals_interrupt() -> Iterator[Interrupts]:
+    """While active, SIGTERM and SIGINT (Ctrl-C) raise KeyboardInterrupt, so the output is finalised
+    the same way after either, and are recorded in the Interrupts it yields (see there why)."""
+    interrupts = Interrupts()
+
     def handler(signum, frame):
+        interrupts.received = signum
         raise KeyboardInterrupt
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: signals stay as they were
+        pass
     try:
-        yield
+        yield interrupts
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _backend_for(args, animator):
@@ -166,8 +187,15 @@ def _backend_for(args, animator):
     return backend
 
 
-def _options(args, progress, backend=None):
+def _options(args, printer: ProgressPrinter | None, interrupts: Interrupts, backend=None):
+    """RenderOptions from the arguments; its progress callback draws `printer` (if any) and raises
+    KeyboardInterrupt once a stop signal came (Interrupts.check), after every output frame."""
     from knotanim.render import RenderOptions
+
+    def progress(p) -> None:
+        interrupts.check()
+        if printer:
+            printer(p)
 
     return RenderOptions(
         fps=args.fps, format=args.format, crf=args.crf, crop_only=args.crop_only, face_index=args.face_index,
@@ -236,9 +264,9 @@ def run(args) -> int:
 
     printer = _progress_for(args)
     animator = _load_animator(args)
-    with _sigterm_as_interrupt():
+    with stop_signals_interrupt() as interrupts:
         try:
-            options = _options(args, printer, _backend_for(args, animator))
+            options = _options(args, printer, interrupts, _backend_for(args, animator))
             summary = _renderer(args, animator, printer).render(args.image, args.audio, args.output, options)
         except RenderInterrupted as e:
             if printer:
@@ -367,11 +395,11 @@ def _run_batch(args) -> int:
                 print(result.summary.line(), file=sys.stderr)
 
     printer = _progress_for(args)
-    with _sigterm_as_interrupt():
+    with stop_signals_interrupt() as interrupts:
         try:
             backend = _backend_for(args, animator) if animator is not None else None
             renderer = _renderer(args, animator, printer) if animator is not None else None
-            render_batch(animator, jobs, _options(args, printer, backend), on_result=report, renderer=renderer)
+            render_batch(animator, jobs, _options(args, printer, interrupts, backend), on_result=report, renderer=renderer)
         except RenderInterrupted as e:
             if printer:
                 printer.end()
