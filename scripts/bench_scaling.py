@@ -55,6 +55,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,13 +274,20 @@ class TimedBackend:
         return times
 
 
-_SAID: set[str] = set()  # fall-back reasons already printed (one line per reason, not one per sweep point)
+def say(message: str) -> None:
+    print(f"bench_scaling: {message}", file=sys.stderr, flush=True)
 
 
-def say_once(message: str) -> None:
-    if message not in _SAID:
-        _SAID.add(message)
-        print(f"bench_scaling: {message}", file=sys.stderr, flush=True)
+class SayOnce:
+    """`say`, but each distinct message once (a fall-back reason: one line per run, not one per sweep point)."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def __call__(self, message: str) -> None:
+        if message not in self.said:
+            self.said.add(message)
+            say(message)
 
 
 def _where(error: BaseException) -> str:
@@ -305,8 +313,8 @@ class CudaGraphBackend:
     memory) it says why in one line on stderr, keeps the reason in `fallback_reason`, renames itself
     "graphs->torch" and runs the step eagerly from then on: the point is still measured."""
 
-    def __init__(self, step, device: torch.device | str):
-        self.step, self.device = step, torch.device(device)
+    def __init__(self, step, device: torch.device | str, say: Callable[[str], None] = say):
+        self.step, self.device, self.say = step, torch.device(device), say
         self.name = "graphs"
         self.fallback_reason: str | None = None
         self.capture_check: dict | None = None  # the first replay against the eager warm-up, same inputs
@@ -321,7 +329,7 @@ class CudaGraphBackend:
         self.fallback_reason = why
         self.name = "graphs->torch"
         self._graph, self._inputs, self._outputs = None, [], ()
-        say_once(f"graphs backend: {why}; running the step eagerly")
+        self.say(f"graphs backend: {why}; running the step eagerly")
 
     def _capture(self, inputs) -> None:
         static = [x.detach().clone() for x in inputs]
@@ -366,13 +374,13 @@ class CudaGraphBackend:
         return times
 
 
-def make_backend(name: str, animator, artifacts: Path):
+def make_backend(name: str, animator, artifacts: Path, say: Callable[[str], None] = say):
     if name == "torch":  # eager: the stream's default, built here without importing the export machinery
         from knotanim.engines.base import TorchBackend
 
         return TorchBackend(animator.chunk_step(), animator.device)
     if name == "graphs":  # this script's own: the eager step in one CUDA graph (eager where it cannot be)
-        return CudaGraphBackend(animator.chunk_step(), animator.device)
+        return CudaGraphBackend(animator.chunk_step(), animator.device, say)
     from knotanim.engines import build_backend
 
     return build_backend(name, animator, artifacts=artifacts)
@@ -390,7 +398,8 @@ def memory_in_use(device: torch.device) -> dict:
 
 @torch.no_grad()
 def time_stream(cfg: KnotAnimConfig, device: torch.device, dtype: torch.dtype, backend_name: str, warmup: int,
-                chunks: int, seed: int = 0, budget_s: float | None = None, artifacts: Path | None = None) -> dict:
+                chunks: int, seed: int = 0, budget_s: float | None = None, artifacts: Path | None = None,
+                say: Callable[[str], None] = say) -> dict:
     """Run one stream of `warmup + chunks` chunks; per-chunk step and whole-push times in ms.
 
     Returns {"step_ms", "chunk_ms", "host_ms", "gpu_step_ms", "memory", "chunks_run", "stopped_early",
@@ -401,7 +410,7 @@ def time_stream(cfg: KnotAnimConfig, device: torch.device, dtype: torch.dtype, b
     from knotanim.animator import KnotAnimator
 
     animator = KnotAnimator.from_config(cfg, device=device, dtype=dtype, seed=seed)
-    backend = TimedBackend(make_backend(backend_name, animator, artifacts or Path("artifacts")))
+    backend = TimedBackend(make_backend(backend_name, animator, artifacts or Path("artifacts"), say))
     rng = np.random.default_rng(seed)
     reference = rng.integers(0, 255, (cfg.frame_size, cfg.frame_size, 3), dtype=np.uint8)
     stream = animator.stream(reference, seed=seed, backend=backend)
@@ -484,7 +493,8 @@ def release(device: torch.device) -> None:
 
 def measure_point(base: KnotAnimConfig, sweep: str, value: int, overrides: dict, device: torch.device,
                   dtype: torch.dtype, backend: str, timing: Timing, seed: int = 0, artifacts: Path | None = None,
-                  long: bool = False, count_flops: bool = True, flops: dict | None = None) -> dict:
+                  long: bool = False, count_flops: bool = True, flops: dict | None = None,
+                  say: Callable[[str], None] = say) -> dict:
     """One sweep point: FLOPs and timings, or status 'skipped' / 'failed' with the reason.
     `flops`: this config's FLOPs if already counted (the long stream runs the base point's config)."""
     point = {"sweep": sweep, "value": value, "overrides": overrides}
@@ -502,7 +512,7 @@ def measure_point(base: KnotAnimConfig, sweep: str, value: int, overrides: dict,
     n = timing.long_chunks if long else timing.chunks
     try:
         run = time_stream(cfg, device, dtype, backend, timing.warmup, n, seed=seed,
-                          budget_s=timing.long_budget_s if long else None, artifacts=artifacts)
+                          budget_s=timing.long_budget_s if long else None, artifacts=artifacts, say=say)
     except (BackendUnavailable, ConfigError) as e:
         release(device)
         return {**point, "status": "skipped", "reason": str(e)}
@@ -749,6 +759,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
           f"torch {torch.__version__}; base {describe(base)}", flush=True)
     measured: dict[str, dict] = {}  # one measurement per distinct config (the default appears in each sweep)
     artifacts = out / "artifacts"
+    say_once = SayOnce()
     for sweep, value, overrides in sweep_points(sweeps):
         try:
             key = json.dumps(base.replace(**overrides).to_dict(), sort_keys=True)
@@ -759,7 +770,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
                      "same_measurement_as": f"{measured[key]['sweep']} {measured[key]['value']}"}
         else:
             point = measure_point(base, sweep, value, overrides, device, dtype, args.backend, timing, args.seed,
-                                  artifacts, count_flops=not args.no_count)
+                                  artifacts, count_flops=not args.no_count, say=say_once)
             if key is not None:
                 measured[key] = point
         result["points"].append(point)
@@ -768,7 +779,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     if timing.long_chunks > 0:
         base_point = measured.get(json.dumps(base.to_dict(), sort_keys=True), {})
         long = measure_point(base, "long", timing.long_chunks, {}, device, dtype, args.backend, timing, args.seed,
-                             artifacts, long=True, count_flops=not args.no_count, flops=base_point.get("flops"))
+                             artifacts, long=True, count_flops=not args.no_count, flops=base_point.get("flops"),
+                             say=say_once)
         result["long"] = long
         print(summary_line(long), flush=True)
         if long["status"] == "ok":

@@ -165,7 +165,6 @@ def test_graphs_backend_falls_back_on_the_cpu_says_why_and_still_measures(tmp_pa
     """--backend graphs on the CPU: no CUDA graph; one line on stderr says why, every point records the reason
     with backend "graphs->torch", and is measured eagerly (step and whole-chunk times, no GPU replay time)."""
     out = tmp_path / "graphs"
-    bs._SAID.clear()
     argv = ["--tiny", "--quick", "--device", "cpu", "--backend", "graphs", "--out", str(out), "--warmup", "1",
             "--chunks", "2", "--long-chunks", "0", "--windows", "0,3", "--chunk-lengths", "2", "--frame-sizes", "64",
             "--no-count", "--no-figure"]
