@@ -299,6 +299,16 @@ LIVE_FIELDS = ["wall_s", "rss_mb", "cuda_alloc_mb", "cuda_max_mb", "queue_depth"
                "camera_frames", "gc_objects"]
 
 
+def live_backends(args, anim: KnotAnimator):
+    """Live mode's StepBackends for --backend (None: eager torch), chosen as `knotanim live --model` chooses:
+    measured at start, auto with --tiny and torch eager. The ladder's step counts are built here, before
+    the pipeline starts."""
+    from knotanim.cli.live import backends_for_model
+
+    return backends_for_model(argparse.Namespace(backend=args.backend, tiny=args.tiny, model=args.model,
+                                                 remeasure=True, steps=None), anim)
+
+
 def run_live(args, out: Path, stop: StopRequest) -> dict:
     from knotanim.live import ArraySource, LiveOptions, LivePipeline
     from knotanim.live.outputs import FrameSlot, RecorderOutput, VirtualCameraOutput
@@ -322,7 +332,8 @@ def run_live(args, out: Path, stop: StopRequest) -> dict:
     feed = rep.SpeechFeed(cfg.audio.sample_rate, seed=args.seed)
     loop_audio = feed.take(int(60 * cfg.audio.sample_rate))  # one minute of varied speech, looped
     source = ArraySource(loop_audio, cfg.audio.sample_rate, loop=True, name="soak fake microphone")
-    pipe = LivePipeline(anim, load_reference(cfg.frame_size), source, LiveOptions(seed=args.seed))
+    backends = live_backends(args, anim)
+    pipe = LivePipeline(anim, load_reference(cfg.frame_size), source, LiveOptions(seed=args.seed, backend=backends))
     tmp = tempfile.TemporaryDirectory(prefix="knotanim-soak-")
     rec = RecorderOutput(Path(tmp.name) / "soak.mp4", pipe.ring, pipe.fps, pipe.spf)
     ticks = {"n": 0}
@@ -339,10 +350,12 @@ def run_live(args, out: Path, stop: StopRequest) -> dict:
     pipe.start()
     end = t0 + args.minutes * 60
     error = None
+    backend_used = None  # the running stream's backend, read while it runs (a GPU fallback may change it)
     try:
         while time.monotonic() < end and stop.reason is None:
             time.sleep(args.sample_seconds)
             s = pipe.stats()
+            backend_used = pipe.backend_name
             ticks["n"] = slot.received
             alloc, peak = rep.cuda_mb(dev)
             log.add({"wall_s": time.monotonic() - t0, "rss_mb": rep.rss_mb(), "cuda_alloc_mb": alloc, "cuda_max_mb": peak,
@@ -385,7 +398,7 @@ def run_live(args, out: Path, stop: StopRequest) -> dict:
     last = log.last
     summary = rep.write_summary(out / "soak_live.json", {
         **meta(args, anim), "complete": stop.reason is None and error is None, "stopped_by": stop.reason,
-        "minutes_target": args.minutes, "minutes_reached": round(float(w[-1]), 3), "samples": log.count,
+        "backend": args.backend, "backend_used": backend_used, "minutes_target": args.minutes, "minutes_reached": round(float(w[-1]), 3), "samples": log.count,
         "frames_generated": last["frames_generated"], "frames_shown": last["ticks"], "dropped": last["dropped"],
         "repeated": last["repeated"], "median_latency_s": round(float(np.nanmedian(log.col("latency_s"))), 4),
         "virtual_camera": args.vcam, "camera_frames": last["camera_frames"], "recorded_frames": last["recorded_frames"],
@@ -440,7 +453,7 @@ def main(argv=None) -> int:
                    help="the model's dtype (auto: bf16 on CUDA, float32 on a CPU, as knotanim loads a model it was "
                         "not told to measure; bfloat16: lite on a CPU with native bf16, as the start-up choice picks it)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="stream mode: chunk backend, as in `knotanim render/live` (auto: the fastest of those ready, "
+                   help="chunk backend, as in `knotanim render/live` (auto: the fastest of those ready, "
                         "torch.compile included on CUDA; torch: eager; compiled: torch.compile, CUDA graphs on a GPU; "
                         "onnxruntime/tensorrt/aoti: exported first when missing). Built before the stream starts")
     p.add_argument("--engine-dir", default=None,

@@ -109,9 +109,7 @@ def test_speech_feed_reads_the_bundled_wav_without_pyav_as_pyav_decodes_it():
 def test_live_mode_counts_frames_across_a_gpu_memory_fallback():
     """A GPU out-of-memory fallback sets pipe.stream to None for a moment, then a new stream counts
     from 0: the soak's frames_generated must neither crash nor go backwards."""
-    spec = importlib.util.spec_from_file_location("soak_script", ROOT / "scripts" / "soak.py")
-    soak = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soak)
+    soak = _soak_module()
     first, second = SimpleNamespace(frames_emitted=0), SimpleNamespace(frames_emitted=0)
     pipe = SimpleNamespace(stream=first)
     generated = soak.GeneratedFrames()
@@ -122,3 +120,40 @@ def test_live_mode_counts_frames_across_a_gpu_memory_fallback():
             stream.frames_emitted = emitted
         readings.append(generated.read(pipe))
     assert readings == [10, 30, 30, 34, 34, 42]
+
+
+def _soak_module():
+    spec = importlib.util.spec_from_file_location("soak_script", ROOT / "scripts" / "soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    return soak
+
+
+def test_dtype_and_live_backend_options(tmp_path, monkeypatch):
+    """--dtype loads the checkpoint in that dtype; live mode's --backend goes through `knotanim live --model`'s
+    choice: torch, and auto with --tiny, eager (None) without measuring; a name to choose_backend."""
+    import torch
+
+    import knotanim.profiles
+    from knotanim import KnotAnimator, tiny_config
+
+    soak = _soak_module()
+    folder = tmp_path / "tiny"
+    KnotAnimator.from_config(tiny_config(), device="cpu", seed=0).save_pretrained(folder)
+    base = dict(device="cpu", tiny=False, model=str(folder))
+    assert soak.load_animator(SimpleNamespace(**base, dtype="auto")).dtype == torch.float32
+    anim = soak.load_animator(SimpleNamespace(**base, dtype="bfloat16"))
+    assert anim.dtype == torch.bfloat16
+    asked = []
+
+    def choose(animator, backend, steps, **kw):
+        asked.append((animator, backend, steps))
+        return SimpleNamespace(backends="the StepBackends", notes=[], tried=[(backend, 30.0)], cached=False, fps=30.0,
+                               backend=SimpleNamespace(name=backend))
+
+    monkeypatch.setattr(knotanim.profiles, "choose_backend", choose)
+    assert soak.live_backends(SimpleNamespace(backend="torch", tiny=False, model=str(folder)), anim) is None
+    assert soak.live_backends(SimpleNamespace(backend="auto", tiny=True, model=None), anim) is None
+    assert asked == []
+    assert soak.live_backends(SimpleNamespace(backend="compiled", tiny=False, model=str(folder)), anim) == "the StepBackends"
+    assert asked == [(anim, "compiled", None)]

@@ -101,7 +101,7 @@ def _run_live(args: argparse.Namespace) -> int:
     if chosen and chosen[-1].animator is anim:
         backends = chosen[-1].backends
     else:
-        backends = _choose_backend(args, anim)
+        backends = backends_for_model(args, anim)
     cfg = anim.config
     crop, _ = crop_face(load_image(args.image), cfg.crop, cfg.frame_size, detect=not args.no_face_detect)
     try:
@@ -191,9 +191,10 @@ def _load_model(args: argparse.Namespace, device, names: list[str], chosen: list
     return choice.animator
 
 
-def _choose_backend(args: argparse.Namespace, anim):
+def backends_for_model(args: argparse.Namespace, anim):
     """The backend for --model / --tiny (a profile's comes with its choice): --backend, measured at start
-    (auto with --tiny: eager torch, not measured). Returns StepBackends, or None for eager torch."""
+    (auto with --tiny: eager torch, not measured). Returns StepBackends, or None for eager torch.
+    Reads args.backend, args.tiny, args.model, args.remeasure and args.steps (scripts/soak.py passes its own)."""
     from pathlib import Path
 
     from knotanim.profiles import Profile, choose_backend, read_cache, speed_cache_path
