@@ -398,7 +398,8 @@ def run_live(args, out: Path, stop: StopRequest) -> dict:
     last = log.last
     summary = rep.write_summary(out / "soak_live.json", {
         **meta(args, anim), "complete": stop.reason is None and error is None, "stopped_by": stop.reason,
-        "backend": args.backend, "backend_used": backend_used, "minutes_target": args.minutes, "minutes_reached": round(float(w[-1]), 3), "samples": log.count,
+        "backend": args.backend, "backend_used": backend_used, "minutes_target": args.minutes,
+        "minutes_reached": round(float(w[-1]), 3), "samples": log.count,
         "frames_generated": last["frames_generated"], "frames_shown": last["ticks"], "dropped": last["dropped"],
         "repeated": last["repeated"], "median_latency_s": round(float(np.nanmedian(log.col("latency_s"))), 4),
         "virtual_camera": args.vcam, "camera_frames": last["camera_frames"], "recorded_frames": last["recorded_frames"],
