@@ -258,7 +258,7 @@ def run_stream(args, out: Path, stop: StopRequest) -> dict:
                                                      ("interval 10th percentile", log.col("chunk_ms_p10"))],
              hours_label, "ms per chunk",
              f"Per-chunk time ({tag}): slope {fit.get('slope_pct_per_hour', float('nan')):+.3f}% per hour",
-             fit=(fit.get("slope_ms_per_hour", 0.0), fit.get("intercept_ms", 0.0)), roll=15,
+             fit=(fit.get("slope_ms_per_hour", 0.0), fit.get("intercept_ms", 0.0)), fit_unit="ms per hour", roll=15,
              ylim=(0.0, 3.0 * float(np.median(log.col("chunk_ms_median")))))  # spikes from other processes clipped
     rep.plot(out / "soak_stream_drift.png", h, [("|frame - reference| (0-255)", log.col("ref_drift"))], hours_label,
              "mean abs difference", f"Output drift ({tag})", secondary=[("frame-to-frame diff energy", log.col("frame_diff"))])

@@ -207,7 +207,7 @@ def rolling_median(y: np.ndarray, n: int) -> np.ndarray:
 
 def plot(path: Path, x: np.ndarray, series: list[tuple[str, np.ndarray]], xlabel: str, ylabel: str, title: str,
          fit: tuple[float, float] | None = None, roll: int | None = None, secondary: list[tuple[str, np.ndarray]] | None = None,
-         ylim: tuple[float, float] | None = None) -> None:
+         ylim: tuple[float, float] | None = None, fit_unit: str = "per unit of x") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,7 +222,7 @@ def plot(path: Path, x: np.ndarray, series: list[tuple[str, np.ndarray]], xlabel
             ax.plot(x, rolling_median(y, roll), lw=1.4, label=f"{label} (rolling median, {roll})")
     if fit is not None:
         slope, icpt = fit
-        ax.plot(x, icpt + slope * x, "k--", lw=1.0, label=f"linear fit: {slope:+.4g}/unit")
+        ax.plot(x, icpt + slope * x, "k--", lw=1.0, label=f"linear fit: {slope:+.4g} {fit_unit}")
     if secondary:
         ax2 = ax.twinx()
         for i, (label, y) in enumerate(secondary):
