@@ -351,11 +351,13 @@ def run_live(args, out: Path, stop: StopRequest) -> dict:
     end = t0 + args.minutes * 60
     error = None
     backend_used = None  # the running stream's backend, read while it runs (a GPU fallback may change it)
+    samples_per_rung: dict[str, int] = {}  # the quality ladder's rung at each sample (LiveStats.profile)
     try:
         while time.monotonic() < end and stop.reason is None:
             time.sleep(args.sample_seconds)
             s = pipe.stats()
             backend_used = pipe.backend_name
+            samples_per_rung[s.profile] = samples_per_rung.get(s.profile, 0) + 1
             ticks["n"] = slot.received
             alloc, peak = rep.cuda_mb(dev)
             log.add({"wall_s": time.monotonic() - t0, "rss_mb": rep.rss_mb(), "cuda_alloc_mb": alloc, "cuda_max_mb": peak,
@@ -398,7 +400,8 @@ def run_live(args, out: Path, stop: StopRequest) -> dict:
     last = log.last
     summary = rep.write_summary(out / "soak_live.json", {
         **meta(args, anim), "complete": stop.reason is None and error is None, "stopped_by": stop.reason,
-        "backend": args.backend, "backend_used": backend_used, "minutes_target": args.minutes,
+        "backend": args.backend, "backend_used": backend_used, "samples_per_rung": samples_per_rung,
+        "minutes_target": args.minutes,
         "minutes_reached": round(float(w[-1]), 3), "samples": log.count,
         "frames_generated": last["frames_generated"], "frames_shown": last["ticks"], "dropped": last["dropped"],
         "repeated": last["repeated"], "median_latency_s": round(float(np.nanmedian(log.col("latency_s"))), 4),

@@ -157,3 +157,21 @@ def test_dtype_and_live_backend_options(tmp_path, monkeypatch):
     assert asked == []
     assert soak.live_backends(SimpleNamespace(backend="compiled", tiny=False, model=str(folder)), anim) == "the StepBackends"
     assert asked == [(anim, "compiled", None)]
+
+
+def test_soak_live_mode_writes_its_summary_with_backend_and_ladder_rungs(tmp_path):
+    """--mode live for 6 s with the tiny model: the summary names the backend used, counts the samples per
+    quality-ladder rung, and the recording decodes (the checks that depend on timing may fail on a busy CPU)."""
+    out = tmp_path / "live"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--mode", "live", "--tiny", "--minutes", "0.1",
+                        "--device", "cpu", "--progress", "0", "--out", str(out)], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    summary = json.loads((out / "soak_live.json").read_text())
+    assert (summary["backend"], summary["backend_used"]) == ("auto", "torch")  # auto with --tiny: eager
+    assert sum(summary["samples_per_rung"].values()) == summary["samples"] >= 4
+    assert all(rung.startswith("model, ") for rung in summary["samples_per_rung"])
+    recording = next(c for c in summary["checks"] if c["check"].startswith("recording decodes"))
+    assert recording["pass"] and recording["video_frames"] > 0, recording
+    for name in ("memory", "queues", "latency"):
+        assert (out / f"soak_live_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
