@@ -55,16 +55,19 @@ case "${1:-}" in
       [ -f "$dir/out/config.json" ] || { echo "arm $arm exported no model"; failed=1; continue; }
       corpus=()
       [ -f .cache/data/speech_eval.npz ] && corpus=(--corpus .cache/data/speech_eval.npz)
+      kb() {  # $1: the report's name under $dir (kb_quick, kb_spec1, ...); the rest: `knotanim eval` options
+        local name=$1
+        shift
+        CUDA_VISIBLE_DEVICES=${GPU[$arm]} PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" \
+          ${corpus[@]+"${corpus[@]}"} --device "$EVAL_DEVICE" --no-plots --out "$dir/$name" "$@" > "$dir/$name.txt" 2>&1
+      }
       # shellcheck disable=SC2086  # EVAL_ARGS is a list of words
-      CUDA_VISIBLE_DEVICES=${GPU[$arm]} PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
-        --device "$EVAL_DEVICE" --no-plots --out "$dir/kb_quick" ${EVAL_ARGS:---quick} > "$dir/kb_quick.txt" 2>&1 &
+      kb kb_quick ${EVAL_ARGS:---quick} &
       evals=($!)
       k=0
       for spec in $EVAL_SPECS; do
         k=$((k + 1))
-        CUDA_VISIBLE_DEVICES=${GPU[$arm]} PYTHONPATH=$ROOT "$PY" -m knotanim.cli.main eval --model "$dir/out" ${corpus[@]+"${corpus[@]}"} \
-          --device "$EVAL_DEVICE" --no-plots --spec "$spec" --reference-rows none --out "$dir/kb_spec$k" \
-          > "$dir/kb_spec$k.txt" 2>&1 &
+        kb "kb_spec$k" --spec "$spec" --reference-rows none &
         evals+=($!)
       done
       for p in "${evals[@]}"; do wait "$p" || failed=1; done

@@ -413,18 +413,24 @@ def test_stage3_ab_script_trains_two_arms_evaluates_both_and_fetches_one(tmp_pat
     work, out, env = _machine(tmp_path, STAGE2_MIN="0")
     _speech_corpus(work / ".cache" / "data" / "speech_eval.npz", split="eval")
     ab = tmp_path / "ab"
+    from knotanim.eval import tiny_spec
+
+    tiny_spec(10).save(tmp_path / "tiny_spec.json")
     env.update(AB_DIR=str(ab), STAGE3_MIN="1", EVAL_DEVICE="cpu", STAGE3_BASE=f"{STAGE3_RUN} --set steps=1",
-               ARM_A="--set lr=1e-4", ARM_B="--set lr=1e-4 --set rollout_knot_target=own", EVAL_SPECS="")
+               ARM_A="--set lr=1e-4", ARM_B="--set lr=1e-4 --set rollout_knot_target=own",
+               EVAL_SPECS=str(tmp_path / "tiny_spec.json"))
     script = REPO / "scripts" / "device_stage3_ab.sh"
     r = subprocess.run(["bash", str(script), "train"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:], (ab / "B" / "train.txt").read_text()[-2000:])
     summary = (out / "ab_summary.md").read_text()
     assert "## arm A: " in summary and "rollout_knot_target=own" in summary.split("## arm B")[1]
     assert summary.count("done at step 1") == 2 and summary.count("### kb_quick") == 2
+    assert summary.count("### kb_spec1") == 2  # EVAL_SPECS: one report per spec and arm
     for arm, target in (("A", "truth"), ("B", "own")):
         with tarfile.open(out / f"ab_{arm}.tar.gz") as tar:
             names = tar.getnames()
             assert "train.txt" in names and "kb_quick/report.json" in names and "out/config.json" in names
+            assert "kb_spec1/report.json" in names
         state = json.loads((ab / arm / "runs" / "stage3" / "state" / "state.json").read_text())
         assert state["train_config"]["rollout_knot_target"] == target
         assert state["train_config"]["init_from"] == ".cache/carry/model"
