@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -156,25 +157,44 @@ def lin(x, w, bias):
     return torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=x.dtype, use_fast_accum=True)
 
 
-def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: float = E4M3_MAX):
-    """softmax(q k^T / sqrt(Dh)) v with q, k and v stored in `dtype` (per-tensor scales from each one's absolute
-    maximum, computed on the device: no host sync, so it can be captured), through FlexAttention. The q and k
-    scales multiply the scores (score_mod), the v scale the output; the output comes back in q's dtype.
-    `dtype` float32 or bfloat16 checks the algebra on a CPU; float8_e4m3fn is the GPU variant (compile it)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
+def quantize_qkv(q, k, v, dtype=torch.float8_e4m3fn, max_value: float = E4M3_MAX):
+    """q, k and v stored in `dtype` with per-tensor scales from each one's absolute maximum, computed on the
+    device (no host sync, so it can be captured): (q8, k8, v8, the scores' scale q_scale * k_scale, v_scale)."""
     def cast(x):
         scale = e4m3_scale(x, max_value)
         return (x.float() / scale).clamp(-max_value, max_value).to(dtype), scale
 
     (q8, sq), (k8, sk), (v8, sv) = cast(q), cast(k), cast(v)
-    qk_scale = sq * sk
+    return q8, k8, v8, sq * sk, sv
+
+
+def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: float = E4M3_MAX,
+                             quantize=quantize_qkv, attend=None):
+    """softmax(q k^T / sqrt(Dh)) v with q, k and v stored in `dtype` (`quantize`), through FlexAttention (`attend`,
+    default torch's flex_attention). The q and k scales multiply the scores (score_mod), the v scale the output;
+    the output comes back in q's dtype. `dtype` float32 or bfloat16 checks the algebra on a CPU; float8_e4m3fn is
+    the GPU variant, with `quantize` and `attend` each compiled on its own: compiled as one function, Inductor
+    fuses the cast into FlexAttention's inputs, and torch 2.11's FlexAttention lowering on CUDA rejects such an
+    input ("convert FlexibleLayout to FixedLayout first", session 9's lease)."""
+    if attend is None:
+        from torch.nn.attention.flex_attention import flex_attention as attend
+    q8, k8, v8, qk_scale, sv = quantize(q, k, v, dtype, max_value)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return score * qk_scale
 
-    out = flex_attention(q8, k8, v8, score_mod=score_mod)
+    out = attend(q8, k8, v8, score_mod=score_mod)
     return (out.float() * sv).to(q.dtype)
+
+
+def compiled_quantized_flex_attention(mode=None):
+    """The fp8-flex variant's self-attention: quantize_qkv and flex_attention compiled separately (see
+    quantized_flex_attention), so FlexAttention's inputs are the realized outputs of the first graph."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    quantize = torch.compile(quantize_qkv, dynamic=False, mode=mode)
+    attend = torch.compile(flex_attention, dynamic=False, mode=mode)
+    return functools.partial(quantized_flex_attention, quantize=quantize, attend=attend)
 
 
 def rms(x, weight):
@@ -540,8 +560,8 @@ def main(argv=None):
                 if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
             st.fns = {k: torch.compile(f, dynamic=False, mode=mode) for k, f in st.fns.items()}
-            if v in FP8_ATTENTION_VARIANTS:  # FlexAttention runs fast only compiled
-                st.attend = torch.compile(quantized_flex_attention, dynamic=False, mode=mode)
+            if v in FP8_ATTENTION_VARIANTS:  # FlexAttention runs fast only compiled; cast and attention apart
+                st.attend = compiled_quantized_flex_attention(mode)
         for w in workloads:
             t0, load_start = time.perf_counter(), load1()
             try:

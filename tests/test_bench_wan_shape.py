@@ -154,6 +154,28 @@ def test_quantized_flex_attention_scales_back_to_sdpa(dtype, tolerance):
     assert float((got - want).norm() / want.norm()) < tolerance
 
 
+def test_fp8_flex_compiles_the_cast_and_the_attention_apart(monkeypatch):
+    """Compiled as one function, the cast fused into FlexAttention's inputs and torch 2.11's CUDA lowering
+    rejected it; the variant compiles quantize_qkv and flex_attention separately, each with the run's mode,
+    and the pieces still compute the same attention (float32 storage, so a CPU can check it)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    compiled = []
+
+    def fake_compile(fn, **kwargs):
+        compiled.append((fn, kwargs.get("mode")))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    attention = bw.compiled_quantized_flex_attention("max-autotune-no-cudagraphs")
+    assert compiled == [(bw.quantize_qkv, "max-autotune-no-cudagraphs"), (flex_attention, "max-autotune-no-cudagraphs")]
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, n, 8, generator=g) * 20 for n in (16, 32, 32))
+    got = attention(q, k, v, dtype=torch.float32)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert float((got - want).norm() / want.norm()) < 1e-5
+
+
 def test_cli_fp8_flex_skipped_on_the_cpu(tmp_path):
     args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     out = tmp_path / "wan.json"
