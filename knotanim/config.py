@@ -77,6 +77,9 @@ class StreamConfig:
 class SamplerConfig:
     steps: int = 4  # flow-matching Euler steps per chunk
     shift: float = 3.0  # timestep shift (>1 spends more steps at high noise)
+    # Share of each chunk's starting noise common to its frames: noise = sqrt(1 - c) * own + sqrt(c) * shared,
+    # so every frame's noise is still N(0, I). 0: independent per frame, as training draws it.
+    noise_correlation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class KnotAnimConfig:
             problems.append("stream.run_ahead_stride must be >= 1")
         if self.sampler.steps < 1:
             problems.append("sampler.steps must be >= 1")
+        if not 0.0 <= self.sampler.noise_correlation < 1.0:
+            problems.append("sampler.noise_correlation must be in [0, 1)")
         if ae.kind not in ("conv", "pixel"):
             problems.append(f"autoencoder.kind must be 'conv' or 'pixel', not {ae.kind!r}")
         if problems:

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from knotanim import tiny_config
+from knotanim.animator import KnotAnimator
+from knotanim.config import SamplerConfig
 from knotanim.errors import InputError
 from knotanim.model.layout import RunAhead
 
@@ -165,3 +167,30 @@ def test_set_steps_mid_stream_keeps_the_caches(anim, ref):
     h.remove()
     assert len(calls) == 2  # one denoising step + the cache pass (was 2 + 1)
     assert s.chunk_index == index + 1 and not torch.equal(s.ring.k, ring)
+
+
+def test_chunk_noise_mixes_a_shared_part_and_keeps_unit_variance():
+    from knotanim.stream.stream import chunk_noise
+
+    plain = chunk_noise(torch.Generator().manual_seed(3), 4, 8, 16)
+    again = torch.randn((1, 4, 8, 16, 16), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(plain, again)  # correlation 0 draws exactly what the stream always drew
+    mixed = chunk_noise(torch.Generator().manual_seed(3), 4, 8, 64, correlation=0.6)
+    flat = mixed[0].reshape(4, -1)
+    assert flat.std(dim=1).sub(1).abs().max() < 0.02  # every frame still N(0, 1)
+    corr = torch.corrcoef(flat)
+    off_diagonal = corr[~torch.eye(4, dtype=torch.bool)]
+    assert off_diagonal.sub(0.6).abs().max() < 0.03  # frames correlate by the share asked for
+
+
+def test_noise_correlation_config_is_validated_and_changes_the_stream(ref):
+    from knotanim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="noise_correlation"):
+        tiny_config(sampler=SamplerConfig(steps=2, noise_correlation=1.0)).validate()
+    base = KnotAnimator.from_config(tiny_config(), seed=0)
+    shared = KnotAnimator.from_config(tiny_config(sampler=SamplerConfig(steps=2, noise_correlation=0.5)), seed=0)
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    a = [f.image for f in base.stream(ref, seed=1).push_audio(audio)]
+    b = [f.image for f in shared.stream(ref, seed=1).push_audio(audio)]
+    assert len(a) == len(b) > 0 and any(not np.array_equal(x, y) for x, y in zip(a, b))

@@ -54,6 +54,18 @@ def clean_audio(samples: np.ndarray) -> np.ndarray:
     return clean_samples(a)
 
 
+def chunk_noise(generator: torch.Generator, frames: int, channels: int, size: int,
+                correlation: float = 0.0) -> torch.Tensor:
+    """A chunk's starting noise [1, frames, channels, size, size], N(0, I) per frame. With `correlation` c > 0
+    a part common to the chunk's frames is mixed in, sqrt(1 - c) * own + sqrt(c) * shared (one more draw from
+    `generator`, after the frames' own); c = 0 draws exactly what it always drew."""
+    noise = torch.randn((1, frames, channels, size, size), generator=generator)
+    if correlation > 0:
+        shared = torch.randn((1, 1, channels, size, size), generator=generator)
+        noise = (1 - correlation) ** 0.5 * noise + correlation ** 0.5 * shared
+    return noise
+
+
 class KnotStream:
     """A live stream for one portrait. Between pushes, `head_motion` (0..1) may be set and
     `set_reference` / `set_steps` called; each takes effect from the next chunk."""
@@ -170,7 +182,7 @@ class KnotStream:
         lo = s - self._features_start
         audio = torch.from_numpy(self._features[lo : lo + self.span]).unsqueeze(0).to(dev)
         c, size = cfg.autoencoder.latent_channels, cfg.latent_size
-        noise = torch.randn((1, self.span, c, size, size), generator=self._noise).to(dev)
+        noise = chunk_noise(self._noise, self.span, c, size, cfg.sampler.noise_correlation).to(dev)
         motion = torch.tensor([self.head_motion], device=dev)
         committed = self.loop.advance(self.backend.run, self.reference, audio, noise, motion)
         # Features before the next chunk's start are no longer needed.
