@@ -77,8 +77,9 @@ class StreamConfig:
 class SamplerConfig:
     steps: int = 4  # flow-matching Euler steps per chunk
     shift: float = 3.0  # timestep shift (>1 spends more steps at high noise)
-    # Share of each chunk's starting noise common to its frames: noise = sqrt(1 - c) * own + sqrt(c) * shared,
-    # so every frame's noise is still N(0, I). 0: independent per frame, as training draws it.
+    # Share of each chunk's starting noise common to its frames outside the mouth area: noise = sqrt(1 - c) *
+    # own + sqrt(c) * shared, so every frame's noise is still N(0, I) (knotanim.stream.stream.chunk_noise).
+    # 0: independent per frame, as training draws it.
     noise_correlation: float = 0.0
 
 

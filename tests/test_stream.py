@@ -194,3 +194,18 @@ def test_noise_correlation_config_is_validated_and_changes_the_stream(ref):
     a = [f.image for f in base.stream(ref, seed=1).push_audio(audio)]
     b = [f.image for f in shared.stream(ref, seed=1).push_audio(audio)]
     assert len(a) == len(b) > 0 and any(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_noise_correlation_leaves_the_mouth_area_independent():
+    from knotanim.stream.stream import chunk_noise, noise_correlation_map
+
+    cfg = tiny_config(sampler=SamplerConfig(steps=2, noise_correlation=0.8))
+    cmap = noise_correlation_map(cfg)
+    assert cmap.shape == (cfg.latent_size, cfg.latent_size)
+    mouth = cmap == 0
+    assert 0 < int(mouth.sum()) < cmap.numel() / 4 and bool((cmap[~mouth] == 0.8).all())
+    assert bool(mouth[-cfg.latent_size // 4 - 1:, :].any()) and not bool(mouth[: cfg.latent_size // 2].any())  # lower face
+    noise = chunk_noise(torch.Generator().manual_seed(0), 3, 256, cfg.latent_size, cmap)[0]  # [3, C, h, w]
+    same_outside = torch.corrcoef(noise[:, :, ~mouth].reshape(3, -1))[0, 1]
+    same_inside = torch.corrcoef(noise[:, :, mouth].reshape(3, -1))[0, 1]
+    assert abs(float(same_outside) - 0.8) < 0.05 and abs(float(same_inside)) < 0.05

@@ -215,6 +215,17 @@ def _feather_mask(size: int, shape: str, feather: float) -> np.ndarray:
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep
 
 
+def mouth_area_box(size: int, face_scale: float, face_center_y: float) -> np.ndarray:
+    """float32 [4] (x0, y0, x1, y1 pixels): the mouth area of a crop made with this CropConfig geometry.
+
+    The face box (side size / face_scale) is centred at (size / 2, face_center_y * size); the mouth
+    area is its lower-middle part: x within +-0.3 box sides of the centre, y from 0.1 to 0.55 box
+    sides below the centre (covers jaw opening too)."""
+    side = size / face_scale
+    cx, cy = size / 2, face_center_y * size
+    return np.array([cx - 0.3 * side, cy + 0.1 * side, cx + 0.3 * side, cy + 0.55 * side], np.float32)
+
+
 class Paster:
     """Pastes generated crops back into one original image; all maps and masks are built once.
 

@@ -26,6 +26,7 @@ from knotanim.stream.rollout import ChunkLoop
 
 if TYPE_CHECKING:
     from knotanim.animator import KnotAnimator
+    from knotanim.config import KnotAnimConfig
 
 
 @dataclass
@@ -55,15 +56,33 @@ def clean_audio(samples: np.ndarray) -> np.ndarray:
 
 
 def chunk_noise(generator: torch.Generator, frames: int, channels: int, size: int,
-                correlation: float = 0.0) -> torch.Tensor:
-    """A chunk's starting noise [1, frames, channels, size, size], N(0, I) per frame. With `correlation` c > 0
+                correlation: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """A chunk's starting noise [1, frames, channels, size, size], N(0, I) per frame. With a correlation c > 0
     a part common to the chunk's frames is mixed in, sqrt(1 - c) * own + sqrt(c) * shared (one more draw from
-    `generator`, after the frames' own); c = 0 draws exactly what it always drew."""
+    `generator`, after the frames' own); c = 0 everywhere draws exactly what it always drew. `correlation` is
+    a number or a [size, size] map (per latent cell: `noise_correlation_map`)."""
     noise = torch.randn((1, frames, channels, size, size), generator=generator)
-    if correlation > 0:
+    c = torch.as_tensor(correlation, dtype=noise.dtype)
+    if bool((c > 0).any()):
         shared = torch.randn((1, 1, channels, size, size), generator=generator)
-        noise = (1 - correlation) ** 0.5 * noise + correlation ** 0.5 * shared
+        noise = (1 - c).sqrt() * noise + c.sqrt() * shared
     return noise
+
+
+def noise_correlation_map(config: "KnotAnimConfig") -> torch.Tensor:
+    """float32 [latent_size, latent_size]: config.sampler.noise_correlation on every latent cell except the
+    mouth's (cells whose centre lies in the crop geometry's mouth area, `mouth_area_box`), which keep their
+    own noise per frame: shared there, the noise held the mouth still (KnotBench moving6 lip-sync 0.60 ->
+    0.31 with the whole frame shared at 0.6; docs/knotbench.md)."""
+    from knotanim.frontends.face import mouth_area_box
+
+    n, size = config.latent_size, config.frame_size
+    x0, y0, x1, y1 = mouth_area_box(size, config.crop.face_scale, config.crop.face_center_y)
+    centres = (torch.arange(n, dtype=torch.float32) + 0.5) * (size / n)
+    in_y = (centres >= y0) & (centres <= y1)
+    in_x = (centres >= x0) & (centres <= x1)
+    mouth = in_y[:, None] & in_x[None, :]
+    return torch.where(mouth, 0.0, float(config.sampler.noise_correlation))
 
 
 class KnotStream:
@@ -93,6 +112,7 @@ class KnotStream:
         schedule = RunAhead.from_config(cfg.stream, self.knot_enabled, enabled=run_ahead)
         self.loop = ChunkLoop(cfg, 1, self.knot_enabled, schedule, self.device, self.dtype)
         self.audio = StreamingAudioFeatures(cfg)
+        self._noise_correlation = noise_correlation_map(cfg) if cfg.sampler.noise_correlation > 0 else 0.0
         self.reference: ReferenceCache | None = None
         self.set_reference(reference)
         self.reset()
@@ -182,7 +202,7 @@ class KnotStream:
         lo = s - self._features_start
         audio = torch.from_numpy(self._features[lo : lo + self.span]).unsqueeze(0).to(dev)
         c, size = cfg.autoencoder.latent_channels, cfg.latent_size
-        noise = chunk_noise(self._noise, self.span, c, size, cfg.sampler.noise_correlation).to(dev)
+        noise = chunk_noise(self._noise, self.span, c, size, self._noise_correlation).to(dev)
         motion = torch.tensor([self.head_motion], device=dev)
         committed = self.loop.advance(self.backend.run, self.reference, audio, noise, motion)
         # Features before the next chunk's start are no longer needed.

@@ -43,7 +43,7 @@ from knotanim.config import KnotAnimConfig
 from knotanim.errors import ConfigError
 from knotanim.frontends.audio_features import AudioFeatures
 from knotanim.frontends.audio_io import clean_samples
-from knotanim.frontends.face import centre_crop, detect_faces, eye_angle, face_crop_for_box, warp_to_crop
+from knotanim.frontends.face import centre_crop, detect_faces, eye_angle, face_crop_for_box, mouth_area_box, warp_to_crop
 from knotanim.train.config import DataConfig
 
 EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm")
@@ -183,17 +183,6 @@ def _audio_window(container, t0: float, n_samples: int, rate: int) -> np.ndarray
     if hi > lo:
         out[lo - offset : hi - offset] = data[lo:hi]
     return clean_samples(out)
-
-
-def mouth_area_box(size: int, face_scale: float, face_center_y: float) -> np.ndarray:
-    """float32 [4] (x0, y0, x1, y1 pixels): the mouth area of a crop made with this CropConfig geometry.
-
-    The face box (side size / face_scale) is centred at (size / 2, face_center_y * size); the mouth
-    area is its lower-middle part: x within +-0.3 box sides of the centre, y from 0.1 to 0.55 box
-    sides below the centre (covers jaw opening too)."""
-    side = size / face_scale
-    cx, cy = size / 2, face_center_y * size
-    return np.array([cx - 0.3 * side, cy + 0.1 * side, cx + 0.3 * side, cy + 0.55 * side], np.float32)
 
 
 def mouth_mask(size: int, face_scale: float, face_center_y: float) -> np.ndarray:
