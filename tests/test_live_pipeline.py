@@ -159,6 +159,36 @@ def test_degrade_steps_down_the_ladder_then_repeats(anim):
     assert c.repeating and "repeating frames" in c.message
 
 
+def test_degrade_tries_the_rung_above_again_after_keeping_up(anim):
+    """A slow spell steps down; once the lower rung has kept up for recover_after_s seconds of video the
+    controller tries the rung above; a rung that holds for probe_s resets the wait."""
+    c = DegradeController(build_ladder(anim, steps=4, name="tiny"), fps=25, patience=2, recover_after_s=6.0, probe_s=2.0)
+    for _ in range(2):
+        c.observe(3, 0.3)  # 2.5x real time, twice: 4 -> 2 steps
+    assert c.level == 1
+    steps_up = [c.observe(3, 0.05) for _ in range(50)]  # 3 frames = 0.12 s of video each: 6 s after 50 chunks
+    assert steps_up == [False] * 49 + [True] and c.level == 0
+    assert c.message == "keeping up with tiny, 2 steps: trying tiny, 4 steps again"
+    for _ in range(17):  # 2 s of video at the top rung: it holds, so the wait is back to 6 s
+        assert not c.observe(3, 0.05)
+    assert c.probe_left_s is None and c.recover_wait_s == 6.0
+
+
+def test_degrade_waits_twice_as_long_after_a_rung_that_did_not_hold(anim):
+    c = DegradeController(build_ladder(anim, steps=2, name="tiny"), fps=25, patience=1, recover_after_s=1.2,
+                          recover_max_s=3.0, probe_s=5.0)
+    waits = []
+    c.observe(3, 0.3)  # 2 -> 1 step
+    for _ in range(4):
+        chunks = 0
+        while not c.observe(3, 0.05):  # keeps up on 1 step until it tries 2 steps again
+            chunks += 1
+        waits.append(round((chunks + 1) * 0.12, 2))
+        assert c.level == 0 and c.observe(3, 0.3) and c.level == 1  # 2 steps fall behind at once
+    assert waits == [1.2, 2.4, 3.0, 3.0]  # doubled after each failed try, up to recover_max_s
+    assert "too slow with tiny, 2 steps" in c.message
+
+
 def test_degrade_disabled_keeps_the_first_rung(anim):
     c = DegradeController(build_ladder(anim, 4), fps=25, patience=1, enabled=False)
     for _ in range(5):
@@ -249,6 +279,36 @@ def test_pipeline_degrades_and_stays_live_when_too_slow(anim, ref):
     assert p.controller.repeating and "repeating frames" in stats.message
     assert stats.repeated > 0 and p.skipped > 0  # frames repeated, audio skipped ...
     assert stats.latency < 1.5 and 20 <= stats.fps_shown <= 30  # ... so it stays live at 25 fps
+
+
+def test_pipeline_returns_to_the_top_rung_after_a_slow_spell(anim, ref):
+    """A stall at the start (another program busy, say) steps the stream down; once it keeps up again the
+    pipeline goes back to the requested steps instead of staying on the lower rung for good."""
+    p = LivePipeline(anim, ref, ArraySource(speech_like(8.0)), LiveOptions(steps=2, max_backlog=0.5))
+    p.controller.patience = 1
+    p.controller.recover_after_s = p.controller.recover_wait_s = 1.0
+    push, pushes = p.stream.push_audio, []
+
+    def push_with_a_stall(samples):
+        frames = push(samples)
+        if frames:
+            pushes.append(len(frames))
+        if frames and len(pushes) <= 2:
+            time.sleep(0.3 * len(frames))  # far slower than real time, for the first chunks only
+        return frames
+
+    p.stream.push_audio = push_with_a_stall
+    levels = []
+    p.start()
+    try:
+        deadline = time.monotonic() + 6.0
+        while time.monotonic() < deadline and not (1 in levels and levels[-1] == 0):
+            levels.append(p.controller.level)
+            time.sleep(0.02)
+    finally:
+        p.stop()
+    assert 1 in levels and levels[-1] == 0  # down to 1 step during the stall, then back to 2
+    assert p.stream.step is anim.chunk_step(2) and p.stream.push_audio is push_with_a_stall  # same stream
 
 
 # --- backends: the quality ladder on ONNX Runtime ------------------------------------------------------------
