@@ -56,7 +56,9 @@ class DegradeController:
 
     fps: video frames per second needed. threshold: real-time factor above which we are too slow
     (1.0 = exactly real time; a little headroom is kept by default). patience: consecutive slow
-    chunks before stepping down. enabled: False keeps the first rung forever.
+    chunks before stepping down. enabled: False keeps the first rung forever. recover_after_s, probe_s,
+    recover_max_s: seconds of video before trying the rung above, before a rung tried again counts as
+    holding, and the longest wait the doubling reaches (module docstring).
     """
 
     def __init__(self, ladder: list[Profile], fps: float, threshold: float = 0.95, patience: int = 3,
