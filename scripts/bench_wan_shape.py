@@ -19,7 +19,7 @@ attention, SDPBackend.CUDNN_ATTENTION, during compilation, capture and replay), 
 cuDNN attention), fp8-flex (fp8 linears + the self-attention in FP8 through a compiled FlexAttention: q, k and v
 cast to float8_e4m3 with per-tensor scales computed on the device each call, the scales applied to the scores
 (score_mod) and the output; the text cross-attention stays bf16 SDPA; its error against eager is in the
-table). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+table), fp8-flex16 (the same with q, k and v in bf16: FlexAttention's own speed against SDPA's, apart from FP8's). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -46,10 +46,11 @@ import torch
 import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
-VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex")
-GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex")  # compiled and captured in CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex")  # block linears through torch._scaled_mm
-FP8_ATTENTION_VARIANTS = ("fp8-flex",)  # the self-attention in FP8 (quantized_flex_attention)
+VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16")
+GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16")  # compiled and captured in CUDA graphs
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16")  # block linears through torch._scaled_mm
+# the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
+FLEX_VARIANTS = {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
 
 
@@ -187,14 +188,15 @@ def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: floa
     return (out.float() * sv).to(q.dtype)
 
 
-def compiled_quantized_flex_attention(mode=None):
-    """The fp8-flex variant's self-attention: quantize_qkv and flex_attention compiled separately (see
-    quantized_flex_attention), so FlexAttention's inputs are the realized outputs of the first graph."""
+def compiled_quantized_flex_attention(mode=None, dtype=torch.float8_e4m3fn):
+    """The fp8-flex variants' self-attention: quantize_qkv and flex_attention compiled separately (see
+    quantized_flex_attention), so FlexAttention's inputs are the realized outputs of the first graph.
+    dtype: q, k and v's storage (float8_e4m3fn: fp8-flex; bfloat16: fp8-flex16, the same kernel path in bf16)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     quantize = torch.compile(quantize_qkv, dynamic=False, mode=mode)
     attend = torch.compile(flex_attention, dynamic=False, mode=mode)
-    return functools.partial(quantized_flex_attention, quantize=quantize, attend=attend)
+    return functools.partial(quantized_flex_attention, dtype=dtype, quantize=quantize, attend=attend)
 
 
 def rms(x, weight):
@@ -499,7 +501,8 @@ def main(argv=None):
                     help="comma-separated, run in this order: eager (PyTorch SDPA), compile (torch.compile), graphs "
                          "(compile + CUDA graphs), fp8 (graphs + torch._scaled_mm block linears, sm_89+), cudnn "
                          "(graphs + cuDNN fused attention only), fp8-cudnn (fp8 + cuDNN attention), fp8-flex (fp8 + FP8 "
-                         "self-attention through compiled FlexAttention); default: %(default)s")
+                         "self-attention through compiled FlexAttention), fp8-flex16 (the same FlexAttention in bf16); "
+                         "default: %(default)s")
     ap.add_argument("--compile-mode", default=None, choices=("default", "max-autotune-no-cudagraphs"),
                     help="torch.compile mode of the compiled variants (default: torch's default; "
                          "max-autotune-no-cudagraphs tunes the matmul and attention kernels, a much longer compile; "
@@ -560,8 +563,8 @@ def main(argv=None):
                 if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
             st.fns = {k: torch.compile(f, dynamic=False, mode=mode) for k, f in st.fns.items()}
-            if v in FP8_ATTENTION_VARIANTS:  # FlexAttention runs fast only compiled; cast and attention apart
-                st.attend = compiled_quantized_flex_attention(mode)
+            if v in FLEX_VARIANTS:  # FlexAttention runs fast only compiled; cast and attention apart
+                st.attend = compiled_quantized_flex_attention(mode, FLEX_VARIANTS[v])
         for w in workloads:
             t0, load_start = time.perf_counter(), load1()
             try:
@@ -580,8 +583,8 @@ def main(argv=None):
             r["pct_floor_measured"] = 100 * fl["ms_at_measured"] / r["ms_total"]
             r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
             r["wall_s"] = time.perf_counter() - t0
-            r["attention"] = ("cudnn" if v in CUDNN_VARIANTS else "fp8 flex" if v in FP8_ATTENTION_VARIANTS
-                              else "default")
+            r["attention"] = ("cudnn" if v in CUDNN_VARIANTS else "fp8 flex" if v == "fp8-flex"
+                              else "bf16 flex" if v in FLEX_VARIANTS else "default")
             r["load1_at_start"] = load_start
             res["runs"].append(r)
             save(res, a.out)  # after every run: a run cut short by the time limit keeps what it measured

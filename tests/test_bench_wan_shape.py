@@ -99,7 +99,7 @@ def test_cli_eager_tiny(tmp_path, capsys):
 
 
 def test_variant_parsing_default_order_and_new_variants():
-    assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex")  # new ones last
+    assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16")  # new ones last
     assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
     assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
     with pytest.raises(Exception, match="unknown variant"):
@@ -167,11 +167,12 @@ def test_fp8_flex_compiles_the_cast_and_the_attention_apart(monkeypatch):
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    attention = bw.compiled_quantized_flex_attention("max-autotune-no-cudagraphs")
+    attention = bw.compiled_quantized_flex_attention("max-autotune-no-cudagraphs", torch.float32)
     assert compiled == [(bw.quantize_qkv, "max-autotune-no-cudagraphs"), (flex_attention, "max-autotune-no-cudagraphs")]
+    assert bw.FLEX_VARIANTS == {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 2, n, 8, generator=g) * 20 for n in (16, 32, 32))
-    got = attention(q, k, v, dtype=torch.float32)
+    got = attention(q, k, v)  # the storage dtype given when it was made
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert float((got - want).norm() / want.norm()) < 1e-5
 
@@ -179,10 +180,10 @@ def test_fp8_flex_compiles_the_cast_and_the_attention_apart(monkeypatch):
 def test_cli_fp8_flex_skipped_on_the_cpu(tmp_path):
     args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     out = tmp_path / "wan.json"
-    bw.main(args + ["--variants", "fp8-flex", "--workloads", "clip", "--iters", "1", "--warmup", "0",
+    bw.main(args + ["--variants", "fp8-flex,fp8-flex16", "--workloads", "clip", "--iters", "1", "--warmup", "0",
                     "--device", "cpu", "--out", str(out)])
     saved = json.loads(out.read_text())
-    assert saved["runs"] == [] and [s["variant"] for s in saved["skipped"]] == ["fp8-flex"]
+    assert saved["runs"] == [] and [s["variant"] for s in saved["skipped"]] == ["fp8-flex", "fp8-flex16"]
     assert "CUDA" in saved["skipped"][0]["reason"]
 
 
