@@ -401,6 +401,9 @@ def run_live(args, out: Path, stop: StopRequest) -> dict:
     summary = rep.write_summary(out / "soak_live.json", {
         **meta(args, anim), "complete": stop.reason is None and error is None, "stopped_by": stop.reason,
         "backend": args.backend, "backend_used": backend_used, "samples_per_rung": samples_per_rung,
+        # every rung change, also those too short for a sample to see (the controller at the end: a GPU
+        # memory fallback starts a new one)
+        "ladder_steps_down": pipe.controller.steps_down, "ladder_steps_up": pipe.controller.steps_up,
         "minutes_target": args.minutes,
         "minutes_reached": round(float(w[-1]), 3), "samples": log.count,
         "frames_generated": last["frames_generated"], "frames_shown": last["ticks"], "dropped": last["dropped"],

@@ -186,6 +186,7 @@ def test_degrade_waits_twice_as_long_after_a_rung_that_did_not_hold(anim):
         waits.append(round((chunks + 1) * 0.12, 2))
         assert c.level == 0 and c.observe(3, 0.3) and c.level == 1  # 2 steps fall behind at once
     assert waits == [1.2, 2.4, 3.0, 3.0]  # doubled after each failed try, up to recover_max_s
+    assert (c.steps_down, c.steps_up) == (5, 4)
     assert "too slow with tiny, 2 steps" in c.message
 
 

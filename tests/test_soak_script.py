@@ -171,6 +171,8 @@ def test_soak_live_mode_writes_its_summary_with_backend_and_ladder_rungs(tmp_pat
     assert (summary["backend"], summary["backend_used"]) == ("auto", "torch")  # auto with --tiny: eager
     assert sum(summary["samples_per_rung"].values()) == summary["samples"] >= 4
     assert all(rung.startswith("model, ") for rung in summary["samples_per_rung"])
+    rungs_seen = len(summary["samples_per_rung"])  # a rung the samples saw was reached by a change
+    assert summary["ladder_steps_down"] >= rungs_seen - 1 and summary["ladder_steps_up"] >= 0
     recording = next(c for c in summary["checks"] if c["check"].startswith("recording decodes"))
     assert recording["pass"] and recording["video_frames"] > 0, recording
     for name in ("memory", "queues", "latency"):

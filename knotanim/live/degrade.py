@@ -73,6 +73,7 @@ class DegradeController:
         self.recover_wait_s = recover_after_s  # video seconds that must keep up before trying the rung above
         self.keeping_up_s = 0.0  # video seconds of consecutive chunks that kept up, on this rung
         self.probe_left_s: float | None = None  # after a step up: video seconds until that rung counts as holding
+        self.steps_down = self.steps_up = 0  # rung changes so far
         self.rtf: float | None = None  # smoothed compute seconds per video second
         self.message = ""
         self.repeating = False  # on the last rung and still too slow
@@ -106,6 +107,7 @@ class DegradeController:
         if self.enabled and self.level + 1 < len(self.ladder):
             old = self.profile.name
             self.level += 1
+            self.steps_down += 1
             self.rtf = None  # measure the new profile afresh
             if self.probe_left_s is not None:  # the rung tried again did not hold: wait longer next time
                 self.recover_wait_s = min(2 * self.recover_wait_s, self.recover_max_s)
@@ -127,6 +129,7 @@ class DegradeController:
             return False
         old = self.profile.name
         self.level -= 1
+        self.steps_up += 1
         self.rtf, self.keeping_up_s, self.slow_chunks = None, 0.0, 0
         self.probe_left_s = self.probe_s
         self.message = f"keeping up with {old}: trying {self.profile.name} again"
