@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from knotanim.config import CropConfig
 from knotanim.errors import BackendUnavailable, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 DETECT_MAX_SIDE = 1024  # images are downscaled to at most this side (pixels) for detection
 MAX_EYE_ANGLE = 25.0  # degrees; larger eye-line angles are treated as misdetections (no rotation)
@@ -224,6 +228,20 @@ def mouth_area_box(size: int, face_scale: float, face_center_y: float) -> np.nda
     side = size / face_scale
     cx, cy = size / 2, face_center_y * size
     return np.array([cx - 0.3 * side, cy + 0.1 * side, cx + 0.3 * side, cy + 0.55 * side], np.float32)
+
+
+def mouth_cells(boxes: torch.Tensor, frame_size: int, latent_size: int) -> torch.Tensor:
+    """1 on the latent cells whose centre lies in the frame's mouth box, else 0.
+
+    boxes: [B, T, 4] (x0, y0, x1, y1 pixels) -> [B, T, 1, h, w] with h = w = latent_size.
+    """
+    import torch
+
+    centres = (torch.arange(latent_size, device=boxes.device, dtype=torch.float32) + 0.5) * (frame_size / latent_size)
+    x0, y0, x1, y1 = (boxes[..., i, None].float() for i in range(4))  # [B, T, 1]
+    in_x = (centres >= x0) & (centres <= x1)  # [B, T, w]
+    in_y = (centres >= y0) & (centres <= y1)  # [B, T, h]
+    return (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).float().unsqueeze(2)  # [B, T, 1, h, w]
 
 
 class Paster:

@@ -74,14 +74,10 @@ def noise_correlation_map(config: "KnotAnimConfig") -> torch.Tensor:
     mouth's (cells whose centre lies in the crop geometry's mouth area, `mouth_area_box`), which keep their
     own noise per frame: shared there, the noise held the mouth still (KnotBench moving6 lip-sync 0.60 ->
     0.31 with the whole frame shared at 0.6; docs/knotbench.md)."""
-    from knotanim.frontends.face import mouth_area_box
+    from knotanim.frontends.face import mouth_area_box, mouth_cells
 
-    n, size = config.latent_size, config.frame_size
-    x0, y0, x1, y1 = mouth_area_box(size, config.crop.face_scale, config.crop.face_center_y)
-    centres = (torch.arange(n, dtype=torch.float32) + 0.5) * (size / n)
-    in_y = (centres >= y0) & (centres <= y1)
-    in_x = (centres >= x0) & (centres <= x1)
-    mouth = in_y[:, None] & in_x[None, :]
+    box = torch.from_numpy(mouth_area_box(config.frame_size, config.crop.face_scale, config.crop.face_center_y))
+    mouth = mouth_cells(box.view(1, 1, 4), config.frame_size, config.latent_size)[0, 0, 0] > 0
     return torch.where(mouth, 0.0, float(config.sampler.noise_correlation))
 
 

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from knotanim.animator import KnotAnimator
 from knotanim.checkpoint import load_checkpoint
 from knotanim.errors import ConfigError
+from knotanim.frontends.face import mouth_cells
 from knotanim.model.attention import BlockMaskAttention, flex_available
 from knotanim.model.autoencoder import frames_to_tensor
 from knotanim.model.layout import RunAhead, SequenceLayout, expand_frame_mask
@@ -130,18 +131,6 @@ def frozen_teacher(model: nn.Module) -> nn.Module:
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     teacher.grad_checkpointing = False  # no gradients: nothing to recompute
     return teacher
-
-
-def mouth_cells(boxes: torch.Tensor, frame_size: int, latent_size: int) -> torch.Tensor:
-    """1 on the latent cells whose centre lies in the frame's mouth box, else 0.
-
-    boxes: [B, T, 4] (x0, y0, x1, y1 pixels) -> [B, T, 1, h, w] with h = w = latent_size.
-    """
-    centres = (torch.arange(latent_size, device=boxes.device, dtype=torch.float32) + 0.5) * (frame_size / latent_size)
-    x0, y0, x1, y1 = (boxes[..., i, None].float() for i in range(4))  # [B, T, 1]
-    in_x = (centres >= x0) & (centres <= x1)  # [B, T, w]
-    in_y = (centres >= y0) & (centres <= y1)  # [B, T, h]
-    return (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).float().unsqueeze(2)  # [B, T, 1, h, w]
 
 
 def mouth_weight(cells: torch.Tensor, weight: float) -> torch.Tensor:
