@@ -27,12 +27,10 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +48,10 @@ class StageClock:
         self.seconds = {s: 0.0 for s in STAGES}
 
     @contextlib.contextmanager
-    def wrap(self, stages: dict[str, tuple[type, str]]):
+    def wrap(self, stages: list[tuple[str, type, str]]):
         saved = []
         try:
-            for stage, (cls, name) in stages.items():
+            for stage, cls, name in stages:
                 original = getattr(cls, name)
                 saved.append((cls, name, original))
                 setattr(cls, name, self._timed(stage, original))
@@ -75,21 +73,11 @@ class StageClock:
 
 
 def looped_speech(seconds: float, rate: int, path: Path) -> Path:
-    """`seconds` of the bundled speech, looped, as a 16-bit mono WAV at `rate` (resampled linearly if needed)."""
-    with wave.open(str(ROOT / "assets" / "examples" / "speech.wav"), "rb") as w:
-        src_rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-        raw = np.frombuffer(w.readframes(w.getnframes()), dtype={2: np.int16}[width])
-    mono = raw.reshape(-1, channels).mean(axis=1)
-    if src_rate != rate:
-        t = np.arange(int(len(mono) * rate / src_rate)) / rate
-        mono = np.interp(t, np.arange(len(mono)) / src_rate, mono)
-    n = int(round(seconds * rate))
-    samples = np.resize(mono, n).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
+    """`seconds` of the bundled speech at `rate`, looped, written to `path` as a mono WAV."""
+    from knotanim.frontends.audio_io import load_audio, write_wav
+
+    speech = load_audio(ROOT / "assets" / "examples" / "speech.wav", rate)
+    write_wav(path, np.resize(speech, int(round(seconds * rate))), rate)
     return path
 
 
@@ -135,6 +123,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
+    from knotanim.profiles import cpu_name
     from knotanim.render import RenderOptions, render_to_file
     from knotanim.frontends.face import Paster
     from knotanim.sinks.video import VideoFileSink
@@ -149,8 +138,8 @@ def main(argv=None) -> dict:
                                 progress=lambda m: print(f"backend: {m}", file=sys.stderr, flush=True))
     rate = anim.config.audio.sample_rate
     clock = StageClock()
-    stages = {"stream": (KnotStream, "push_audio"), "paste": (Paster, "__call__"),
-              "encode": (VideoFileSink, "write"), "audio": (VideoFileSink, "write_audio")}
+    stages = [("stream", KnotStream, "push_audio"), ("stream", KnotStream, "finish"), ("paste", Paster, "__call__"),
+              ("encode", VideoFileSink, "write"), ("audio", VideoFileSink, "write_audio")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         opts = RenderOptions(crop_only=args.crop_only, backend=backend)
@@ -158,7 +147,7 @@ def main(argv=None) -> dict:
             render_to_file(anim, args.image, looped_speech(args.warmup_seconds, rate, tmp / "warm.wav"),
                            tmp / "warm.mp4", options=opts)
         audio = looped_speech(args.seconds, rate, tmp / "speech.wav")
-        with clock.wrap(stages), clock.wrap({"stream": (KnotStream, "finish")}):
+        with clock.wrap(stages):
             t0 = time.perf_counter()
             summary = render_to_file(anim, args.image, audio, tmp / "out.mp4", options=opts)
             wall = time.perf_counter() - t0
@@ -166,9 +155,9 @@ def main(argv=None) -> dict:
     result = {
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "machine": f"{platform.system()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{cpu_name()} x{os.cpu_count()}",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "device": str(anim.device), "dtype": str(next(anim.model.parameters()).dtype).replace("torch.", ""),
+        "device": str(anim.device), "dtype": str(anim.dtype).replace("torch.", ""),
         "backend": getattr(backend, "name", "torch"), "crop_only": args.crop_only,
         "output": f"{summary.width}x{summary.height} at {summary.fps:g} fps",
         "audio_seconds": args.seconds, "frames": frames, "wall_s": round(wall, 3),

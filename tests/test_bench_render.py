@@ -57,7 +57,7 @@ def test_stage_clock_puts_a_method_back_when_the_block_raises():
     original = Thing.work
     clock = br.StageClock()
     with pytest.raises(RuntimeError):
-        with clock.wrap({"stream": (Thing, "work")}):
+        with clock.wrap([("stream", Thing, "work")]):
             assert Thing().work() == 1
             raise RuntimeError
     assert Thing.work is original and clock.seconds["stream"] > 0
