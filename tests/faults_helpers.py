@@ -187,9 +187,12 @@ class FillingGpu:
         self.device = torch.device("cuda", 0)
         self.chunks = 0  # chunks generated
         self.failures = 0  # OutOfMemoryErrors raised
+        self.failed_at: float | None = None  # time.monotonic() of the first one
 
     def _out_of_memory(self):
         self.failures += 1
+        if self.failed_at is None:
+            self.failed_at = time.monotonic()
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity "
                                      "of 4.00 GiB of which 3.50 MiB is free.\nIncluding non-PyTorch memory ...")
 
