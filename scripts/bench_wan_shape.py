@@ -19,7 +19,10 @@ attention, SDPBackend.CUDNN_ATTENTION, during compilation, capture and replay), 
 cuDNN attention), fp8-flex (fp8 linears + the self-attention in FP8 through a compiled FlexAttention: q, k and v
 cast to float8_e4m3 with per-tensor scales computed on the device each call, the scales applied to the scores
 (score_mod) and the output; the text cross-attention stays bf16 SDPA; its error against eager is in the
-table), fp8-flex16 (the same with q, k and v in bf16: FlexAttention's own speed against SDPA's, apart from FP8's). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+table), fp8-flex16 (the same with q, k and v in bf16: FlexAttention's own speed against SDPA's, apart from FP8's), triton
+(graphs with the self-attention through our Triton kernel, engines/triton_attention.py, in bf16), fp8-triton (fp8
+linears, the KV cache stored in FP8 with a scale per key, written once per pass as each chunk's keys enter it, and
+the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -46,9 +49,11 @@ import torch
 import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
-VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16")
-GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16")  # compiled and captured in CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16")  # block linears through torch._scaled_mm
+VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton")
+GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton")  # CUDA graphs
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton")  # block linears through torch._scaled_mm
+# the self-attention through engines.triton_attention (key splits "auto"); True: the KV cache itself in FP8
+TRITON_VARIANTS = {"triton": False, "fp8-triton": True}
 # the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
 FLEX_VARIANTS = {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
@@ -294,11 +299,45 @@ class Stream:
             self.tv.append(F.linear(text, vw).view(-1, h, dh).transpose(0, 1).unsqueeze(0).contiguous())
         self.fns = {"pre": pre_attn, "post": post_attn, "embed": embed, "head": head, "time": time_mod}
         self.attend = F.scaled_dot_product_attention  # the self-attention over cache + chunk (fp8-flex: FP8)
+        self.fp8_cache = None  # fp8-triton: engines.triton_attention.Fp8Keys of every layer ([layers, ...] leading)
         self.trace: list[dict] = []  # per chunk: slot start, kv tokens (for tests)
+
+    def use_fp8_cache(self):
+        """Keep the KV cache in FP8 (fp8-triton): keys [layers, 1, H, N, Dh], values transposed [layers, 1, H, Dh, N],
+        float8_e4m3fn, and one float32 scale per key and per value [layers, 1, H, N]."""
+        from engines.triton_attention import Fp8Keys
+        k, v = self.k_cache, self.v_cache
+        fp8 = torch.float8_e4m3fn
+        self.fp8_cache = Fp8Keys(torch.zeros(k.shape, device=k.device, dtype=fp8), torch.ones(k.shape[:-1], device=k.device),
+                                 torch.zeros(v.transpose(-1, -2).shape, device=v.device, dtype=fp8),
+                                 torch.ones(v.shape[:-1], device=v.device))
 
     def randomize_cache(self):
         self.k_cache.normal_()
         self.v_cache.normal_()
+        if self.fp8_cache is not None:  # random codes, finite scales
+            c = self.fp8_cache
+            for t in (c.k, c.v_t):
+                t.view(torch.uint8).copy_(torch.randint_like(t.view(torch.uint8), 0, 0x7E))
+            c.k_scale.fill_(1 / 448)
+            c.v_scale.fill_(1 / 448)
+
+    def poison_cache(self):
+        """NaN everywhere a chunk could read before this clip wrote it."""
+        self.k_cache.fill_(float("nan"))
+        self.v_cache.fill_(float("nan"))
+        if self.fp8_cache is not None:
+            self.fp8_cache.k_scale.fill_(float("nan"))
+            self.fp8_cache.v_scale.fill_(float("nan"))
+
+    def write_fp8(self, i: int, k, v):
+        """Quantize this pass's keys and values (one scale per key) into layer i's FP8 cache at self.idx."""
+        from engines.triton_attention import quantize_rows
+        c, (k8, ks), (v8, vs) = self.fp8_cache, quantize_rows(k), quantize_rows(v)
+        c.k[i].view(torch.uint8).index_copy_(2, self.idx, k8.view(torch.uint8))
+        c.v_t[i].view(torch.uint8).index_copy_(3, self.idx, v8.transpose(-1, -2).view(torch.uint8))
+        c.k_scale[i].index_copy_(2, self.idx, ks)
+        c.v_scale[i].index_copy_(2, self.idx, vs)
 
     def set_slot(self, start_frame: int):
         P, n = self.s.tokens_per_frame, self.s.chunk * self.s.tokens_per_frame
@@ -310,9 +349,14 @@ class Stream:
         h = fn["embed"](x, p)
         for i, lp in enumerate(p["layers"]):
             q, k, v = fn["pre"](h, mod, lp, self.cos, self.sin, s)
-            self.k_cache[i].index_copy_(2, self.idx, k)
-            self.v_cache[i].index_copy_(2, self.idx, v)
-            a = self.attend(q, self.k_cache[i][:, :, :kv], self.v_cache[i][:, :, :kv])
+            if self.fp8_cache is not None:
+                self.write_fp8(i, k, v)
+                c = self.fp8_cache
+                a = self.attend(q, fp8_keys=type(c)(c.k[i], c.k_scale[i], c.v_t[i], c.v_scale[i]).narrow(kv))
+            else:
+                self.k_cache[i].index_copy_(2, self.idx, k)
+                self.v_cache[i].index_copy_(2, self.idx, v)
+                a = self.attend(q, self.k_cache[i][:, :, :kv], self.v_cache[i][:, :, :kv])
             h = fn["post"](h, a, mod, lp, self.tk[i], self.tv[i], s)
         return fn["head"](h, e, p, s)
 
@@ -451,8 +495,7 @@ def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int
     st.randomize_cache()  # graph warm-ups and the steady window read the whole cache
     chunks = runners(st, workload, graphs=variant in GRAPH_VARIANTS)
     if workload == "clip":  # poison: a clip chunk must read only what this clip wrote
-        st.k_cache.fill_(float("nan"))
-        st.v_cache.fill_(float("nan"))
+        st.poison_cache()
     st.trace.clear()
     check = None
     if workload == "clip":  # first chunk from the fixed inputs: compared with eager's output
@@ -551,6 +594,11 @@ def main(argv=None):
         if v in FP8_VARIANTS and not (hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability(dev) >= (8, 9)):
             res["skipped"].append({"variant": v, "reason": "needs torch._scaled_mm on sm_89+ (Ada/Hopper)"})
             continue
+        if v in TRITON_VARIANTS:
+            from engines.triton_attention import unavailable
+            if unavailable(dev):
+                res["skipped"].append({"variant": v, "reason": unavailable(dev)})
+                continue
         if v in CUDNN_VARIANTS and cudnn_problem:
             res["skipped"].append({"variant": v, "reason": cudnn_problem})
             continue
@@ -565,6 +613,11 @@ def main(argv=None):
             st.fns = {k: torch.compile(f, dynamic=False, mode=mode) for k, f in st.fns.items()}
             if v in FLEX_VARIANTS:  # FlexAttention runs fast only compiled; cast and attention apart
                 st.attend = compiled_quantized_flex_attention(mode, FLEX_VARIANTS[v])
+            if v in TRITON_VARIANTS:
+                from engines import triton_attention
+                st.attend = functools.partial(triton_attention.attention, key_splits="auto")
+                if TRITON_VARIANTS[v]:
+                    st.use_fp8_cache()
         for w in workloads:
             t0, load_start = time.perf_counter(), load1()
             try:
@@ -584,7 +637,8 @@ def main(argv=None):
             r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
             r["wall_s"] = time.perf_counter() - t0
             r["attention"] = ("cudnn" if v in CUDNN_VARIANTS else "fp8 flex" if v == "fp8-flex"
-                              else "bf16 flex" if v in FLEX_VARIANTS else "default")
+                              else "bf16 flex" if v in FLEX_VARIANTS else "fp8 triton" if v == "fp8-triton"
+                              else "bf16 triton" if v == "triton" else "default")
             r["load1_at_start"] = load_start
             res["runs"].append(r)
             save(res, a.out)  # after every run: a run cut short by the time limit keeps what it measured

@@ -66,6 +66,39 @@ def test_clip_cache_grows_and_reads_only_what_it_wrote():
     assert st.k_cache.shape == shape and st.k_cache.data_ptr() == ptr
 
 
+def dequantized_attention(q, fp8_keys):
+    """The FP8 cache's keys and values back in float32, through SDPA: the Triton kernel's arithmetic minus its
+    FP8 q and p (which need the GPU), to check what fp8-triton's stream writes and reads on the CPU."""
+    k = fp8_keys.k.float() * fp8_keys.k_scale[..., None]
+    v = (fp8_keys.v_t.float() * fp8_keys.v_scale[..., None, :]).transpose(-1, -2)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def test_fp8_cache_stream_writes_each_chunk_once_and_matches_the_bf16_cache():
+    s = bw.Shape(**TINY)
+    params = bw.make_params(s, "cpu", torch.float32)
+    plain = bw.Stream(s, params, torch.device("cpu"), torch.float32)
+    fp8 = bw.Stream(s, params, torch.device("cpu"), torch.float32)
+    fp8.use_fp8_cache()
+    fp8.attend = dequantized_attention
+    fp8.poison_cache()
+    P, C = s.tokens_per_frame, s.chunk
+    for j, (a, b) in enumerate(zip(bw.runners(plain, "clip", graphs=False), bw.runners(fp8, "clip", graphs=False))):
+        a()
+        b()
+        written = (j + 1) * C * P
+        c = fp8.fp8_cache
+        for scales in (c.k_scale, c.v_scale):  # NaN scales where this clip has not written yet
+            assert torch.isfinite(scales[..., :written]).all() and torch.isnan(scales[..., written:]).all()
+        assert torch.isfinite(fp8.out).all()  # never read an unwritten slot
+        err = float((fp8.out - plain.out).norm() / plain.out.norm())
+        assert err < 0.1, (j, err)  # e4m3's 3 mantissa bits on k and v
+    # the cache holds the same keys and values (up to FP8 and the streams' small divergence), in its own layouts
+    for got, want in ((c.k.float() * c.k_scale[..., None], plain.k_cache),
+                      ((c.v_t.float() * c.v_scale[..., None, :]).transpose(-1, -2), plain.v_cache)):
+        assert float((got - want).norm() / want.norm()) < 0.1
+
+
 def test_steady_cache_fixed_size_ring():
     s = bw.Shape(**TINY)
     st = bw.Stream(s, bw.make_params(s, "cpu", torch.float32), torch.device("cpu"), torch.float32)
@@ -99,7 +132,8 @@ def test_cli_eager_tiny(tmp_path, capsys):
 
 
 def test_variant_parsing_default_order_and_new_variants():
-    assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16")  # new ones last
+    assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16",
+                           "triton", "fp8-triton")  # new ones last
     assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
     assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
     with pytest.raises(Exception, match="unknown variant"):

@@ -1,0 +1,257 @@
+"""Fused attention forward in Triton, for long key sequences on Hopper-class GPUs, in bf16 or FP8.
+
+softmax(q k^T / sqrt(d)) v with no mask, one program per (block of queries, head, slice of the keys): the scores
+never leave the chip (online softmax, exp2). Two storage modes:
+
+- bf16: q, k and v as they are (any strides; the keys may be a slice of a longer cache).
+- FP8 (`Fp8Keys`): k stored as float8_e4m3 with one scale per key (its absolute maximum over the head's channels,
+  written once when the key enters the cache), v stored transposed ([..., head_dim, keys], float8_e4m3) with one
+  scale per key. q is quantized inside the kernel, one scale per query row. The probabilities p (in [0, 1]) are
+  multiplied by each key's v scale over the head's largest v scale and cast to float8 for p @ v, as FlashAttention-3
+  does with a per-tensor scale; the row sums stay float32.
+
+`key_splits` > 1 splits the keys into that many slices run as separate programs, each with its own running maximum
+and sum, merged afterwards: with 4,680 queries and 12 heads there are 444 query blocks of 128, which fill 132
+multiprocessors in 3.4 waves (the last a third full); splitting the keys evens the waves out.
+
+Used by scripts/bench_wan_shape.py (the `triton` and `fp8-triton` variants) and timed alone by
+scripts/bench_attention.py. Without Triton or a CUDA device, `unavailable()` says why and nothing else runs.
+tests/test_triton_attention.py checks it against float32 attention in Triton's CPU interpreter.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the [gpu] extra; torch's CUDA wheels bring it
+    triton = None
+    tl = None
+
+E4M3_MAX = 448.0
+LOG2E = 1.4426950408889634
+
+
+def unavailable(device: torch.device | str) -> str | None:
+    """None where the kernel can run on `device`, else why not (one line)."""
+    if triton is None:
+        return "Triton is not installed (it comes with torch's CUDA wheels)"
+    device = torch.device(device)
+    interpreted = __import__("os").environ.get("TRITON_INTERPRET") == "1"
+    if device.type != "cuda" and not interpreted:
+        return f"the Triton attention kernel runs on CUDA devices (device {device.type})"
+    return None
+
+
+@dataclass
+class Fp8Keys:
+    """Keys and values in FP8 for the kernel: k [B, H, N, D] float8_e4m3fn, k_scale [B, H, N] float32, v_t [B, H, D, N]
+    float8_e4m3fn (transposed: p @ v reduces over the keys, which FP8 tensor cores need contiguous), v_scale [B, H, N]."""
+    k: torch.Tensor
+    k_scale: torch.Tensor
+    v_t: torch.Tensor
+    v_scale: torch.Tensor
+
+    def narrow(self, n: int) -> "Fp8Keys":
+        """The first n keys (views, no copy)."""
+        return Fp8Keys(self.k[:, :, :n], self.k_scale[:, :, :n], self.v_t[..., :n], self.v_scale[:, :, :n])
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [..., D] -> (float8_e4m3fn [..., D], float32 scale [...]): one scale per row, its absolute maximum / 448."""
+    scale = (x.float().abs().amax(-1) / E4M3_MAX).clamp(min=1e-12)
+    return (x.float() / scale[..., None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
+
+
+def quantize_keys(k: torch.Tensor, v: torch.Tensor) -> Fp8Keys:
+    """bf16 k, v [B, H, N, D] -> Fp8Keys (a new, contiguous buffer; a cache writes each chunk's keys into its own)."""
+    k8, ks = quantize_rows(k)
+    v8, vs = quantize_rows(v)
+    return Fp8Keys(k8, ks, v8.transpose(-1, -2).contiguous(), vs)
+
+
+if triton is not None:
+    @triton.jit
+    def _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max, start_n, n_keys,
+                      stride_kn, stride_kd, stride_vn, stride_vd, stride_s, qk_scale,
+                      BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr, MASKED: tl.constexpr):
+        """One block of keys folded into the running (acc, row sum, row maximum), base 2."""
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        k_ptrs = k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # k^T block [D, BLOCK_N]
+        v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # v block [BLOCK_N, D]
+        if MASKED:
+            inside = offs_n < n_keys
+            k_t = tl.load(k_ptrs, mask=inside[None, :], other=0.0)
+            v = tl.load(v_ptrs, mask=inside[:, None], other=0.0)
+        else:
+            k_t = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        qk = tl.dot(q, k_t)
+        if FP8:
+            if MASKED:
+                k_scale = tl.load(ks_base + offs_n * stride_s, mask=inside, other=0.0)
+            else:
+                k_scale = tl.load(ks_base + offs_n * stride_s)
+            qk = qk * (q_scale[:, None] * k_scale[None, :] * qk_scale)
+        else:
+            qk = qk * qk_scale
+        if MASKED:
+            qk = tl.where(inside[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if FP8:
+            if MASKED:
+                v_scale = tl.load(vs_base + offs_n * stride_s, mask=inside, other=0.0)
+            else:
+                v_scale = tl.load(vs_base + offs_n * stride_s)
+            acc = tl.dot((p * (v_scale / vs_max)[None, :]).to(v.dtype), v, acc)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
+        return acc, l_i, m_new
+
+    @triton.jit
+    def _attention_forward(Q, K, V, KS, VS, VS_MAX, O, M_OUT, L_OUT,
+                           stride_qb, stride_qh, stride_qm, stride_qd,
+                           stride_kb, stride_kh, stride_kn, stride_kd,
+                           stride_vb, stride_vh, stride_vn, stride_vd,
+                           stride_sb, stride_sh, stride_s,
+                           stride_os, stride_ob, stride_oh, stride_om, stride_od,
+                           heads, n_queries, n_keys, keys_per_split, qk_scale,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                           FP8: tl.constexpr, SPLIT: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        split = tl.program_id(2)
+        b = pid_bh // heads
+        h = pid_bh % heads
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+        q = tl.load(q_ptrs, mask=offs_m[:, None] < n_queries, other=0.0)
+        q_scale = tl.zeros([BLOCK_M], dtype=tl.float32)
+        vs_max = 1.0
+        if FP8:  # one scale per query row, the row's absolute maximum over 448
+            q_scale = tl.maximum(tl.max(tl.abs(q.to(tl.float32)), 1) / 448.0, 1e-12)
+            q = (q.to(tl.float32) / q_scale[:, None]).to(tl.float8e4nv)
+            vs_max = tl.load(VS_MAX + pid_bh)
+        k_base = K + b * stride_kb + h * stride_kh
+        v_base = V + b * stride_vb + h * stride_vh
+        ks_base = KS + b * stride_sb + h * stride_sh
+        vs_base = VS + b * stride_sb + h * stride_sh
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        lo = split * keys_per_split
+        hi = tl.minimum(lo + keys_per_split, n_keys)
+        full_end = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
+        for start_n in range(lo, full_end, BLOCK_N):
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max,
+                                          start_n, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
+                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, False)
+        if full_end < hi:
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max,
+                                          full_end, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
+                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, True)
+        rows = offs_m < n_queries
+        if FP8:
+            acc = acc * vs_max
+        if SPLIT:  # unnormalised partial output, its row maximum and sum: merged by the caller
+            o_ptrs = O + split * stride_os + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om \
+                + offs_d[None, :] * stride_od
+            tl.store(o_ptrs, acc, mask=rows[:, None])
+            ml = (split * tl.num_programs(1) + pid_bh) * n_queries + offs_m  # [S, B*H, M], contiguous
+            tl.store(M_OUT + ml, m_i, mask=rows)
+            tl.store(L_OUT + ml, l_i, mask=rows)
+        else:
+            o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+            tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=rows[:, None])
+
+
+def default_blocks(fp8: bool) -> dict:
+    """Block sizes, warps and pipeline stages (Hopper, head_dim 128); bench_attention.py tries others."""
+    return {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3 if not fp8 else 4}
+
+
+def parse_blocks(text: str) -> dict:
+    """'128x64w4s3' -> BLOCK_M 128, BLOCK_N 64, 4 warps, 3 stages (bench_attention.py's --configs)."""
+    import re
+    found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)", text.strip())
+    if not found:
+        raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES, e.g. 128x64w4s3")
+    m, n, w, st = map(int, found.groups())
+    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": w, "num_stages": st}
+
+
+def auto_key_splits(query_blocks: int, multiprocessors: int, key_blocks: int) -> int:
+    """How many slices to split the keys into so that the programs fill whole waves of the multiprocessors (one
+    program each): the S in 1..4 with the fullest last wave, each slice keeping >= 8 blocks of keys."""
+    best, best_fill = 1, 0.0
+    for s in range(1, 5):
+        if s > 1 and key_blocks < 8 * s:
+            break
+        programs = query_blocks * s
+        fill = programs / (math.ceil(programs / multiprocessors) * multiprocessors)
+        if fill > best_fill + 0.02:
+            best, best_fill = s, fill
+    return best
+
+
+def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None, *,
+              fp8_keys: Fp8Keys | None = None, fp8: bool = False, key_splits: int | str = 1,
+              blocks: dict | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v for q [B, H, M, D] and k, v [B, H, N, D] (bf16/fp16/fp32, any strides), or with
+    `fp8_keys` (or `fp8=True`, which quantizes k and v here: for benchmarks; a stream keeps its cache in FP8) in FP8.
+    key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype."""
+    if fp8 and fp8_keys is None:
+        fp8_keys = quantize_keys(k, v)
+    B, H, M, D = q.shape
+    if fp8_keys is not None:
+        k, v = fp8_keys.k, fp8_keys.v_t.transpose(-1, -2)  # v as a [B, H, N, D] view of the transposed buffer
+        ks, vs = fp8_keys.k_scale, fp8_keys.v_scale
+        vs_max = vs.amax(-1).float().contiguous()  # [B, H]
+    else:
+        ks = vs = vs_max = torch.ones(1, 1, 1, device=q.device, dtype=torch.float32)
+    N = k.shape[2]
+    if D not in (16, 32, 64, 128, 256):
+        raise ValueError(f"head_dim {D}: the kernel takes a power of two from 16 to 256")
+    cfg = dict(default_blocks(fp8_keys is not None), **(blocks or {}))
+    if key_splits == "auto":
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 132
+        key_splits = auto_key_splits(triton.cdiv(M, cfg["BLOCK_M"]) * B * H, sms, triton.cdiv(N, cfg["BLOCK_N"]))
+    splits = max(1, min(int(key_splits), math.ceil(N / cfg["BLOCK_N"])))
+    per_split = math.ceil(math.ceil(N / splits) / cfg["BLOCK_N"]) * cfg["BLOCK_N"]
+    splits = math.ceil(N / per_split)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]), B * H, splits)
+    split = splits > 1
+    if split:
+        out = torch.empty(splits, B, H, M, D, device=q.device, dtype=torch.float32)
+        m_out = torch.empty(splits, B, H, M, device=q.device, dtype=torch.float32)
+        l_out = torch.empty_like(m_out)
+        so = out.stride()
+    else:
+        out = torch.empty(B, H, M, D, device=q.device, dtype=q.dtype)
+        m_out = l_out = vs_max
+        so = (0,) + out.stride()
+    sks = ks.stride() if ks.dim() == 3 else (0, 0, 0)
+    _attention_forward[grid](
+        q, k, v, ks, vs, vs_max, out, m_out, l_out,
+        *q.stride(), *k.stride(), *v.stride(), *sks, *so,
+        H, M, N, per_split, D ** -0.5 * LOG2E,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, SPLIT=split,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return merge_splits(out, m_out, l_out).to(q.dtype) if split else out
+
+
+def merge_splits(out: torch.Tensor, row_max: torch.Tensor, row_sum: torch.Tensor) -> torch.Tensor:
+    """The attention over all keys from S slices' unnormalised outputs out [S, ..., M, D], each row's maximum score
+    (base 2) [S, ..., M] and sum of exp2(score - maximum) [S, ..., M]: float32 [..., M, D]."""
+    weight = torch.exp2(row_max - row_max.amax(0, keepdim=True))
+    return (out * weight[..., None]).sum(0) / (weight * row_sum).sum(0)[..., None]
