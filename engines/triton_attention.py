@@ -49,16 +49,37 @@ def unavailable(device: torch.device | str) -> str | None:
 
 @dataclass
 class Fp8Keys:
-    """Keys and values in FP8 for the kernel: k [B, H, N, D] float8_e4m3fn, k_scale [B, H, N] float32, v_t [B, H, D, N]
-    float8_e4m3fn (transposed: p @ v reduces over the keys, which FP8 tensor cores need contiguous), v_scale [B, H, N]."""
+    """Keys and values in FP8 for the kernel: k [B, H, N, D] float8_e4m3fn; v_t [B, H, D, N] float8_e4m3fn, transposed
+    (p @ v reduces over the keys, which FP8 tensor cores need contiguous), its rows `key_stride_multiple`-aligned
+    (new_fp8_keys pads them); float32 scales k_scale and v_scale, either one per key [B, H, N] or one per head
+    [B, H] (then the kernel folds them into the row scale and the output: less work per score)."""
     k: torch.Tensor
     k_scale: torch.Tensor
     v_t: torch.Tensor
     v_scale: torch.Tensor
 
+    @property
+    def per_key(self) -> bool:
+        return self.k_scale.shape == self.k.shape[:-1]
+
     def narrow(self, n: int) -> "Fp8Keys":
         """The first n keys (views, no copy)."""
-        return Fp8Keys(self.k[:, :, :n], self.k_scale[:, :, :n], self.v_t[..., :n], self.v_scale[:, :, :n])
+        cut = (lambda t: t[..., :n]) if self.per_key else (lambda t: t)
+        return Fp8Keys(self.k[..., :n, :], cut(self.k_scale), self.v_t[..., :n], cut(self.v_scale))
+
+
+KEY_STRIDE_MULTIPLE = 128  # v_t's rows start 128-byte aligned: 16-byte vector loads of FP8 values
+
+
+def new_fp8_keys(lead: tuple, n: int, head_dim: int, device, per_key: bool = True) -> Fp8Keys:
+    """An empty FP8 key/value buffer (zero codes, unit scales) for lead = (..., B, H) and n keys, v_t's rows padded
+    to KEY_STRIDE_MULTIPLE keys and narrowed back to n (the padding is never read)."""
+    padded = -(-n // KEY_STRIDE_MULTIPLE) * KEY_STRIDE_MULTIPLE
+    fp8 = torch.float8_e4m3fn
+    scales = (*lead, n) if per_key else lead
+    return Fp8Keys(torch.zeros(*lead, n, head_dim, device=device, dtype=fp8), torch.ones(scales, device=device),
+                   torch.zeros(*lead, head_dim, padded, device=device, dtype=fp8)[..., :n],
+                   torch.ones(scales, device=device))
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,18 +88,33 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale[..., None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
 
 
-def quantize_keys(k: torch.Tensor, v: torch.Tensor) -> Fp8Keys:
-    """bf16 k, v [B, H, N, D] -> Fp8Keys (a new, contiguous buffer; a cache writes each chunk's keys into its own)."""
-    k8, ks = quantize_rows(k)
-    v8, vs = quantize_rows(v)
-    return Fp8Keys(k8, ks, v8.transpose(-1, -2).contiguous(), vs)
+def quantize_with(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [B, H, N, D] in float8_e4m3fn at a given per-head scale [B, H] (values beyond 448 scales saturate)."""
+    return (x.float() / scale[..., None, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
+def quantize_keys(k: torch.Tensor, v: torch.Tensor, per_key: bool = True) -> Fp8Keys:
+    """bf16 k, v [B, H, N, D] -> Fp8Keys in a new buffer (a stream writes each chunk's keys into its cache instead),
+    with a scale per key, or per head (each head's absolute maximum over all its keys)."""
+    out = new_fp8_keys(tuple(k.shape[:2]), k.shape[2], k.shape[3], k.device, per_key)
+    if per_key:
+        (k8, ks), (v8, vs) = quantize_rows(k), quantize_rows(v)
+    else:
+        ks, vs = ((x.float().abs().amax((-1, -2)) / E4M3_MAX).clamp(min=1e-12) for x in (k, v))
+        k8, v8 = quantize_with(k, ks), quantize_with(v, vs)
+    out.k.copy_(k8)
+    out.v_t.copy_(v8.transpose(-1, -2))
+    out.k_scale.copy_(ks)
+    out.v_scale.copy_(vs)
+    return out
 
 
 if triton is not None:
     @triton.jit
     def _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max, start_n, n_keys,
                       stride_kn, stride_kd, stride_vn, stride_vd, stride_s, qk_scale,
-                      BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr, MASKED: tl.constexpr):
+                      BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr, PER_KEY: tl.constexpr,
+                      MASKED: tl.constexpr):
         """One block of keys folded into the running (acc, row sum, row maximum), base 2."""
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
@@ -92,12 +128,14 @@ if triton is not None:
             k_t = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
         qk = tl.dot(q, k_t)
-        if FP8:
+        if FP8 and PER_KEY:
             if MASKED:
                 k_scale = tl.load(ks_base + offs_n * stride_s, mask=inside, other=0.0)
             else:
                 k_scale = tl.load(ks_base + offs_n * stride_s)
             qk = qk * (q_scale[:, None] * k_scale[None, :] * qk_scale)
+        elif FP8:  # per head: the key scale is folded into q_scale
+            qk = qk * q_scale[:, None]
         else:
             qk = qk * qk_scale
         if MASKED:
@@ -107,12 +145,14 @@ if triton is not None:
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        if FP8:
+        if FP8 and PER_KEY:
             if MASKED:
                 v_scale = tl.load(vs_base + offs_n * stride_s, mask=inside, other=0.0)
             else:
                 v_scale = tl.load(vs_base + offs_n * stride_s)
             acc = tl.dot((p * (v_scale / vs_max)[None, :]).to(v.dtype), v, acc)
+        elif FP8:  # per head: the value scale multiplies the output once
+            acc = tl.dot(p.to(v.dtype), v, acc)
         else:
             acc = tl.dot(p.to(v.dtype), v, acc)
         return acc, l_i, m_new
@@ -126,7 +166,7 @@ if triton is not None:
                            stride_os, stride_ob, stride_oh, stride_om, stride_od,
                            heads, n_queries, n_keys, keys_per_split, qk_scale,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                           FP8: tl.constexpr, SPLIT: tl.constexpr):
+                           FP8: tl.constexpr, PER_KEY: tl.constexpr, SPLIT: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
         split = tl.program_id(2)
@@ -141,7 +181,11 @@ if triton is not None:
         if FP8:  # one scale per query row, the row's absolute maximum over 448
             q_scale = tl.maximum(tl.max(tl.abs(q.to(tl.float32)), 1) / 448.0, 1e-12)
             q = (q.to(tl.float32) / q_scale[:, None]).to(tl.float8e4nv)
-            vs_max = tl.load(VS_MAX + pid_bh)
+            if PER_KEY:
+                vs_max = tl.load(VS_MAX + pid_bh)
+            else:  # one scale per head: the scores' factor per row, the output's once
+                q_scale = q_scale * tl.load(KS + b * stride_sb + h * stride_sh) * qk_scale
+                vs_max = tl.load(VS + b * stride_sb + h * stride_sh)
         k_base = K + b * stride_kb + h * stride_kh
         v_base = V + b * stride_vb + h * stride_vh
         ks_base = KS + b * stride_sb + h * stride_sh
@@ -155,11 +199,11 @@ if triton is not None:
         for start_n in range(lo, full_end, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max,
                                           start_n, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
-                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, False)
+                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, PER_KEY, False)
         if full_end < hi:
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max,
                                           full_end, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
-                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, True)
+                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, PER_KEY, True)
         rows = offs_m < n_queries
         if FP8:
             acc = acc * vs_max
@@ -205,20 +249,23 @@ def auto_key_splits(query_blocks: int, multiprocessors: int, key_blocks: int) ->
 
 
 def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None, *,
-              fp8_keys: Fp8Keys | None = None, fp8: bool = False, key_splits: int | str = 1,
+              fp8_keys: Fp8Keys | None = None, fp8: bool | str = False, key_splits: int | str = 1,
               blocks: dict | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v for q [B, H, M, D] and k, v [B, H, N, D] (bf16/fp16/fp32, any strides), or with
-    `fp8_keys` (or `fp8=True`, which quantizes k and v here: for benchmarks; a stream keeps its cache in FP8) in FP8.
+    `fp8_keys` (or `fp8=True` / "per-head", which quantizes k and v here with a scale per key / per head: for
+    benchmarks; a stream keeps its cache in FP8) in FP8.
     key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype."""
     if fp8 and fp8_keys is None:
-        fp8_keys = quantize_keys(k, v)
+        fp8_keys = quantize_keys(k, v, per_key=fp8 != "per-head")
     B, H, M, D = q.shape
     if fp8_keys is not None:
         k, v = fp8_keys.k, fp8_keys.v_t.transpose(-1, -2)  # v as a [B, H, N, D] view of the transposed buffer
         ks, vs = fp8_keys.k_scale, fp8_keys.v_scale
-        vs_max = vs.amax(-1).float().contiguous()  # [B, H]
+        per_key = fp8_keys.per_key
+        vs_max = vs.amax(-1).float().contiguous() if per_key else vs  # [B, H]
     else:
         ks = vs = vs_max = torch.ones(1, 1, 1, device=q.device, dtype=torch.float32)
+        per_key = True
     N = k.shape[2]
     if D not in (16, 32, 64, 128, 256):
         raise ValueError(f"head_dim {D}: the kernel takes a power of two from 16 to 256")
@@ -240,12 +287,13 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         out = torch.empty(B, H, M, D, device=q.device, dtype=q.dtype)
         m_out = l_out = vs_max
         so = (0,) + out.stride()
-    sks = ks.stride() if ks.dim() == 3 else (0, 0, 0)
+    sks = tuple(ks.stride()) + (0,) * (3 - ks.dim())  # per head: the key stride unused
     _attention_forward[grid](
         q, k, v, ks, vs, vs_max, out, m_out, l_out,
         *q.stride(), *k.stride(), *v.stride(), *sks, *so,
         H, M, N, per_split, D ** -0.5 * LOG2E,
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, SPLIT=split,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, PER_KEY=per_key,
+        SPLIT=split,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out
 

@@ -11,7 +11,8 @@ float32 reference.
 
 Implementations: sdpa (PyTorch's default choice), flash / efficient / cudnn (SDPA restricted to one backend), flex
 (compiled FlexAttention), and, where engines.triton_attention imports and the device is CUDA, triton (our Triton
-kernel, bf16) and triton-fp8 (the same with float8 q, k, v and p, the keys from an FP8 cache), each at every kernel
+kernel, bf16), triton-fp8 (the same with float8 q, k, v and p, the keys from an FP8 cache with a scale per key) and
+triton-fp8h (the same with a scale per head), each at every kernel
 config of --configs and key split of --splits. An implementation that cannot run here is listed as skipped with the
 reason.
 
@@ -27,7 +28,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-IMPLS = ("sdpa", "flash", "efficient", "cudnn", "flex", "triton", "triton-fp8")
+IMPLS = ("sdpa", "flash", "efficient", "cudnn", "flex", "triton", "triton-fp8", "triton-fp8h")
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
 
 
@@ -75,11 +76,11 @@ def triton_problem(device) -> str | None:
 
 
 def triton_variants(impl: str, configs: list[str], splits: list[str], k_cache, v_cache) -> dict:
-    """name -> callable(q, k, v) for each kernel config and key split. triton-fp8 reads its keys from an FP8 copy of
+    """name -> callable(q, k, v) for each kernel config and key split. triton-fp8(h) reads its keys from an FP8 copy of
     the whole cache made once here (as a stream keeps its cache), narrowed to the call's key length: the timed call
     quantizes only q (inside the kernel)."""
     from engines import triton_attention as ta
-    fp8_cache = ta.quantize_keys(k_cache, v_cache) if impl == "triton-fp8" else None
+    fp8_cache = None if impl == "triton" else ta.quantize_keys(k_cache, v_cache, per_key=impl == "triton-fp8")
     out = {}
     for cfg in configs:
         blocks = ta.parse_blocks(cfg)

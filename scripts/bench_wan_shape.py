@@ -22,7 +22,8 @@ cast to float8_e4m3 with per-tensor scales computed on the device each call, the
 table), fp8-flex16 (the same with q, k and v in bf16: FlexAttention's own speed against SDPA's, apart from FP8's), triton
 (graphs with the self-attention through our Triton kernel, engines/triton_attention.py, in bf16), fp8-triton (fp8
 linears, the KV cache stored in FP8 with a scale per key, written once per pass as each chunk's keys enter it, and
-the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8), fp8-triton-h (the same with one scale per
+head, set from each layer's first keys and then fixed: one multiply per score fewer). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -49,11 +50,13 @@ import torch
 import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
-VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton")
-GRAPH_VARIANTS = ("graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton")  # CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton")  # block linears through torch._scaled_mm
-# the self-attention through engines.triton_attention (key splits "auto"); True: the KV cache itself in FP8
-TRITON_VARIANTS = {"triton": False, "fp8-triton": True}
+VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton",
+            "fp8-triton-h")
+GRAPH_VARIANTS = VARIANTS[2:]  # compiled and captured in CUDA graphs
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h")  # linears via _scaled_mm
+# the self-attention through engines.triton_attention (key splits "auto"), its KV cache in bf16 or in FP8 with a scale
+# per key or per head
+TRITON_VARIANTS = {"triton": None, "fp8-triton": "per key", "fp8-triton-h": "per head"}
 # the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
 FLEX_VARIANTS = {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
@@ -302,42 +305,49 @@ class Stream:
         self.fp8_cache = None  # fp8-triton: engines.triton_attention.Fp8Keys of every layer ([layers, ...] leading)
         self.trace: list[dict] = []  # per chunk: slot start, kv tokens (for tests)
 
-    def use_fp8_cache(self):
-        """Keep the KV cache in FP8 (fp8-triton): keys [layers, 1, H, N, Dh], values transposed [layers, 1, H, Dh, N],
-        float8_e4m3fn, and one float32 scale per key and per value [layers, 1, H, N]."""
-        from engines.triton_attention import Fp8Keys
-        k, v = self.k_cache, self.v_cache
-        fp8 = torch.float8_e4m3fn
-        self.fp8_cache = Fp8Keys(torch.zeros(k.shape, device=k.device, dtype=fp8), torch.ones(k.shape[:-1], device=k.device),
-                                 torch.zeros(v.transpose(-1, -2).shape, device=v.device, dtype=fp8),
-                                 torch.ones(v.shape[:-1], device=v.device))
+    def use_fp8_cache(self, per_key: bool = True):
+        """Keep the KV cache in FP8 (fp8-triton, fp8-triton-h): keys [layers, 1, H, N, Dh], values transposed [layers, 1,
+        H, Dh, N] (engines.triton_attention.new_fp8_keys), float8_e4m3fn, with a float32 scale per key [layers, 1, H, N]
+        or per head [layers, 1, H]. A per-head scale is set from each layer's first write (twice its keys' absolute
+        maximum over 448, on the device; during the warm-up, before any capture) and then fixed, as a calibrated
+        engine's are."""
+        from engines.triton_attention import new_fp8_keys
+        L, B, H, N, D = self.k_cache.shape
+        self.fp8_cache = new_fp8_keys((L, B, H), N, D, self.k_cache.device, per_key)
+        self.fp8_calibrated = [per_key] * L
 
     def randomize_cache(self):
         self.k_cache.normal_()
         self.v_cache.normal_()
-        if self.fp8_cache is not None:  # random codes, finite scales
+        if self.fp8_cache is not None:  # random finite codes
             c = self.fp8_cache
             for t in (c.k, c.v_t):
                 t.view(torch.uint8).copy_(torch.randint_like(t.view(torch.uint8), 0, 0x7E))
-            c.k_scale.fill_(1 / 448)
-            c.v_scale.fill_(1 / 448)
 
     def poison_cache(self):
         """NaN everywhere a chunk could read before this clip wrote it."""
         self.k_cache.fill_(float("nan"))
         self.v_cache.fill_(float("nan"))
-        if self.fp8_cache is not None:
-            self.fp8_cache.k_scale.fill_(float("nan"))
-            self.fp8_cache.v_scale.fill_(float("nan"))
+        if self.fp8_cache is not None:  # 0x7F: float8_e4m3fn's NaN
+            self.fp8_cache.k.view(torch.uint8).fill_(0x7F)
+            self.fp8_cache.v_t.view(torch.uint8).fill_(0x7F)
 
     def write_fp8(self, i: int, k, v):
-        """Quantize this pass's keys and values (one scale per key) into layer i's FP8 cache at self.idx."""
-        from engines.triton_attention import quantize_rows
-        c, (k8, ks), (v8, vs) = self.fp8_cache, quantize_rows(k), quantize_rows(v)
+        """Quantize this pass's keys and values into layer i's FP8 cache at self.idx (scale per key or per head)."""
+        from engines.triton_attention import E4M3_MAX, quantize_rows, quantize_with
+        c = self.fp8_cache
+        if c.per_key:
+            (k8, ks), (v8, vs) = quantize_rows(k), quantize_rows(v)
+            c.k_scale[i].index_copy_(2, self.idx, ks)
+            c.v_scale[i].index_copy_(2, self.idx, vs)
+        else:
+            if not self.fp8_calibrated[i]:
+                for scale, x in ((c.k_scale[i], k), (c.v_scale[i], v)):
+                    scale.copy_((2 * x.float().abs().amax((-1, -2)) / E4M3_MAX).clamp(min=1e-12))
+                self.fp8_calibrated[i] = True
+            k8, v8 = quantize_with(k, c.k_scale[i]), quantize_with(v, c.v_scale[i])
         c.k[i].view(torch.uint8).index_copy_(2, self.idx, k8.view(torch.uint8))
         c.v_t[i].view(torch.uint8).index_copy_(3, self.idx, v8.transpose(-1, -2).view(torch.uint8))
-        c.k_scale[i].index_copy_(2, self.idx, ks)
-        c.v_scale[i].index_copy_(2, self.idx, vs)
 
     def set_slot(self, start_frame: int):
         P, n = self.s.tokens_per_frame, self.s.chunk * self.s.tokens_per_frame
@@ -489,7 +499,37 @@ def matmul_rate(device, dtype, n: int = 8192, iters: int = 10) -> float:
     return 2 * n ** 3 / (ms * 1e-3) / 1e12
 
 
-def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int) -> dict:
+KERNEL_KINDS = (  # (kind, substrings of the GPU kernel's name), the first match wins
+    ("attention", ("sdpa", "flash", "fmha", "attention")),
+    ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "wgmma", "scaled_mm")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def kernel_breakdown(fn) -> dict:
+    """GPU time of one call of fn by kind of kernel (attention, matmul, other: norms, RoPE, modulation, casts,
+    copies), in ms, and the five kernels that took longest (torch.profiler, CUDA activity)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kinds: dict[str, float] = {"attention": 0.0, "matmul": 0.0, "other": 0.0}
+    top = []
+    for e in prof.key_averages():
+        if e.device_type.name != "CUDA":
+            continue
+        us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
+        kinds[kernel_kind(e.key)] += us / 1e3
+        top.append((us / 1e3, e.key[:100], e.count))
+    top.sort(reverse=True)
+    return {"ms": kinds, "top": [{"ms": ms, "kernel": k, "calls": n} for ms, k, n in top[:5]]}
+
+
+def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int, breakdown: bool = False) -> dict:
     s, dev = st.s, st.device
     pl = plan(s, workload)
     st.randomize_cache()  # graph warm-ups and the steady window read the whole cache
@@ -512,10 +552,13 @@ def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int
         per.append(ms)
     med = statistics.median(totals)
     flops = workload_flops(s, workload)
-    return {"variant": variant, "workload": workload, "ms_total": med, "ms_per_chunk": med / len(chunks),
-            "chunk_ms_median": [statistics.median(col) for col in zip(*per)],
-            "fps": pl["video_frames"] / (med * 1e-3), "tflops": flops / (med * 1e-3) / 1e12,
-            "finite": bool(torch.isfinite(st.out).all()), "check": check}
+    out = {"variant": variant, "workload": workload, "ms_total": med, "ms_per_chunk": med / len(chunks),
+           "chunk_ms_median": [statistics.median(col) for col in zip(*per)],
+           "fps": pl["video_frames"] / (med * 1e-3), "tflops": flops / (med * 1e-3) / 1e12,
+           "finite": bool(torch.isfinite(st.out).all()), "check": check}
+    if breakdown and dev.type == "cuda":  # the workload's last chunk (the longest cache), once more, profiled
+        out["breakdown"] = kernel_breakdown(chunks[-1])
+    return out
 
 
 def parse_variants(text: str) -> list[str]:
@@ -550,6 +593,8 @@ def main(argv=None):
                     help="torch.compile mode of the compiled variants (default: torch's default; "
                          "max-autotune-no-cudagraphs tunes the matmul and attention kernels, a much longer compile; "
                          "the graph variants capture their own CUDA graphs either way)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="profile each run's last chunk once more: GPU time in attention, matmul and other kernels")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", help="write the JSON results here")
@@ -617,12 +662,12 @@ def main(argv=None):
                 from engines import triton_attention
                 st.attend = functools.partial(triton_attention.attention, key_splits="auto")
                 if TRITON_VARIANTS[v]:
-                    st.use_fp8_cache()
+                    st.use_fp8_cache(per_key=TRITON_VARIANTS[v] == "per key")
         for w in workloads:
             t0, load_start = time.perf_counter(), load1()
             try:
                 with attention_backend(v):  # compile, capture and replay under the variant's backend
-                    r = run_variant(st, v, w, a.iters, a.warmup)
+                    r = run_variant(st, v, w, a.iters, a.warmup, a.breakdown)
             except Exception as exc:  # one variant failing must not lose the others' numbers
                 res["skipped"].append({"variant": v, "workload": w, "reason": f"{type(exc).__name__}: {exc}"[:500]})
                 print(f"{v}/{w} FAILED: {exc}", file=sys.stderr)
@@ -637,13 +682,17 @@ def main(argv=None):
             r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
             r["wall_s"] = time.perf_counter() - t0
             r["attention"] = ("cudnn" if v in CUDNN_VARIANTS else "fp8 flex" if v == "fp8-flex"
-                              else "bf16 flex" if v in FLEX_VARIANTS else "fp8 triton" if v == "fp8-triton"
+                              else "bf16 flex" if v in FLEX_VARIANTS else "fp8 triton per head" if v == "fp8-triton-h" else "fp8 triton" if v == "fp8-triton"
                               else "bf16 triton" if v == "triton" else "default")
             r["load1_at_start"] = load_start
             res["runs"].append(r)
             save(res, a.out)  # after every run: a run cut short by the time limit keeps what it measured
             print(f"{v}/{w}: {r['fps']:.1f} FPS, {r['ms_per_chunk']:.1f} ms/chunk, {r['tflops']:.0f} TFLOP/s, "
                   f"rel err {r.get('rel_err_vs_eager', float('nan')):.2e}, {r['wall_s']:.0f} s incl. compile", flush=True)
+            if "breakdown" in r:
+                ms = r["breakdown"]["ms"]
+                print("  last chunk's GPU time: " + ", ".join(f"{k} {t:.1f} ms" for k, t in ms.items())
+                      + "; longest: " + "; ".join(f"{t['kernel'][:60]} {t['ms']:.1f} ms" for t in r["breakdown"]["top"][:3]))
         del st
         if dev.type == "cuda":
             torch.cuda.empty_cache()

@@ -69,17 +69,23 @@ def test_clip_cache_grows_and_reads_only_what_it_wrote():
 def dequantized_attention(q, fp8_keys):
     """The FP8 cache's keys and values back in float32, through SDPA: the Triton kernel's arithmetic minus its
     FP8 q and p (which need the GPU), to check what fp8-triton's stream writes and reads on the CPU."""
-    k = fp8_keys.k.float() * fp8_keys.k_scale[..., None]
-    v = (fp8_keys.v_t.float() * fp8_keys.v_scale[..., None, :]).transpose(-1, -2)
+    k, v = dequantized(fp8_keys)
     return torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
 
-def test_fp8_cache_stream_writes_each_chunk_once_and_matches_the_bf16_cache():
+def dequantized(c):
+    """An FP8 cache's keys and values in float32 ([..., N, D] both), scales per key or per head."""
+    ks, vs = (x[..., None] if c.per_key else x[..., None, None] for x in (c.k_scale, c.v_scale))
+    return c.k.float() * ks, c.v_t.float().transpose(-1, -2) * vs
+
+
+@pytest.mark.parametrize("per_key", [True, False])
+def test_fp8_cache_stream_writes_each_chunk_once_and_matches_the_bf16_cache(per_key):
     s = bw.Shape(**TINY)
     params = bw.make_params(s, "cpu", torch.float32)
     plain = bw.Stream(s, params, torch.device("cpu"), torch.float32)
     fp8 = bw.Stream(s, params, torch.device("cpu"), torch.float32)
-    fp8.use_fp8_cache()
+    fp8.use_fp8_cache(per_key)
     fp8.attend = dequantized_attention
     fp8.poison_cache()
     P, C = s.tokens_per_frame, s.chunk
@@ -88,14 +94,13 @@ def test_fp8_cache_stream_writes_each_chunk_once_and_matches_the_bf16_cache():
         b()
         written = (j + 1) * C * P
         c = fp8.fp8_cache
-        for scales in (c.k_scale, c.v_scale):  # NaN scales where this clip has not written yet
-            assert torch.isfinite(scales[..., :written]).all() and torch.isnan(scales[..., written:]).all()
+        for codes in (c.k.float(), c.v_t.float().transpose(-1, -2)):  # NaN codes where this clip has not written yet
+            assert torch.isfinite(codes[..., :written, :]).all() and torch.isnan(codes[..., written:, :]).all()
         assert torch.isfinite(fp8.out).all()  # never read an unwritten slot
         err = float((fp8.out - plain.out).norm() / plain.out.norm())
         assert err < 0.1, (j, err)  # e4m3's 3 mantissa bits on k and v
     # the cache holds the same keys and values (up to FP8 and the streams' small divergence), in its own layouts
-    for got, want in ((c.k.float() * c.k_scale[..., None], plain.k_cache),
-                      ((c.v_t.float() * c.v_scale[..., None, :]).transpose(-1, -2), plain.v_cache)):
+    for got, want in zip(dequantized(c), (plain.k_cache, plain.v_cache)):
         assert float((got - want).norm() / want.norm()) < 0.1
 
 
@@ -133,7 +138,7 @@ def test_cli_eager_tiny(tmp_path, capsys):
 
 def test_variant_parsing_default_order_and_new_variants():
     assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16",
-                           "triton", "fp8-triton")  # new ones last
+                           "triton", "fp8-triton", "fp8-triton-h")  # new ones last
     assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
     assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
     with pytest.raises(Exception, match="unknown variant"):
@@ -239,3 +244,11 @@ def test_compile_mode_reaches_every_compiled_function(tmp_path, monkeypatch):
         bw.main(args + common + flag + ["--out", str(out)])
         assert modes and set(modes) == {want}
         assert json.loads(out.read_text())["compile_mode"] == (want or "default")
+
+
+def test_kernels_sort_into_attention_matmul_and_the_rest():
+    assert bw.kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7") == "attention"
+    assert bw.kernel_kind("_attention_forward") == "attention"
+    assert bw.kernel_kind("sm90_xmma_gemm_e4m3bf16_e4m3f32_f32_tn_n_tilesize128x256x128") == "matmul"
+    assert bw.kernel_kind("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT") == "matmul"
+    assert bw.kernel_kind("triton_per_fused__to_copy_abs_amax_clamp_div_0") == "other"
