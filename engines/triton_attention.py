@@ -111,51 +111,90 @@ def quantize_keys(k: torch.Tensor, v: torch.Tensor, per_key: bool = True) -> Fp8
 
 if triton is not None:
     @triton.jit
-    def _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max, start_n, n_keys,
-                      stride_kn, stride_kd, stride_vn, stride_vd, stride_s, qk_scale,
-                      BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr, PER_KEY: tl.constexpr,
+    def _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside,
+                    MASKED: tl.constexpr, SCALE_P: tl.constexpr):
+        """Fold one block's raw scores qk [BLOCK_M, BLOCK_N] and values v [BLOCK_N, D] into the running output, row
+        sum and row maximum (base 2). row_factor [BLOCK_M] (> 0) turns qk into base-2 scores in the same FMA that
+        subtracts the maximum; p_factor [BLOCK_N] scales p before p @ v (FP8 with a scale per key)."""
+        if MASKED:
+            qk = tl.where(inside[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * row_factor)
+        p = tl.math.exp2(qk * row_factor[:, None] - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if SCALE_P:
+            p = p * p_factor[None, :]
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        return acc, l_i, m_new
+
+    @triton.jit
+    def _load_q(Q, b, h, pid_m, n_queries, stride_qb, stride_qh, stride_qm, stride_qd, KS, VS, VS_MAX, pid_bh,
+                stride_sb, stride_sh, qk_scale, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, FP8: tl.constexpr,
+                PER_KEY: tl.constexpr):
+        """The program's query block (FP8: quantized, one scale per row), each row's score factor, and the factor
+        the output is multiplied by at the end (FP8: the values' scale)."""
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+        q = tl.load(q_ptrs, mask=offs_m[:, None] < n_queries, other=0.0)
+        row_factor = tl.full([BLOCK_M], 1.0, dtype=tl.float32) * qk_scale
+        out_factor = 1.0
+        if FP8:  # one scale per query row, the row's absolute maximum over 448
+            q_scale = tl.maximum(tl.max(tl.abs(q.to(tl.float32)), 1) / 448.0, 1e-12)
+            q = (q.to(tl.float32) / q_scale[:, None]).to(tl.float8e4nv)
+            row_factor = q_scale * qk_scale
+            if PER_KEY:
+                out_factor = tl.load(VS_MAX + pid_bh)
+            else:  # one scale per head: folded into the rows' factor and the output's
+                row_factor = row_factor * tl.load(KS + b * stride_sb + h * stride_sh)
+                out_factor = tl.load(VS + b * stride_sb + h * stride_sh)
+        return q, row_factor, out_factor, offs_m
+
+    @triton.jit
+    def _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
+                   stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM: tl.constexpr, SPLIT: tl.constexpr):
+        offs_d = tl.arange(0, HEAD_DIM)
+        rows = offs_m < n_queries
+        acc = acc * out_factor
+        if SPLIT:  # unnormalised partial output, its row maximum and sum: merged by the caller
+            o_ptrs = O + split * stride_os + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om \
+                + offs_d[None, :] * stride_od
+            tl.store(o_ptrs, acc, mask=rows[:, None])
+            ml = (split * tl.num_programs(1) + pid_bh) * n_queries + offs_m  # [S, B*H, M], contiguous
+            tl.store(M_OUT + ml, m_i, mask=rows)
+            tl.store(L_OUT + ml, l_i, mask=rows)
+        else:
+            o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+            tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=rows[:, None])
+
+    @triton.jit
+    def _attend_block(acc, l_i, m_i, q, row_factor, k_base, v_base, ks_base, vs_base, vs_max, start_n, n_keys,
+                      stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
+                      BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, PER_KEY_FP8: tl.constexpr,
                       MASKED: tl.constexpr):
-        """One block of keys folded into the running (acc, row sum, row maximum), base 2."""
+        """One block of keys through plain pointer loads."""
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
         k_ptrs = k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # k^T block [D, BLOCK_N]
         v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # v block [BLOCK_N, D]
+        inside = offs_n < n_keys
         if MASKED:
-            inside = offs_n < n_keys
             k_t = tl.load(k_ptrs, mask=inside[None, :], other=0.0)
             v = tl.load(v_ptrs, mask=inside[:, None], other=0.0)
         else:
             k_t = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
         qk = tl.dot(q, k_t)
-        if FP8 and PER_KEY:
+        p_factor = tl.full([BLOCK_N], 1.0, dtype=tl.float32)
+        if PER_KEY_FP8:
             if MASKED:
-                k_scale = tl.load(ks_base + offs_n * stride_s, mask=inside, other=0.0)
+                qk = qk * tl.load(ks_base + offs_n * stride_s, mask=inside, other=0.0)[None, :]
+                p_factor = tl.load(vs_base + offs_n * stride_s, mask=inside, other=0.0) / vs_max
             else:
-                k_scale = tl.load(ks_base + offs_n * stride_s)
-            qk = qk * (q_scale[:, None] * k_scale[None, :] * qk_scale)
-        elif FP8:  # per head: the key scale is folded into q_scale
-            qk = qk * q_scale[:, None]
-        else:
-            qk = qk * qk_scale
-        if MASKED:
-            qk = tl.where(inside[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        if FP8 and PER_KEY:
-            if MASKED:
-                v_scale = tl.load(vs_base + offs_n * stride_s, mask=inside, other=0.0)
-            else:
-                v_scale = tl.load(vs_base + offs_n * stride_s)
-            acc = tl.dot((p * (v_scale / vs_max)[None, :]).to(v.dtype), v, acc)
-        elif FP8:  # per head: the value scale multiplies the output once
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        return acc, l_i, m_new
+                qk = qk * tl.load(ks_base + offs_n * stride_s)[None, :]
+                p_factor = tl.load(vs_base + offs_n * stride_s) / vs_max
+        return _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside, MASKED, PER_KEY_FP8)
 
     @triton.jit
     def _attention_forward(Q, K, V, KS, VS, VS_MAX, O, M_OUT, L_OUT,
@@ -172,20 +211,9 @@ if triton is not None:
         split = tl.program_id(2)
         b = pid_bh // heads
         h = pid_bh % heads
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_DIM)
-        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-        q = tl.load(q_ptrs, mask=offs_m[:, None] < n_queries, other=0.0)
-        q_scale = tl.zeros([BLOCK_M], dtype=tl.float32)
-        vs_max = 1.0
-        if FP8:  # one scale per query row, the row's absolute maximum over 448
-            q_scale = tl.maximum(tl.max(tl.abs(q.to(tl.float32)), 1) / 448.0, 1e-12)
-            q = (q.to(tl.float32) / q_scale[:, None]).to(tl.float8e4nv)
-            if PER_KEY:
-                vs_max = tl.load(VS_MAX + pid_bh)
-            else:  # one scale per head: the scores' factor per row, the output's once
-                q_scale = q_scale * tl.load(KS + b * stride_sb + h * stride_sh) * qk_scale
-                vs_max = tl.load(VS + b * stride_sb + h * stride_sh)
+        q, row_factor, out_factor, offs_m = _load_q(
+            Q, b, h, pid_m, n_queries, stride_qb, stride_qh, stride_qm, stride_qd, KS, VS, VS_MAX, pid_bh,
+            stride_sb, stride_sh, qk_scale, BLOCK_M, HEAD_DIM, FP8, PER_KEY)
         k_base = K + b * stride_kb + h * stride_kh
         v_base = V + b * stride_vb + h * stride_vh
         ks_base = KS + b * stride_sb + h * stride_sh
@@ -197,26 +225,105 @@ if triton is not None:
         hi = tl.minimum(lo + keys_per_split, n_keys)
         full_end = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
         for start_n in range(lo, full_end, BLOCK_N):
-            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max,
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, row_factor, k_base, v_base, ks_base, vs_base, out_factor,
                                           start_n, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
-                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, PER_KEY, False)
+                                          BLOCK_N, HEAD_DIM, FP8 and PER_KEY, False)
         if full_end < hi:
-            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, q_scale, k_base, v_base, ks_base, vs_base, vs_max,
+            acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, row_factor, k_base, v_base, ks_base, vs_base, out_factor,
                                           full_end, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
-                                          qk_scale, BLOCK_N, HEAD_DIM, FP8, PER_KEY, True)
-        rows = offs_m < n_queries
-        if FP8:
-            acc = acc * vs_max
-        if SPLIT:  # unnormalised partial output, its row maximum and sum: merged by the caller
-            o_ptrs = O + split * stride_os + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om \
-                + offs_d[None, :] * stride_od
-            tl.store(o_ptrs, acc, mask=rows[:, None])
-            ml = (split * tl.num_programs(1) + pid_bh) * n_queries + offs_m  # [S, B*H, M], contiguous
-            tl.store(M_OUT + ml, m_i, mask=rows)
-            tl.store(L_OUT + ml, l_i, mask=rows)
+                                          BLOCK_N, HEAD_DIM, FP8 and PER_KEY, True)
+        _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
+                   stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM, SPLIT)
+
+    @triton.jit
+    def _tma_block(acc, l_i, m_i, q, row_factor, k_desc, v_desc, k_row, v_row, start_n, n_keys,
+                   BLOCK_N: tl.constexpr, V_TRANSPOSED: tl.constexpr, MASKED: tl.constexpr):
+        """One block of keys through the copy engine (TMA): k rows [BLOCK_N, D] at k_row + start_n; v rows likewise,
+        or (FP8) v_t's [D, BLOCK_N] tile at (v_row, start_n). Rows past n_keys are real memory (later cache slots,
+        maybe NaN): their scores are masked and their values zeroed."""
+        k = k_desc.load([k_row + start_n, 0])
+        qk = tl.dot(q, tl.trans(k))
+        if V_TRANSPOSED:
+            v = tl.trans(v_desc.load([v_row, start_n]))
         else:
-            o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-            tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=rows[:, None])
+            v = v_desc.load([v_row + start_n, 0])
+        inside = start_n + tl.arange(0, BLOCK_N) < n_keys
+        if MASKED:
+            v = tl.where(inside[:, None], v, 0.0).to(v.dtype)
+        return _fold_block(acc, l_i, m_i, qk, v, row_factor, row_factor, inside, MASKED, False)
+
+    @triton.jit
+    def _attention_forward_tma(Q, k_desc, v_desc, KS, VS, VS_MAX, O, M_OUT, L_OUT,
+                               stride_qb, stride_qh, stride_qm, stride_qd, k_rows_b, k_rows_h, v_rows_b, v_rows_h,
+                               stride_sb, stride_sh,
+                               stride_os, stride_ob, stride_oh, stride_om, stride_od,
+                               heads, n_queries, n_keys, keys_per_split, qk_scale,
+                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                               FP8: tl.constexpr, SPLIT: tl.constexpr):
+        """_attention_forward with K and V through TMA descriptors over 2-D views of the caches (bf16, or FP8 with a
+        scale per head)."""
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        split = tl.program_id(2)
+        b = pid_bh // heads
+        h = pid_bh % heads
+        q, row_factor, out_factor, offs_m = _load_q(
+            Q, b, h, pid_m, n_queries, stride_qb, stride_qh, stride_qm, stride_qd, KS, VS, VS_MAX, pid_bh,
+            stride_sb, stride_sh, qk_scale, BLOCK_M, HEAD_DIM, FP8, False)
+        k_row = b * k_rows_b + h * k_rows_h
+        v_row = b * v_rows_b + h * v_rows_h
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        lo = split * keys_per_split
+        hi = tl.minimum(lo + keys_per_split, n_keys)
+        full_end = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
+        for start_n in range(lo, full_end, BLOCK_N):
+            acc, l_i, m_i = _tma_block(acc, l_i, m_i, q, row_factor, k_desc, v_desc, k_row, v_row, start_n, hi,
+                                       BLOCK_N, FP8, False)
+        if full_end < hi:
+            acc, l_i, m_i = _tma_block(acc, l_i, m_i, q, row_factor, k_desc, v_desc, k_row, v_row, full_end, hi,
+                                       BLOCK_N, FP8, True)
+        _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
+                   stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM, SPLIT)
+
+
+if triton is not None:
+    @triton.jit
+    def _write_fp8_keys(K, V, K8, VT8, KS, VS, START, n_new,
+                        stride_kh, stride_kn, stride_vh, stride_vn, stride_k8h, stride_k8n, stride_vth, stride_vtd,
+                        stride_sh, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
+        """One head's block of new keys and values, divided by the head's scale and cast to FP8, written at cache
+        slot START[0] + j: keys as rows, values transposed (a tile transpose, so both writes are contiguous)."""
+        pid = tl.program_id(0)
+        h = tl.program_id(1)
+        start = tl.load(START)
+        offs_n = pid * BLOCK + tl.arange(0, BLOCK)
+        offs_d = tl.arange(0, HEAD_DIM)
+        rows = offs_n < n_new
+        k = tl.load(K + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :], mask=rows[:, None])
+        v = tl.load(V + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :], mask=rows[:, None])
+        k8 = tl.clamp(k.to(tl.float32) / tl.load(KS + h * stride_sh), -448.0, 448.0).to(tl.float8e4nv)
+        v8 = tl.clamp(v.to(tl.float32) / tl.load(VS + h * stride_sh), -448.0, 448.0).to(tl.float8e4nv)
+        tl.store(K8 + h * stride_k8h + (start + offs_n)[:, None] * stride_k8n + offs_d[None, :], k8, mask=rows[:, None])
+        tl.store(VT8 + h * stride_vth + offs_d[:, None] * stride_vtd + (start + offs_n)[None, :], tl.trans(v8),
+                 mask=rows[None, :])
+
+
+def write_fp8_keys(cache: Fp8Keys, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, block: int = 64):
+    """Quantize new keys and values k, v [1, H, n, D] with cache's per-head scales ([1, H]) and write them at slots
+    start[0] .. start[0] + n - 1 (start: a device tensor, so a captured CUDA graph can move the slot): one fused
+    kernel instead of casts, a transpose and scattered byte copies."""
+    if cache.per_key:
+        raise ValueError("write_fp8_keys writes caches with a scale per head")
+    B, H, n, D = k.shape
+    if B != 1 or k.stride(-1) != 1 or v.stride(-1) != 1 or cache.k.stride(-1) != 1 or cache.v_t.stride(-1) != 1:
+        raise ValueError("write_fp8_keys takes one batch with the channels contiguous")
+    grid = (triton.cdiv(n, block), H)
+    _write_fp8_keys[grid](k, v, cache.k, cache.v_t, cache.k_scale, cache.v_scale, start, n,
+                          k.stride(1), k.stride(2), v.stride(1), v.stride(2), cache.k.stride(1), cache.k.stride(2),
+                          cache.v_t.stride(1), cache.v_t.stride(2), cache.k_scale.stride(1),
+                          BLOCK=block, HEAD_DIM=D)
 
 
 def default_blocks(fp8: bool) -> dict:
@@ -250,11 +357,13 @@ def auto_key_splits(query_blocks: int, multiprocessors: int, key_blocks: int) ->
 
 def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None, *,
               fp8_keys: Fp8Keys | None = None, fp8: bool | str = False, key_splits: int | str = 1,
-              blocks: dict | None = None) -> torch.Tensor:
+              blocks: dict | None = None, tma: bool = False) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v for q [B, H, M, D] and k, v [B, H, N, D] (bf16/fp16/fp32, any strides), or with
     `fp8_keys` (or `fp8=True` / "per-head", which quantizes k and v here with a scale per key / per head: for
     benchmarks; a stream keeps its cache in FP8) in FP8.
-    key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype."""
+    key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). tma: load k and v through the copy
+    engine (Hopper; k and v row-major slices of their buffers; FP8 only with a scale per head). Returns [B, H, M, D]
+    in q's dtype."""
     if fp8 and fp8_keys is None:
         fp8_keys = quantize_keys(k, v, per_key=fp8 != "per-head")
     B, H, M, D = q.shape
@@ -288,14 +397,39 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         m_out = l_out = vs_max
         so = (0,) + out.stride()
     sks = tuple(ks.stride()) + (0,) * (3 - ks.dim())  # per head: the key stride unused
-    _attention_forward[grid](
-        q, k, v, ks, vs, vs_max, out, m_out, l_out,
-        *q.stride(), *k.stride(), *v.stride(), *sks, *so,
-        H, M, N, per_split, D ** -0.5 * LOG2E,
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, PER_KEY=per_key,
-        SPLIT=split,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    common = dict(BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, SPLIT=split,
+                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if tma:
+        if fp8_keys is not None and per_key:
+            raise ValueError("the TMA kernel takes FP8 keys with a scale per head only")
+        k_desc, k_rows = row_descriptor(k, [cfg["BLOCK_N"], D])
+        if fp8_keys is not None:  # v_t [B, H, D, N]: [D, BLOCK_N] tiles, transposed in the kernel
+            v_desc, v_rows = row_descriptor(fp8_keys.v_t, [D, cfg["BLOCK_N"]])
+        else:
+            v_desc, v_rows = row_descriptor(v, [cfg["BLOCK_N"], D])
+        _attention_forward_tma[grid](
+            q, k_desc, v_desc, ks, vs, vs_max, out, m_out, l_out, *q.stride(), *k_rows, *v_rows, *sks[:2], *so,
+            H, M, N, per_split, D ** -0.5 * LOG2E, **common)
+    else:
+        _attention_forward[grid](
+            q, k, v, ks, vs, vs_max, out, m_out, l_out,
+            *q.stride(), *k.stride(), *v.stride(), *sks, *so,
+            H, M, N, per_split, D ** -0.5 * LOG2E, PER_KEY=per_key, **common)
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out
+
+
+def row_descriptor(x: torch.Tensor, block: list[int]):
+    """A TMA descriptor over x [B, H, R, C] (a slice along R of a buffer whose last dimension is contiguous) seen as
+    one 2-D tensor of rows, and the rows between batches and between heads: (descriptor, (rows_b, rows_h))."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    B, H, _, C = x.shape
+    row = x.stride(2)
+    if x.stride(3) != 1 or row < C or x.stride(1) % row or x.stride(0) % row:
+        raise ValueError(f"the TMA kernel needs a row-major buffer (strides {tuple(x.stride())})")
+    rows_h, rows_b = x.stride(1) // row, x.stride(0) // row
+    total = (B - 1) * rows_b + (H - 1) * rows_h + rows_h  # up to the end of the last head's rows
+    flat = x.as_strided((total, row), (row, 1))[:, :C]
+    return TensorDescriptor.from_tensor(flat, block), (rows_b, rows_h)
 
 
 def merge_splits(out: torch.Tensor, row_max: torch.Tensor, row_sum: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,9 @@ table), fp8-flex16 (the same with q, k and v in bf16: FlexAttention's own speed 
 (graphs with the self-attention through our Triton kernel, engines/triton_attention.py, in bf16), fp8-triton (fp8
 linears, the KV cache stored in FP8 with a scale per key, written once per pass as each chunk's keys enter it, and
 the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8), fp8-triton-h (the same with one scale per
-head, set from each layer's first keys and then fixed: one multiply per score fewer). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+head, set from each layer's first keys and then fixed: one multiply per score fewer; the cache written by one fused
+Triton kernel, engines.triton_attention.write_fp8_keys), fp8-triton-tma (fp8-triton-h with k and v loaded through the
+copy engine, TMA). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -51,12 +53,13 @@ import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
 VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton",
-            "fp8-triton-h")
+            "fp8-triton-h", "fp8-triton-tma")
 GRAPH_VARIANTS = VARIANTS[2:]  # compiled and captured in CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h")  # linears via _scaled_mm
-# the self-attention through engines.triton_attention (key splits "auto"), its KV cache in bf16 or in FP8 with a scale
-# per key or per head
-TRITON_VARIANTS = {"triton": None, "fp8-triton": "per key", "fp8-triton-h": "per head"}
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8-triton-tma")  # _scaled_mm
+# the self-attention through engines.triton_attention (key splits "auto"): (its KV cache in bf16 (None) or in FP8 with
+# a scale per key or per head, k and v loaded through TMA descriptors)
+TRITON_VARIANTS = {"triton": (None, False), "fp8-triton": ("per key", False), "fp8-triton-h": ("per head", False),
+                   "fp8-triton-tma": ("per head", True)}
 # the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
 FLEX_VARIANTS = {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
@@ -334,7 +337,7 @@ class Stream:
 
     def write_fp8(self, i: int, k, v):
         """Quantize this pass's keys and values into layer i's FP8 cache at self.idx (scale per key or per head)."""
-        from engines.triton_attention import E4M3_MAX, quantize_rows, quantize_with
+        from engines.triton_attention import E4M3_MAX, quantize_rows, quantize_with, write_fp8_keys
         c = self.fp8_cache
         if c.per_key:
             (k8, ks), (v8, vs) = quantize_rows(k), quantize_rows(v)
@@ -345,6 +348,9 @@ class Stream:
                 for scale, x in ((c.k_scale[i], k), (c.v_scale[i], v)):
                     scale.copy_((2 * x.float().abs().amax((-1, -2)) / E4M3_MAX).clamp(min=1e-12))
                 self.fp8_calibrated[i] = True
+            if k.is_cuda:  # one fused kernel: cast, transpose and write at the slot self.idx[0] (device-side)
+                write_fp8_keys(type(c)(c.k[i], c.k_scale[i], c.v_t[i], c.v_scale[i]), k, v, self.idx[:1])
+                return
             k8, v8 = quantize_with(k, c.k_scale[i]), quantize_with(v, c.v_scale[i])
         c.k[i].view(torch.uint8).index_copy_(2, self.idx, k8.view(torch.uint8))
         c.v_t[i].view(torch.uint8).index_copy_(3, self.idx, v8.transpose(-1, -2).view(torch.uint8))
@@ -660,9 +666,10 @@ def main(argv=None):
                 st.attend = compiled_quantized_flex_attention(mode, FLEX_VARIANTS[v])
             if v in TRITON_VARIANTS:
                 from engines import triton_attention
-                st.attend = functools.partial(triton_attention.attention, key_splits="auto")
-                if TRITON_VARIANTS[v]:
-                    st.use_fp8_cache(per_key=TRITON_VARIANTS[v] == "per key")
+                cache, tma = TRITON_VARIANTS[v]
+                st.attend = functools.partial(triton_attention.attention, key_splits="auto", tma=tma)
+                if cache:
+                    st.use_fp8_cache(per_key=cache == "per key")
         for w in workloads:
             t0, load_start = time.perf_counter(), load1()
             try:
@@ -682,7 +689,8 @@ def main(argv=None):
             r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
             r["wall_s"] = time.perf_counter() - t0
             r["attention"] = ("cudnn" if v in CUDNN_VARIANTS else "fp8 flex" if v == "fp8-flex"
-                              else "bf16 flex" if v in FLEX_VARIANTS else "fp8 triton per head" if v == "fp8-triton-h" else "fp8 triton" if v == "fp8-triton"
+                              else "bf16 flex" if v in FLEX_VARIANTS else "fp8 triton per head, TMA" if v == "fp8-triton-tma"
+                              else "fp8 triton per head" if v == "fp8-triton-h" else "fp8 triton" if v == "fp8-triton"
                               else "bf16 triton" if v == "triton" else "default")
             r["load1_at_start"] = load_start
             res["runs"].append(r)

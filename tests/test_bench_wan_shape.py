@@ -138,7 +138,7 @@ def test_cli_eager_tiny(tmp_path, capsys):
 
 def test_variant_parsing_default_order_and_new_variants():
     assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16",
-                           "triton", "fp8-triton", "fp8-triton-h")  # new ones last
+                           "triton", "fp8-triton", "fp8-triton-h", "fp8-triton-tma")  # new ones last
     assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
     assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
     with pytest.raises(Exception, match="unknown variant"):

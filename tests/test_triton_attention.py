@@ -94,6 +94,23 @@ def test_the_kernel_matches_float32_attention_in_tritons_interpreter():
             ref = torch.softmax(q @ k.transpose(-1, -2) * 32 ** -0.5, -1) @ v
             err = float((out - ref).abs().max())
             assert err < 1e-5, (m, n, splits, err)
+            through_tma = ta.attention(q, k, v, key_splits=splits, blocks=small, tma=True)
+            assert float((through_tma - ref).abs().max()) < 1e-5, (m, n, splits, "tma")
+            # FP8 with a scale per head: the TMA kernel computes what the pointer kernel does
+            fp8 = [ta.attention(q, k, v, fp8="per-head", key_splits=splits, blocks=small, tma=t) for t in (False, True)]
+            assert torch.equal(fp8[0], fp8[1]) and float((fp8[0] - ref).norm() / ref.norm()) < 0.15
+        # the fused cache write: the new keys at the slot, the rest untouched
+        cache = ta.new_fp8_keys((1, 2), 100, 32, "cpu", per_key=False)
+        cache.k_scale.fill_(2.0 ** -6)  # powers of two: x * scale / scale is x exactly
+        cache.v_scale.fill_(2.0 ** -5)
+        # values that are e4m3 numbers times the scale: exact whatever the rounding (the interpreter's float8 casts
+        # round differently from the GPU's), so the test sees where each value lands
+        codes = [torch.randint(0, 0x7F, (1, 2, 40, 32), generator=g, dtype=torch.uint8) for _ in range(2)]
+        k, v = (c.view(torch.float8_e4m3fn).float() * scale for c, scale in zip(codes, (2.0 ** -6, 2.0 ** -5)))
+        ta.write_fp8_keys(cache, k, v, torch.tensor([30]), block=16)
+        assert torch.equal(cache.k[:, :, 30:70].view(torch.uint8), codes[0])
+        assert torch.equal(cache.v_t[..., 30:70].transpose(-1, -2).view(torch.uint8), codes[1])
+        assert cache.k[:, :, :30].float().abs().max() == 0 and cache.v_t[..., 70:].float().abs().max() == 0
         print("ok")
     """)
     env = dict(os.environ, TRITON_INTERPRET="1",
