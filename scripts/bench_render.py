@@ -101,6 +101,8 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=30.0, help="audio length of the timed render")
     p.add_argument("--warmup-seconds", type=float, default=2.0, help="audio length of the warm-up render (0: none)")
     p.add_argument("--crop-only", action="store_true", help="write the face crop (no paste into the portrait)")
+    p.add_argument("--no-face-detect", action="store_true",
+                   help="animate the centred square (as `knotanim render --no-face-detect`; for an OpenCV without Haar cascades)")
     p.add_argument("--tiny", action="store_true", help="a tiny random model (tests)")
     p.add_argument("--json", default=None, help="write the result here")
     return p.parse_args(argv)
@@ -142,7 +144,7 @@ def main(argv=None) -> dict:
               ("encode", VideoFileSink, "write"), ("audio", VideoFileSink, "write_audio")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        opts = RenderOptions(crop_only=args.crop_only, backend=backend)
+        opts = RenderOptions(crop_only=args.crop_only, backend=backend, face_detect=not args.no_face_detect)
         if args.warmup_seconds > 0:
             render_to_file(anim, args.image, looped_speech(args.warmup_seconds, rate, tmp / "warm.wav"),
                            tmp / "warm.mp4", options=opts)
