@@ -327,8 +327,12 @@ def write_fp8_keys(cache: Fp8Keys, k: torch.Tensor, v: torch.Tensor, start: torc
 
 
 def default_blocks(fp8: bool) -> dict:
-    """Block sizes, warps and pipeline stages (Hopper, head_dim 128); bench_attention.py tries others."""
-    return {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3 if not fp8 else 4}
+    """Block sizes, warps and pipeline stages: the fastest of bench_attention.py's sweep on the H200 at head_dim 128
+    (docs/benchmarks.md, session 10): bf16 128x128, 8 warps, 3 stages; FP8 64x128, 4 warps, 3 stages (with
+    key_splits 1: its 888 programs at the Wan shape already fill the waves, and splitting lost 5-50 %)."""
+    if fp8:
+        return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}
 
 
 def parse_blocks(text: str) -> dict:

@@ -56,8 +56,8 @@ VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex
             "fp8-triton-h", "fp8-triton-tma")
 GRAPH_VARIANTS = VARIANTS[2:]  # compiled and captured in CUDA graphs
 FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8-triton-tma")  # _scaled_mm
-# the self-attention through engines.triton_attention (key splits "auto"): (its KV cache in bf16 (None) or in FP8 with
-# a scale per key or per head, k and v loaded through TMA descriptors)
+# the self-attention through engines.triton_attention (its default blocks; key splits "auto" in bf16, 1 in FP8):
+# (its KV cache in bf16 (None) or in FP8 with a scale per key or per head, k and v loaded through TMA descriptors)
 TRITON_VARIANTS = {"triton": (None, False), "fp8-triton": ("per key", False), "fp8-triton-h": ("per head", False),
                    "fp8-triton-tma": ("per head", True)}
 # the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
@@ -667,7 +667,7 @@ def main(argv=None):
             if v in TRITON_VARIANTS:
                 from engines import triton_attention
                 cache, tma = TRITON_VARIANTS[v]
-                st.attend = functools.partial(triton_attention.attention, key_splits="auto", tma=tma)
+                st.attend = functools.partial(triton_attention.attention, key_splits=1 if cache else "auto", tma=tma)
                 if cache:
                     st.use_fp8_cache(per_key=cache == "per key")
         for w in workloads:

@@ -29,7 +29,7 @@ Stages of a chunk: (1) features: StreamingAudioFeatures.pop (log-mel windows, nu
 (2) noise_h2d: start of _run_chunk up to loop.advance: audio features and CPU noise (torch.randn)
 to the device, the motion tensor; (3) backend: loop.advance (the DiT's denoising steps through the
 backend's run, the history ring's write, the knot), with backend.run alone as a detail;
-(4) decode: the frame autoencoder's decoder in fp32: animator.decode (eager) or, on the compiled
+(4) decode: the frame autoencoder's decoder (in the animator's dtype: bf16 on a GPU): animator.decode (eager) or, on the compiled
 backend, its torch.compile of it (`--no-compiled-decode`: eager there too; the JSON's decode_used
 says which ran); (5) to_frames: tensor_to_frames (uint8
 on the device, copy to the host) and the Frame objects. "other" is the rest of push_audio (audio
@@ -68,7 +68,7 @@ WHAT = {
     "features": "StreamingAudioFeatures.pop (numpy log-mel)",
     "noise_h2d": "audio + torch.randn noise -> device, motion",
     "backend": "loop.advance: DiT steps + ring/knot write",
-    "decode": "frame decoder (autoencoder, fp32)",
+    "decode": "frame decoder (autoencoder, the animator's dtype)",
     "to_frames": "tensor_to_frames: uint8 + copy to host",
     "backend_run": "  of which backend.run (DiT steps)",
     "advance_rest": "  of which the rest of advance (positions, ring write, knot)",
