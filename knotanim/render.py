@@ -9,6 +9,12 @@ Timing: the audio of D seconds gives n = round(D * fps) output frames (fps = opt
 config.fps). The model always runs at config.fps for m = round(D * config.fps) frames; output
 frame j shows the model frame nearest in time, round(j * config.fps / fps), clamped to m - 1.
 
+Pipelining (`RenderOptions.pipelined`, on by default): the encoder (and the audio track's muxing and
+the progress callback) runs on one worker thread, in order, while the calling thread computes and
+pastes the next frames; at most a few blocks of frames wait between the two. On an H200 the
+serial render spent 19 % of its time in the stream and 66 % pasting and encoding
+(docs/benchmarks.md): overlapping them is most of the speed-up there is.
+
 Interrupts: a KeyboardInterrupt (Ctrl-C; the CLI maps SIGTERM to it) or one raised by the progress
 callback finalises the output (mp4 is fragmented, so the file stays playable) and is re-raised as
 `RenderInterrupted`, which carries the summary of what was written.
@@ -26,9 +32,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections import deque
-import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -139,6 +146,7 @@ class RenderOptions:
     mask: str = "rect"  # paste-back blend mask: "rect" or "ellipse"
     feather: float = 0.12  # blend ramp, fraction of the crop side
     colour_match: bool = True
+    pipelined: bool = True  # encode on a worker thread while the next frames are computed (module docstring)
     progress: Callable[[RenderProgress], None] | None = field(default=None, compare=False)
 
 
@@ -214,6 +222,46 @@ class _AudioTrack:
                 self.carry = block[..., take:]
 
 
+class _OrderedWorker:
+    """Runs submitted calls one at a time, in order: on a worker thread when `threaded`, else at once in the caller.
+    At most `depth` calls wait; submitting more waits for the oldest. A call's exception (an encoder error, a
+    KeyboardInterrupt from the progress callback) is raised in the caller by a later submit() or by drain()."""
+
+    def __init__(self, threaded: bool, depth: int = 4):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knotanim-encode") if threaded else None
+        self._pending: deque[Future] = deque()
+        self._depth = depth
+        self._failed = False  # set by the worker: the calls after a failed one do not run
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        if self._failed:
+            return
+        try:
+            fn()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        if self._pool is None:
+            fn()
+            return
+        self._pending.append(self._pool.submit(self._guarded, fn))
+        while self._pending and (len(self._pending) > self._depth or self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def drain(self) -> None:
+        """Wait for every submitted call; raise the first failure."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def stop(self) -> None:
+        """Drop the calls not started, wait for the running one (after an error or an interrupt)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pending.clear()
+
+
 def _make_sink(fmt: str, output: Path, width: int, height: int, fps: Fraction, crf: int | None,
                audio_rate: int, channels: int):
     if fmt == "png":
@@ -268,13 +316,23 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
         return RenderSummary(output, fmt, sink.frames_written, float(out_fps), width, height,
                              samples / sr, time.monotonic() - start, interrupted)
 
-    def emit(model_frames: list[Any]) -> None:
+    writer = _OrderedWorker(opts.pipelined)  # the sink is written only through it
+
+    def write(images: list[np.ndarray], audio_to_end: bool) -> None:
+        for image in images:
+            sink.write(image)
+            if opts.progress is not None:
+                opts.progress(RenderProgress(sink.frames_written, expected, time.monotonic() - start, float(out_fps)))
+        track.write_until(None if audio_to_end else sink.frames_written / float(out_fps))
+
+    def emit(model_frames: list[Any], audio_to_end: bool = False) -> None:
+        """Paste here; encode, mux the audio up to the frames and report progress on the writer."""
+        images = []
         for f in model_frames:
             if composed["index"] != f.index:
                 composed["index"], composed["image"] = f.index, (f.image if paster is None else paster(f.image))
-            sink.write(composed["image"])
-            if opts.progress is not None:
-                opts.progress(RenderProgress(sink.frames_written, expected, time.monotonic() - start, float(out_fps)))
+            images.append(composed["image"])
+        writer.submit(lambda: write(images, audio_to_end))
 
     try:
         stream = animator.stream(crop, seed=opts.seed, head_motion=opts.head_motion, knot=opts.knot,
@@ -288,15 +346,15 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
                     retimer.add(f)
                 # only output frames that end within the audio received so far (n is not known yet)
                 emit(retimer.take(math.floor(Fraction(samples) * out_fps / sr)))
-                track.write_until(sink.frames_written / float(out_fps))
             n = max(1, math.floor(Fraction(samples) * out_fps / sr + Fraction(1, 2)))
             m = max(1, math.floor(Fraction(samples) * model_fps / sr + Fraction(1, 2)))
             for f in stream.finish(total_frames=m):
                 retimer.add(f)
-            emit(retimer.take(n, last_model=m - 1))
-            track.write_until(None)
+            emit(retimer.take(n, last_model=m - 1), audio_to_end=True)
+            writer.drain()
             finished = True
         finally:
+            writer.stop()  # after an error or an interrupt: what was handed over and not started is dropped
             sink.close()
     except KeyboardInterrupt:
         raise RenderInterrupted(summary(True)) from None

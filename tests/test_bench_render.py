@@ -25,7 +25,7 @@ def test_render_is_timed_stage_by_stage_and_the_methods_are_put_back(tmp_path):
     originals = [KnotStream.push_audio, KnotStream.finish, Paster.__call__, VideoFileSink.write,
                  VideoFileSink.write_audio]
     out = tmp_path / "render.json"
-    result = br.main(["--tiny", "--seconds", "1", "--warmup-seconds", "0", "--json", str(out)])
+    result = br.main(["--tiny", "--seconds", "1", "--warmup-seconds", "0", "--serial", "--json", str(out)])
     assert [KnotStream.push_audio, KnotStream.finish, Paster.__call__, VideoFileSink.write,
             VideoFileSink.write_audio] == originals
     assert result["frames"] == 25 and result["backend"] == "torch" and result["device"] == "cpu"
@@ -36,6 +36,16 @@ def test_render_is_timed_stage_by_stage_and_the_methods_are_put_back(tmp_path):
     assert sum(s["seconds"] for s in stages.values()) == pytest.approx(result["wall_s"], abs=0.01)
     assert sum(s["share"] for s in stages.values()) == pytest.approx(1.0, abs=0.01)
     assert json.loads(out.read_text())["stages"] == stages
+    assert result["pipelined"] is False
+
+
+def test_the_pipelined_render_counts_each_stage_once_with_the_overlap_left_out_of_rest():
+    result = br.main(["--tiny", "--seconds", "1", "--warmup-seconds", "0"])
+    stages = result["stages"]
+    assert result["pipelined"] is True and result["frames"] == 25
+    assert all(stages[s]["seconds"] > 0 for s in ("stream", "paste", "encode", "audio"))
+    assert stages["rest"]["seconds"] >= 0  # the stages overlap: their sum may pass the wall time
+    assert sum(s["seconds"] for s in stages.values()) >= result["wall_s"] - 0.01
 
 
 def test_crop_only_has_no_paste_stage(tmp_path):

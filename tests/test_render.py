@@ -304,3 +304,38 @@ def test_gpu_out_of_memory_tries_each_fallback_in_turn(animator, inputs, tmp_pat
         "render is complete"]
     assert s.frames == 50 and _probe(out)[2] == 50 and (renderer.model_name, renderer.profile) == ("tiny", None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_pipelined_render_writes_what_the_serial_one_does_from_the_encoder_thread(animator, inputs, tmp_path):
+    import threading
+
+    threads = {}
+    for pipelined in (False, True):
+        def note(p, pipelined=pipelined):
+            threads.setdefault(pipelined, set()).add(threading.current_thread().name)
+
+        render_to_file(animator, *inputs, tmp_path / f"p{pipelined}", options=RenderOptions(
+            format="png", pipelined=pipelined, progress=note, **FAST))
+    serial, piped = (sorted((tmp_path / f"p{p}").iterdir()) for p in (False, True))
+    assert [f.name for f in serial] == [f.name for f in piped] and len(serial) == 51  # 50 frames + audio.wav
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(serial, piped))  # PNG is lossless: same frames
+    assert threads[False] == {threading.current_thread().name}
+    assert len(threads[True]) == 1 and next(iter(threads[True])).startswith("knotanim-encode")
+
+
+def test_an_encoder_error_on_the_worker_reaches_the_caller_and_the_partial_file_goes(animator, inputs, tmp_path,
+                                                                                        monkeypatch):
+    from knotanim.sinks.video import VideoFileSink
+
+    original = VideoFileSink.write
+
+    def failing(self, frame):
+        if self.frames_written == 7:
+            raise OutputError("disk full (test)")
+        original(self, frame)
+
+    monkeypatch.setattr(VideoFileSink, "write", failing)
+    out = tmp_path / "broken.mp4"
+    with pytest.raises(OutputError, match="disk full"):
+        render_to_file(animator, *inputs, out, options=RenderOptions(**FAST))
+    assert not out.exists()  # a render that failed (not interrupted) leaves no half file
