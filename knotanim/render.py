@@ -9,11 +9,13 @@ Timing: the audio of D seconds gives n = round(D * fps) output frames (fps = opt
 config.fps). The model always runs at config.fps for m = round(D * config.fps) frames; output
 frame j shows the model frame nearest in time, round(j * config.fps / fps), clamped to m - 1.
 
-Pipelining (`RenderOptions.pipelined`, on by default): the encoder (and the audio track's muxing and
-the progress callback) runs on one worker thread, in order, while the calling thread computes and
-pastes the next frames; at most a few blocks of frames wait between the two. On an H200 the
-serial render spent 19 % of its time in the stream and 66 % pasting and encoding
-(docs/benchmarks.md): overlapping them is most of the speed-up there is.
+Pipelining (`RenderOptions.pipelined`; by default on when the model runs on a GPU): the encoder (and
+the audio track's muxing and the progress callback) runs on one worker thread, in order, while the
+calling thread computes and pastes the next frames; at most a few blocks of frames wait between the
+two. On an H200 the serial render spent 19 % of its time in the stream, 28 % pasting and 49 %
+encoding and muxing (docs/benchmarks.md), so the two threads would each have about half. On a
+2-core CPU the stream is 74 % of the time and the encoder's thread takes cores from torch's:
+pipelined was 6 % slower there, so a model on the CPU renders serially by default.
 
 Interrupts: a KeyboardInterrupt (Ctrl-C; the CLI maps SIGTERM to it) or one raised by the progress
 callback finalises the output (mp4 is fragmented, so the file stays playable) and is re-raised as
@@ -146,7 +148,7 @@ class RenderOptions:
     mask: str = "rect"  # paste-back blend mask: "rect" or "ellipse"
     feather: float = 0.12  # blend ramp, fraction of the crop side
     colour_match: bool = True
-    pipelined: bool = True  # encode on a worker thread while the next frames are computed (module docstring)
+    pipelined: bool | None = None  # encode on a worker thread while the next frames are computed; None: on a GPU
     progress: Callable[[RenderProgress], None] | None = field(default=None, compare=False)
 
 
@@ -316,7 +318,8 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
         return RenderSummary(output, fmt, sink.frames_written, float(out_fps), width, height,
                              samples / sr, time.monotonic() - start, interrupted)
 
-    writer = _OrderedWorker(opts.pipelined)  # the sink is written only through it
+    pipelined = opts.pipelined if opts.pipelined is not None else getattr(animator.device, "type", "cpu") != "cpu"
+    writer = _OrderedWorker(pipelined)  # the sink is written only through it
 
     def write(images: list[np.ndarray], audio_to_end: bool) -> None:
         for image in images:

@@ -16,10 +16,11 @@ method render_to_file calls for it, so the render itself is the product's, uncha
   rest     the whole render's wall time minus those: decoding the input audio, retiming, the progress,
            opening and closing the file
 
-By default the render is pipelined as the product runs it (encode and audio on the render's worker
-thread, overlapping stream and paste): then the stages overlap, their seconds can add up to more than the
-wall time, and "rest" is what is left of the wall time after them (at least 0). `--serial` runs every stage
-on one thread (RenderOptions.pipelined=False), where the shares say what overlapping could save: a render
+The render runs as the product runs it: pipelined on a GPU (encode and audio on the render's worker
+thread, overlapping stream and paste), serial on the CPU; `--pipelined` / `--serial` choose. Pipelined,
+the stages overlap, their seconds can add up to more than the
+wall time, and "rest" is what is left of the wall time after them (at least 0). Serial, every stage
+runs on one thread (RenderOptions.pipelined=False), and the shares say what overlapping could save: a render
 whose stream share is 60 % could at best run 1 / 0.6 = 1.7x faster with the rest moved off its thread. The JSON has the command, machine, torch, backend, frames, wall time, frames/s and each stage's
 seconds, share and per-frame milliseconds.
 """
@@ -103,7 +104,9 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=30.0, help="audio length of the timed render")
     p.add_argument("--warmup-seconds", type=float, default=2.0, help="audio length of the warm-up render (0: none)")
     p.add_argument("--crop-only", action="store_true", help="write the face crop (no paste into the portrait)")
-    p.add_argument("--serial", action="store_true", help="every stage on one thread (no encode worker)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--serial", action="store_true", help="every stage on one thread (no encode worker)")
+    mode.add_argument("--pipelined", action="store_true", help="encode on the render's worker thread")
     p.add_argument("--no-face-detect", action="store_true",
                    help="animate the centred square (as `knotanim render --no-face-detect`; for an OpenCV without Haar cascades)")
     p.add_argument("--tiny", action="store_true", help="a tiny random model (tests)")
@@ -142,13 +145,14 @@ def main(argv=None) -> dict:
         backend = build_backend(args.backend, anim, model_path=args.model,
                                 progress=lambda m: print(f"backend: {m}", file=sys.stderr, flush=True))
     rate = anim.config.audio.sample_rate
+    pipelined = args.pipelined or (not args.serial and anim.device.type != "cpu")  # the render's own default
     clock = StageClock()
     stages = [("stream", KnotStream, "push_audio"), ("stream", KnotStream, "finish"), ("paste", Paster, "__call__"),
               ("encode", VideoFileSink, "write"), ("audio", VideoFileSink, "write_audio")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         opts = RenderOptions(crop_only=args.crop_only, backend=backend, face_detect=not args.no_face_detect,
-                             pipelined=not args.serial)
+                             pipelined=pipelined)
         if args.warmup_seconds > 0:
             render_to_file(anim, args.image, looped_speech(args.warmup_seconds, rate, tmp / "warm.wav"),
                            tmp / "warm.mp4", options=opts)
@@ -164,7 +168,7 @@ def main(argv=None) -> dict:
         "machine": f"{cpu_name()} x{os.cpu_count()}",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "device": str(anim.device), "dtype": str(anim.dtype).replace("torch.", ""),
-        "backend": getattr(backend, "name", "torch"), "crop_only": args.crop_only, "pipelined": not args.serial,
+        "backend": getattr(backend, "name", "torch"), "crop_only": args.crop_only, "pipelined": pipelined,
         "output": f"{summary.width}x{summary.height} at {summary.fps:g} fps",
         "audio_seconds": args.seconds, "frames": frames, "wall_s": round(wall, 3),
         "frames_per_s": round(frames / wall, 2) if wall > 0 else 0.0,
@@ -173,7 +177,7 @@ def main(argv=None) -> dict:
     }
     print(f"render: {frames} frames ({result['output']}) of {args.seconds:g} s audio in {wall:.2f} s: "
           f"{result['frames_per_s']} frames/s, {result['realtime_x']}x real time; {result['device']}, "
-          f"{result['dtype']}, backend {result['backend']}, {'serial' if args.serial else 'pipelined'}")
+          f"{result['dtype']}, backend {result['backend']}, {'pipelined' if pipelined else 'serial'}")
     print("| stage | seconds | share | ms per frame |\n|---|---|---|---|")
     for stage, row in result["stages"].items():
         print(f"| {stage} | {row['seconds']:.2f} | {100 * row['share']:.1f} % | {row['ms_per_frame']:.2f} |")

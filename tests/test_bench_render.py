@@ -40,7 +40,7 @@ def test_render_is_timed_stage_by_stage_and_the_methods_are_put_back(tmp_path):
 
 
 def test_the_pipelined_render_counts_each_stage_once_with_the_overlap_left_out_of_rest():
-    result = br.main(["--tiny", "--seconds", "1", "--warmup-seconds", "0"])
+    result = br.main(["--tiny", "--seconds", "1", "--warmup-seconds", "0", "--pipelined"])
     stages = result["stages"]
     assert result["pipelined"] is True and result["frames"] == 25
     assert all(stages[s]["seconds"] > 0 for s in ("stream", "paste", "encode", "audio"))

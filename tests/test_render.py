@@ -319,6 +319,10 @@ def test_pipelined_render_writes_what_the_serial_one_does_from_the_encoder_threa
     serial, piped = (sorted((tmp_path / f"p{p}").iterdir()) for p in (False, True))
     assert [f.name for f in serial] == [f.name for f in piped] and len(serial) == 51  # 50 frames + audio.wav
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(serial, piped))  # PNG is lossless: same frames
+    default = {}
+    render_to_file(animator, *inputs, tmp_path / "d", options=RenderOptions(
+        format="png", progress=lambda p: default.setdefault("thread", threading.current_thread().name), **FAST))
+    assert default["thread"] == threading.current_thread().name  # a model on the CPU renders serially
     assert threads[False] == {threading.current_thread().name}
     assert len(threads[True]) == 1 and next(iter(threads[True])).startswith("knotanim-encode")
 
