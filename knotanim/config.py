@@ -78,8 +78,9 @@ class SamplerConfig:
     steps: int = 4  # flow-matching Euler steps per chunk
     shift: float = 3.0  # timestep shift (>1 spends more steps at high noise)
     # Share of each chunk's starting noise common to its frames outside the mouth area: noise = sqrt(1 - c) *
-    # own + sqrt(c) * shared, so every frame's noise is still N(0, I) (knotanim.stream.stream.chunk_noise).
-    # 0: independent per frame, as training draws it.
+    # own + sqrt(c) * shared, so every frame's noise is still N(0, I) (knotanim.stream.sampler.share_noise).
+    # Training draws its noise (and stage 3 its rollouts) the same way for the model it trains
+    # (`--set model.sampler.noise_correlation=0.6`). 0: independent per frame.
     noise_correlation: float = 0.0
 
 

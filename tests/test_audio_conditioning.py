@@ -129,3 +129,22 @@ def test_train_module_entry_point_reports_a_bad_checkpoint_in_one_line(tmp_path)
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("knotanim train: error:"), r.stderr
+
+
+def test_training_noise_shares_the_samplers_part_across_a_chunks_frames_outside_the_mouth():
+    from knotanim.config import SamplerConfig
+    from knotanim.stream.stream import noise_correlation_map
+
+    cfg = tiny_config(sampler=SamplerConfig(steps=2, noise_correlation=0.6))
+    _, inputs, _ = _stage2_inputs(cfg)
+    noise = inputs[7]  # [B, n, F, c, h, w], as the loss module takes it
+    mouth = noise_correlation_map(cfg) == 0
+    frames = noise.movedim(2, 0)  # [F, B, n, c, h, w]
+    outside = torch.corrcoef(frames[..., ~mouth].reshape(frames.shape[0], -1))
+    inside = torch.corrcoef(frames[..., mouth].reshape(frames.shape[0], -1))
+    pairs = ~torch.eye(frames.shape[0], dtype=torch.bool)
+    assert outside[pairs].sub(0.6).abs().max() < 0.1 and inside[pairs].abs().max() < 0.15
+    assert abs(float(noise.std()) - 1) < 0.05  # each frame's noise is still N(0, I)
+    _, plain, _ = _stage2_inputs(tiny_config())  # off: plain N(0, I), as before
+    corr = torch.corrcoef(plain[7].movedim(2, 0).reshape(plain[7].shape[2], -1))
+    assert corr[~torch.eye(corr.shape[0], dtype=torch.bool)].abs().max() < 0.1

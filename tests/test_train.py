@@ -66,15 +66,20 @@ def test_self_rollout_stage_trains_on_its_own_history(tmp_path):
     assert len(rows) == 3 and all("nan" not in r for r in rows)
 
 
-def test_rollout_matches_the_stream(tmp_path):
-    """The batched training rollout produces the latents the stream commits, chunk for chunk."""
+@pytest.mark.parametrize("noise_correlation", [0.0, 0.5])
+def test_rollout_matches_the_stream(tmp_path, noise_correlation):
+    """The batched training rollout produces the latents the stream commits, chunk for chunk (with the
+    sampler's shared noise too: both draw it the same way)."""
     import numpy as np
 
+    from knotanim.config import SamplerConfig
     from knotanim.frontends.audio_features import AudioFeatures
     from knotanim.model.layout import RunAhead
     from knotanim.stream.rollout import rollout_latents
+    from knotanim.stream.stream import noise_correlation_map
 
-    anim = KnotAnimator.from_config(tiny_config(), seed=0)
+    anim = KnotAnimator.from_config(tiny_config(sampler=SamplerConfig(steps=2, noise_correlation=noise_correlation)),
+                                    seed=0)
     anim.model.randomize_zero_init(seed=1)
     cfg = anim.config
     rng = np.random.default_rng(0)
@@ -90,7 +95,8 @@ def test_rollout_matches_the_stream(tmp_path):
     from_stream = torch.cat(committed[:n], 1)
     audio = torch.from_numpy(AudioFeatures(cfg).clip_features(samples, 30)).unsqueeze(0)
     gen = rollout_latents(stream.step, anim.encode_frames(ref[None]), audio, torch.tensor([0.4]), n, True,
-                          RunAhead.from_config(cfg.stream, True, True), generator=torch.Generator().manual_seed(4))
+                          RunAhead.from_config(cfg.stream, True, True), generator=torch.Generator().manual_seed(4),
+                          noise_correlation=noise_correlation_map(cfg) if noise_correlation else 0.0)
     torch.testing.assert_close(gen.committed, from_stream, atol=1e-5, rtol=1e-5)
 
 

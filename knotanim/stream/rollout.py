@@ -15,6 +15,7 @@ import torch
 from knotanim.config import KnotAnimConfig
 from knotanim.model.layout import RunAhead
 from knotanim.stream.caches import HistoryRing, KnotState, ReferenceCache
+from knotanim.stream.sampler import share_noise
 from knotanim.stream.step import ChunkStep
 
 
@@ -64,8 +65,11 @@ class Rollout:
 @torch.no_grad()
 def rollout_latents(step: ChunkStep, ref_latent: torch.Tensor, audio: torch.Tensor, motion: torch.Tensor,
                     n_chunks: int, knot: bool, run_ahead: RunAhead,
-                    generator: torch.Generator | None = None) -> Rollout:
-    """ref_latent [B, c, h, w]; audio [B, T, n_mels, W] with T >= (n_chunks - 1) * C + F; motion [B]."""
+                    generator: torch.Generator | None = None,
+                    noise_correlation: float | torch.Tensor = 0.0) -> Rollout:
+    """ref_latent [B, c, h, w]; audio [B, T, n_mels, W] with T >= (n_chunks - 1) * C + F; motion [B].
+    noise_correlation: each chunk's starting noise shares that part across its frames, as the stream draws it
+    (knotanim.stream.stream.share_noise; a number or a [h, w] map)."""
     model = step.model
     ks, vs = model.reference_kv(ref_latent)
     reference = ReferenceCache(torch.stack(ks), torch.stack(vs))
@@ -76,6 +80,7 @@ def rollout_latents(step: ChunkStep, ref_latent: torch.Tensor, audio: torch.Tens
         s = loop.chunk_start
         shape = (B, loop.span, *ref_latent.shape[1:])
         noise = torch.randn(shape, generator=generator).to(dev) if generator is not None else torch.randn(shape, device=dev)
+        noise = share_noise(noise, noise_correlation, 1, generator)
         knots.append(loop.knot.latent.clone() if loop.knot.valid else torch.zeros_like(loop.knot.latent))
         committed.append(loop.advance(step, reference, audio[:, s : s + loop.span], noise, motion))
     return Rollout(torch.cat(committed, 1), torch.stack(knots, 1))

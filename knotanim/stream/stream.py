@@ -23,6 +23,7 @@ from knotanim.model.autoencoder import tensor_to_frames
 from knotanim.model.layout import RunAhead
 from knotanim.stream.caches import ReferenceCache
 from knotanim.stream.rollout import ChunkLoop
+from knotanim.stream.sampler import share_noise
 
 if TYPE_CHECKING:
     from knotanim.animator import KnotAnimator
@@ -57,16 +58,10 @@ def clean_audio(samples: np.ndarray) -> np.ndarray:
 
 def chunk_noise(generator: torch.Generator, frames: int, channels: int, size: int,
                 correlation: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """A chunk's starting noise [1, frames, channels, size, size], N(0, I) per frame. With a correlation c > 0
-    a part common to the chunk's frames is mixed in, sqrt(1 - c) * own + sqrt(c) * shared (one more draw from
-    `generator`, after the frames' own); c = 0 everywhere draws exactly what it always drew. `correlation` is
-    a number or a [size, size] map (per latent cell: `noise_correlation_map`)."""
-    noise = torch.randn((1, frames, channels, size, size), generator=generator)
-    c = torch.as_tensor(correlation, dtype=noise.dtype)
-    if bool((c > 0).any()):
-        shared = torch.randn((1, 1, channels, size, size), generator=generator)
-        noise = (1 - c).sqrt() * noise + c.sqrt() * shared
-    return noise
+    """A chunk's starting noise [1, frames, channels, size, size], N(0, I) per frame, with `share_noise`'s common
+    part at `correlation` (one more draw from `generator`, after the frames' own; c = 0 everywhere draws exactly
+    what it always drew)."""
+    return share_noise(torch.randn((1, frames, channels, size, size), generator=generator), correlation, 1, generator)
 
 
 def noise_correlation_map(config: "KnotAnimConfig") -> torch.Tensor:

@@ -29,8 +29,9 @@ from knotanim.model.autoencoder import frames_to_tensor
 from knotanim.model.layout import RunAhead, SequenceLayout, expand_frame_mask
 from knotanim.model.sequence import knot_conditioning, teacher_forced_forward
 from knotanim.stream.rollout import rollout_latents
-from knotanim.stream.sampler import add_noise, sampling_times, shift_time, velocity_target
+from knotanim.stream.sampler import add_noise, sampling_times, share_noise, shift_time, velocity_target
 from knotanim.stream.step import ChunkStep
+from knotanim.stream.stream import noise_correlation_map
 from knotanim.train.common import (EMA, TrainLog, any_rank, cleanup_distributed, full_tensor, load_state, lr_at,
                                    save_state, setup_distributed, shard_module)
 from knotanim.train.config import TrainConfig, describe
@@ -390,6 +391,9 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     knots = None
     if knot:
         knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
+    # the model's sampler.noise_correlation: its training noise, like its stream's, shares that part across a
+    # chunk's frames outside the mouth (0: plain N(0, I) per frame, nothing more drawn)
+    correlation = noise_correlation_map(mc) if mc.sampler.noise_correlation > 0 else 0.0
     own = own_history_rows(cfg, motion)
     if own is not None:  # these clips' history and knots are the model's own, generated as the stream does
         steps = cfg.rollout_steps if cfg.stage == "rollout" else cfg.student_steps  # stage 4: the student's own history
@@ -399,7 +403,7 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
         # and every new size recompiled the blocks (session 7: 68 steps in 9.3 min on two H200s, against
         # 591 in 8.5 min on one when every clip rolled out). It also keeps the forwards the same on every
         # FSDP rank (each gathers the shards), whatever its batch holds.
-        gen = rollout_latents(step, ref, audio, motion, n, knot, schedule)
+        gen = rollout_latents(step, ref, audio, motion, n, knot, schedule, noise_correlation=correlation)
         if own.numel():
             clean[own] = gen.committed[own].to(clean.dtype)
             if knot:
@@ -407,7 +411,7 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
                 if cfg.stage == "rollout" and cfg.rollout_knot_target == "own":  # chunk 0 has no knot: keeps the truth
                     x0[own, 1:, 0] = gen.knots[own, 1:].to(x0.dtype)
     t = shift_time(torch.rand(B, n, device=dev), mc.sampler.shift)
-    noise = torch.randn_like(x0)
+    noise = share_noise(torch.randn_like(x0), correlation, frame_dim=2)  # x0 [B, n, F, c, h, w]
     boxes = enc["mouth_box"][:, : layout.n_frames]
     mouth = mouth_cells(boxes, mc.frame_size, mc.latent_size)[:, idx]
     region = mouth_weight(mouth, cfg.mouth_weight)
