@@ -58,12 +58,16 @@ def test_autoencoder_then_dit_stage_then_resume(tmp_path):
     assert json.loads((out / "state" / "state.json").read_text())["step"] == 5
 
 
-def test_self_rollout_stage_trains_on_its_own_history(tmp_path):
-    cfg = TrainConfig.load(_write(tmp_path, "ro.yaml", stage="rollout", steps=2, rollout_steps=2))
+@pytest.mark.parametrize("noise_correlation", [0.0, 0.6])
+def test_self_rollout_stage_trains_on_its_own_history(tmp_path, noise_correlation):
+    model = dict(TINY, sampler=dict(TINY["sampler"], noise_correlation=noise_correlation))
+    cfg = TrainConfig.load(_write(tmp_path, "ro.yaml", stage="rollout", steps=2, rollout_steps=2, model=model))
     res = train(cfg, tmp_path / "ro", device="cpu", progress=lambda s: None)
     assert res.step == 2
     rows = (tmp_path / "ro" / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and all("nan" not in r for r in rows)
+    exported = json.loads((tmp_path / "ro" / "model" / "config.json").read_text())
+    assert exported["config"]["sampler"]["noise_correlation"] == noise_correlation  # its stream draws what it learnt
 
 
 @pytest.mark.parametrize("noise_correlation", [0.0, 0.5])
