@@ -98,7 +98,8 @@ def test_retimer_picks_nearest_frames():
     assert [f.index for f in r.take(4)] == [0, 1, 1]  # output 3 needs model frame 2: wait for it
 
 
-def test_interrupted_render_is_playable(animator, inputs, tmp_path):
+@pytest.mark.parametrize("pipelined", [None, True])  # the CPU's default (serial), and the GPU's encode worker
+def test_interrupted_render_is_playable(animator, inputs, tmp_path, pipelined):
     out = tmp_path / "cut.mp4"
 
     def stop_after_20(p):
@@ -106,7 +107,7 @@ def test_interrupted_render_is_playable(animator, inputs, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(RenderInterrupted) as info:
-        render_to_file(animator, *inputs, out, options=RenderOptions(progress=stop_after_20, **FAST))
+        render_to_file(animator, *inputs, out, options=RenderOptions(progress=stop_after_20, pipelined=pipelined, **FAST))
     assert info.value.summary.interrupted and info.value.summary.frames == 20
     assert isinstance(info.value, KeyboardInterrupt)
     size, rate, frames, has_audio, audio_s = _probe(out)
@@ -343,3 +344,23 @@ def test_an_encoder_error_on_the_worker_reaches_the_caller_and_the_partial_file_
     with pytest.raises(OutputError, match="disk full"):
         render_to_file(animator, *inputs, out, options=RenderOptions(**FAST))
     assert not out.exists()  # a render that failed (not interrupted) leaves no half file
+
+
+def test_ctrl_c_in_the_stream_while_the_worker_encodes_keeps_a_playable_file(animator, inputs, tmp_path, monkeypatch):
+    from knotanim.stream.stream import KnotStream
+
+    original, calls = KnotStream.push_audio, []
+
+    def push(self, block):
+        calls.append(1)
+        if len(calls) == 3:  # the signal lands in the caller's thread, in the stream's work
+            raise KeyboardInterrupt
+        return original(self, block)
+
+    monkeypatch.setattr(KnotStream, "push_audio", push)
+    out = tmp_path / "ctrl_c.mp4"
+    with pytest.raises(RenderInterrupted) as info:
+        render_to_file(animator, *inputs, out, options=RenderOptions(pipelined=True, **FAST))
+    summary = info.value.summary
+    size, rate, frames, has_audio, audio_s = _probe(out)
+    assert 0 < frames == summary.frames and has_audio  # what the worker had written, finalised
