@@ -258,10 +258,13 @@ class _OrderedWorker:
             self._pending.popleft().result()
 
     def stop(self) -> None:
-        """Drop the calls not started, wait for the running one (after an error or an interrupt)."""
+        """Let the submitted calls finish (after a failed one the rest are skipped) without raising, and end
+        the thread: after an interrupt or an error in the caller, the frames already handed over are written."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            for future in self._pending:
+                future.exception()  # waits; a failure was or will be raised by drain() or is moot now
             self._pending.clear()
+            self._pool.shutdown(wait=True)
 
 
 def _make_sink(fmt: str, output: Path, width: int, height: int, fps: Fraction, crf: int | None,
@@ -357,8 +360,10 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
             writer.drain()
             finished = True
         finally:
-            writer.stop()  # after an error or an interrupt: what was handed over and not started is dropped
-            sink.close()
+            try:
+                writer.stop()  # after an error or an interrupt too: the frames handed over are written first
+            finally:
+                sink.close()  # even if a second Ctrl-C cuts that short
     except KeyboardInterrupt:
         raise RenderInterrupted(summary(True)) from None
     except BaseException as e:
