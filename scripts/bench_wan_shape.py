@@ -25,7 +25,9 @@ linears, the KV cache stored in FP8 with a scale per key, written once per pass 
 the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8), fp8-triton-h (the same with one scale per
 head, set from each layer's first keys and then fixed: one multiply per score fewer; the cache written by one fused
 Triton kernel, engines.triton_attention.write_fp8_keys), fp8-triton-tma (fp8-triton-h with k and v loaded through the
-copy engine, TMA). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+copy engine, TMA), fp8s and fp8s-triton-h (fp8 and fp8-triton-h with each linear's activation scale calibrated
+once on two random chunks and then fixed, so its cast fuses into the kernel that made the input instead of a
+maximum and a cast of their own). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -53,13 +55,15 @@ import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
 VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton",
-            "fp8-triton-h", "fp8-triton-tma")
+            "fp8-triton-h", "fp8-triton-tma", "fp8s", "fp8s-triton-h")
 GRAPH_VARIANTS = VARIANTS[2:]  # compiled and captured in CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8-triton-tma")  # _scaled_mm
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8-triton-tma", "fp8s",
+                "fp8s-triton-h")  # the block linears through torch._scaled_mm
+STATIC_SCALE_VARIANTS = ("fp8s", "fp8s-triton-h")  # activation scales calibrated once (calibrate_activation_scales)
 # the self-attention through engines.triton_attention (its default blocks; key splits "auto" in bf16, 1 in FP8):
 # (its KV cache in bf16 (None) or in FP8 with a scale per key or per head, k and v loaded through TMA descriptors)
 TRITON_VARIANTS = {"triton": (None, False), "fp8-triton": ("per key", False), "fp8-triton-h": ("per head", False),
-                   "fp8-triton-tma": ("per head", True)}
+                   "fp8-triton-tma": ("per head", True), "fp8s-triton-h": ("per head", False)}
 # the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
 FLEX_VARIANTS = {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
@@ -160,13 +164,48 @@ def to_fp8(params: dict) -> dict:
     return out
 
 
+class ActivationAmax:
+    """The largest |x| a linear's input reached while calibrating (a float32 scalar on the device)."""
+
+    def __init__(self, device):
+        self.value = torch.zeros((), device=device)
+
+
 def lin(x, w, bias):
+    """F.linear, or with an FP8 weight (w8, w_scale) through torch._scaled_mm: the input quantized with a per-tensor
+    scale computed from it on the device each call (dynamic; no host sync), or with a third element, a fixed scale
+    from calibration (static: the cast then fuses into the kernel that produced x), or an ActivationAmax that
+    records |x|'s maximum while the dynamic scale is used."""
     if not isinstance(w, tuple):
         return F.linear(x, w, bias)
-    w8, ws = w  # per-tensor dynamic activation scale, computed on the device (no host sync)
-    xs = e4m3_scale(x)
+    w8, ws, *fixed = w
+    if fixed and not isinstance(fixed[0], ActivationAmax):
+        xs = fixed[0]
+    else:
+        xs = e4m3_scale(x)
+        if fixed:
+            torch.maximum(fixed[0].value, x.abs().amax().float(), out=fixed[0].value)
     x8 = (x / xs).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=x.dtype, use_fast_accum=True)
+
+
+def calibrate_activation_scales(st: "Stream", chunks: int = 2, margin: float = 1.0):
+    """Give every FP8 linear of st's parameters a fixed activation scale: run `chunks` steady chunks uncompiled
+    over a random full window, recording each linear input's largest |x|, then scale = margin * that / 448
+    (inputs beyond it saturate at +-448). As a calibrated engine does; the fp8s variants."""
+    s = st.s
+    layers = st.p["layers"]
+    for lp in layers:
+        for k in FP8_KEYS:
+            lp[k] = (*lp[k][:2], ActivationAmax(st.device))
+    st.randomize_cache()
+    st.set_slot(0)
+    for _ in range(chunks):
+        st.chunk(s.window * s.tokens_per_frame)
+    for lp in layers:
+        for k in FP8_KEYS:
+            w8, ws, amax = lp[k]
+            lp[k] = (w8, ws, (amax.value * margin / E4M3_MAX).clamp(min=1e-12))
 
 
 def quantize_qkv(q, k, v, dtype=torch.float8_e4m3fn, max_value: float = E4M3_MAX):
@@ -309,9 +348,9 @@ class Stream:
         self.trace: list[dict] = []  # per chunk: slot start, kv tokens (for tests)
 
     def use_fp8_cache(self, per_key: bool = True):
-        """Keep the KV cache in FP8 (fp8-triton, fp8-triton-h): keys [layers, 1, H, N, Dh], values transposed [layers, 1,
-        H, Dh, N] (engines.triton_attention.new_fp8_keys), float8_e4m3fn, with a float32 scale per key [layers, 1, H, N]
-        or per head [layers, 1, H]. A per-head scale is set from each layer's first write (twice its keys' absolute
+        """Keep the KV cache in FP8 (the fp8-triton variants): keys [layers, 1, H, N, Dh], values transposed
+        [layers, 1, H, Dh, N] (engines.triton_attention.new_fp8_keys), float8_e4m3fn, with a float32 scale per key
+        [layers, 1, H, N] or per head [layers, 1, H]. A per-head scale is set from each layer's first write (twice its keys' absolute
         maximum over 448, on the device; during the warm-up, before any capture) and then fixed, as a calibrated
         engine's are."""
         from engines.triton_attention import new_fp8_keys
@@ -461,6 +500,18 @@ def attention_backend(variant: str):
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
     return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
+
+
+def attention_kind(variant: str) -> str:
+    """How a variant's self-attention runs, for its result row."""
+    if variant in CUDNN_VARIANTS:
+        return "cudnn"
+    if variant in FLEX_VARIANTS:
+        return "fp8 flex" if variant == "fp8-flex" else "bf16 flex"
+    if variant in TRITON_VARIANTS:
+        cache, tma = TRITON_VARIANTS[variant]
+        return "triton " + (f"fp8, a scale {cache}" if cache else "bf16") + (", TMA" if tma else "")
+    return "default"
 
 
 def cores() -> int:
@@ -654,6 +705,8 @@ def main(argv=None):
             res["skipped"].append({"variant": v, "reason": cudnn_problem})
             continue
         st = Stream(s, to_fp8(params) if v in FP8_VARIANTS else params, dev, dtype)
+        if v in STATIC_SCALE_VARIANTS:
+            calibrate_activation_scales(st)
         if v != "eager":
             if compiled_cudnn is not None and compiled_cudnn != (v in CUDNN_VARIANTS):
                 torch._dynamo.reset()  # compiled code does not guard on the SDPA backend: compile afresh
@@ -688,10 +741,9 @@ def main(argv=None):
             r["pct_floor_measured"] = 100 * fl["ms_at_measured"] / r["ms_total"]
             r["pct_floor_800"] = 100 * fl["ms_at_800"] / r["ms_total"]
             r["wall_s"] = time.perf_counter() - t0
-            r["attention"] = ("cudnn" if v in CUDNN_VARIANTS else "fp8 flex" if v == "fp8-flex"
-                              else "bf16 flex" if v in FLEX_VARIANTS else "fp8 triton per head, TMA" if v == "fp8-triton-tma"
-                              else "fp8 triton per head" if v == "fp8-triton-h" else "fp8 triton" if v == "fp8-triton"
-                              else "bf16 triton" if v == "triton" else "default")
+            r["activation_scales"] = ("static" if v in STATIC_SCALE_VARIANTS else "dynamic" if v in FP8_VARIANTS
+                                      else None)
+            r["attention"] = attention_kind(v)
             r["load1_at_start"] = load_start
             res["runs"].append(r)
             save(res, a.out)  # after every run: a run cut short by the time limit keeps what it measured

@@ -138,7 +138,8 @@ def test_cli_eager_tiny(tmp_path, capsys):
 
 def test_variant_parsing_default_order_and_new_variants():
     assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16",
-                           "triton", "fp8-triton", "fp8-triton-h", "fp8-triton-tma")  # new ones last
+                           "triton", "fp8-triton", "fp8-triton-h", "fp8-triton-tma", "fp8s",
+                           "fp8s-triton-h")  # new ones last
     assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
     assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
     with pytest.raises(Exception, match="unknown variant"):
@@ -252,3 +253,32 @@ def test_kernels_sort_into_attention_matmul_and_the_rest():
     assert bw.kernel_kind("sm90_xmma_gemm_e4m3bf16_e4m3f32_f32_tn_n_tilesize128x256x128") == "matmul"
     assert bw.kernel_kind("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT") == "matmul"
     assert bw.kernel_kind("triton_per_fused__to_copy_abs_amax_clamp_div_0") == "other"
+
+
+def test_calibrated_activation_scales_are_fixed_and_agree_with_the_dynamic_ones():
+    s = bw.Shape(**TINY)
+    params = bw.make_params(s, "cpu", torch.float32)
+    dynamic = bw.Stream(s, bw.to_fp8(params), torch.device("cpu"), torch.float32)
+    static = bw.Stream(s, bw.to_fp8(params), torch.device("cpu"), torch.float32)
+    bw.calibrate_activation_scales(static)
+    for lp in static.p["layers"]:
+        for k in bw.FP8_KEYS:
+            w8, ws, xs = lp[k]
+            assert isinstance(xs, torch.Tensor) and xs.dim() == 0 and 0 < float(xs) < 1  # a fixed, finite scale
+    assert all(len(lp[k]) == 2 for lp in dynamic.p["layers"] for k in bw.FP8_KEYS)  # the other copy untouched
+    for st in (dynamic, static):
+        st.randomize_cache()
+        st.k_cache.copy_(dynamic.k_cache)
+        st.v_cache.copy_(dynamic.v_cache)
+        st.set_slot(0)
+        st.chunk(s.window * s.tokens_per_frame)
+    err = float((static.out - dynamic.out).norm() / dynamic.out.norm())
+    assert err < 0.05, err  # the same inputs' scales, fixed: within FP8's own error of each other
+
+
+def test_each_variant_says_how_its_attention_runs():
+    assert bw.attention_kind("eager") == bw.attention_kind("fp8s") == "default"
+    assert bw.attention_kind("fp8-cudnn") == "cudnn" and bw.attention_kind("fp8-flex16") == "bf16 flex"
+    assert bw.attention_kind("fp8s-triton-h") == "triton fp8, a scale per head"
+    assert bw.attention_kind("fp8-triton-tma") == "triton fp8, a scale per head, TMA"
+    assert bw.attention_kind("triton") == "triton bf16"
