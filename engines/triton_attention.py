@@ -235,58 +235,6 @@ if triton is not None:
         _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
                    stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM, SPLIT)
 
-    @triton.jit
-    def _tma_block(acc, l_i, m_i, q, row_factor, k_desc, v_desc, k_row, v_row, start_n, n_keys,
-                   BLOCK_N: tl.constexpr, V_TRANSPOSED: tl.constexpr, MASKED: tl.constexpr):
-        """One block of keys through the copy engine (TMA): k rows [BLOCK_N, D] at k_row + start_n; v rows likewise,
-        or (FP8) v_t's [D, BLOCK_N] tile at (v_row, start_n). Rows past n_keys are real memory (later cache slots,
-        maybe NaN): their scores are masked and their values zeroed."""
-        k = k_desc.load([k_row + start_n, 0])
-        qk = tl.dot(q, tl.trans(k))
-        if V_TRANSPOSED:
-            v = tl.trans(v_desc.load([v_row, start_n]))
-        else:
-            v = v_desc.load([v_row + start_n, 0])
-        inside = start_n + tl.arange(0, BLOCK_N) < n_keys
-        if MASKED:
-            v = tl.where(inside[:, None], v, 0.0).to(v.dtype)
-        return _fold_block(acc, l_i, m_i, qk, v, row_factor, row_factor, inside, MASKED, False)
-
-    @triton.jit
-    def _attention_forward_tma(Q, k_desc, v_desc, KS, VS, VS_MAX, O, M_OUT, L_OUT,
-                               stride_qb, stride_qh, stride_qm, stride_qd, k_rows_b, k_rows_h, v_rows_b, v_rows_h,
-                               stride_sb, stride_sh,
-                               stride_os, stride_ob, stride_oh, stride_om, stride_od,
-                               heads, n_queries, n_keys, keys_per_split, qk_scale,
-                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                               FP8: tl.constexpr, SPLIT: tl.constexpr):
-        """_attention_forward with K and V through TMA descriptors over 2-D views of the caches (bf16, or FP8 with a
-        scale per head)."""
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        split = tl.program_id(2)
-        b = pid_bh // heads
-        h = pid_bh % heads
-        q, row_factor, out_factor, offs_m = _load_q(
-            Q, b, h, pid_m, n_queries, stride_qb, stride_qh, stride_qm, stride_qd, KS, VS, VS_MAX, pid_bh,
-            stride_sb, stride_sh, qk_scale, BLOCK_M, HEAD_DIM, FP8, False)
-        k_row = b * k_rows_b + h * k_rows_h
-        v_row = b * v_rows_b + h * v_rows_h
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-        lo = split * keys_per_split
-        hi = tl.minimum(lo + keys_per_split, n_keys)
-        full_end = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
-        for start_n in range(lo, full_end, BLOCK_N):
-            acc, l_i, m_i = _tma_block(acc, l_i, m_i, q, row_factor, k_desc, v_desc, k_row, v_row, start_n, hi,
-                                       BLOCK_N, FP8, False)
-        if full_end < hi:
-            acc, l_i, m_i = _tma_block(acc, l_i, m_i, q, row_factor, k_desc, v_desc, k_row, v_row, full_end, hi,
-                                       BLOCK_N, FP8, True)
-        _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
-                   stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM, SPLIT)
-
 
 if triton is not None:
     @triton.jit
@@ -361,13 +309,13 @@ def auto_key_splits(query_blocks: int, multiprocessors: int, key_blocks: int) ->
 
 def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None, *,
               fp8_keys: Fp8Keys | None = None, fp8: bool | str = False, key_splits: int | str = 1,
-              blocks: dict | None = None, tma: bool = False) -> torch.Tensor:
+              blocks: dict | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v for q [B, H, M, D] and k, v [B, H, N, D] (bf16/fp16/fp32, any strides), or with
     `fp8_keys` (or `fp8=True` / "per-head", which quantizes k and v here with a scale per key / per head: for
     benchmarks; a stream keeps its cache in FP8) in FP8.
-    key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). tma: load k and v through the copy
-    engine (Hopper; k and v row-major slices of their buffers; FP8 only with a scale per head). Returns [B, H, M, D]
-    in q's dtype."""
+    key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype.
+    (A version loading k and v through TMA descriptors was measured slower on the H200 and removed: docs/benchmarks.md,
+    session 10.)"""
     if fp8 and fp8_keys is None:
         fp8_keys = quantize_keys(k, v, per_key=fp8 != "per-head")
     B, H, M, D = q.shape
@@ -403,37 +351,11 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
     sks = tuple(ks.stride()) + (0,) * (3 - ks.dim())  # per head: the key stride unused
     common = dict(BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, SPLIT=split,
                   num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    if tma:
-        if fp8_keys is not None and per_key:
-            raise ValueError("the TMA kernel takes FP8 keys with a scale per head only")
-        k_desc, k_rows = row_descriptor(k, [cfg["BLOCK_N"], D])
-        if fp8_keys is not None:  # v_t [B, H, D, N]: [D, BLOCK_N] tiles, transposed in the kernel
-            v_desc, v_rows = row_descriptor(fp8_keys.v_t, [D, cfg["BLOCK_N"]])
-        else:
-            v_desc, v_rows = row_descriptor(v, [cfg["BLOCK_N"], D])
-        _attention_forward_tma[grid](
-            q, k_desc, v_desc, ks, vs, vs_max, out, m_out, l_out, *q.stride(), *k_rows, *v_rows, *sks[:2], *so,
-            H, M, N, per_split, D ** -0.5 * LOG2E, **common)
-    else:
-        _attention_forward[grid](
-            q, k, v, ks, vs, vs_max, out, m_out, l_out,
-            *q.stride(), *k.stride(), *v.stride(), *sks, *so,
-            H, M, N, per_split, D ** -0.5 * LOG2E, PER_KEY=per_key, **common)
+    _attention_forward[grid](
+        q, k, v, ks, vs, vs_max, out, m_out, l_out,
+        *q.stride(), *k.stride(), *v.stride(), *sks, *so,
+        H, M, N, per_split, D ** -0.5 * LOG2E, PER_KEY=per_key, **common)
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out
-
-
-def row_descriptor(x: torch.Tensor, block: list[int]):
-    """A TMA descriptor over x [B, H, R, C] (a slice along R of a buffer whose last dimension is contiguous) seen as
-    one 2-D tensor of rows, and the rows between batches and between heads: (descriptor, (rows_b, rows_h))."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-    B, H, _, C = x.shape
-    row = x.stride(2)
-    if x.stride(3) != 1 or row < C or x.stride(1) % row or x.stride(0) % row:
-        raise ValueError(f"the TMA kernel needs a row-major buffer (strides {tuple(x.stride())})")
-    rows_h, rows_b = x.stride(1) // row, x.stride(0) // row
-    total = (B - 1) * rows_b + (H - 1) * rows_h + rows_h  # up to the end of the last head's rows
-    flat = x.as_strided((total, row), (row, 1))[:, :C]
-    return TensorDescriptor.from_tensor(flat, block), (rows_b, rows_h)
 
 
 def merge_splits(out: torch.Tensor, row_max: torch.Tensor, row_sum: torch.Tensor) -> torch.Tensor:

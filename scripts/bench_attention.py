@@ -12,7 +12,7 @@ float32 reference.
 Implementations: sdpa (PyTorch's default choice), flash / efficient / cudnn (SDPA restricted to one backend), flex
 (compiled FlexAttention), and, where engines.triton_attention imports and the device is CUDA, triton (our Triton
 kernel, bf16), triton-fp8 (the same with float8 q, k, v and p, the keys from an FP8 cache with a scale per key) and
-triton-fp8h (the same with a scale per head), triton-tma and triton-fp8h-tma (k and v through TMA), each at every kernel
+triton-fp8h (the same with a scale per head), each at every kernel
 config of --configs and key split of --splits. An implementation that cannot run here is listed as skipped with the
 reason.
 
@@ -28,9 +28,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-# our Triton kernel: (FP8 keys: none, a scale per key or per head; k and v through TMA)
-TRITON_IMPLS = {"triton": (None, False), "triton-fp8": ("per key", False), "triton-fp8h": ("per head", False),
-                "triton-tma": (None, True), "triton-fp8h-tma": ("per head", True)}
+# our Triton kernel: its FP8 keys (none, a scale per key or per head)
+TRITON_IMPLS = {"triton": None, "triton-fp8": "per key", "triton-fp8h": "per head"}
 IMPLS = ("sdpa", "flash", "efficient", "cudnn", "flex") + tuple(TRITON_IMPLS)
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
 
@@ -83,7 +82,7 @@ def triton_variants(impl: str, configs: list[str], splits: list[str], k_cache, v
     the whole cache made once here (as a stream keeps its cache), narrowed to the call's key length: the timed call
     quantizes only q (inside the kernel)."""
     from engines import triton_attention as ta
-    scales, tma = TRITON_IMPLS[impl]
+    scales = TRITON_IMPLS[impl]
     fp8_cache = ta.quantize_keys(k_cache, v_cache, per_key=scales == "per key") if scales else None
     out = {}
     for cfg in configs:
@@ -93,9 +92,8 @@ def triton_variants(impl: str, configs: list[str], splits: list[str], k_cache, v
 
             def run(q, k, v, blocks=blocks, key_splits=key_splits):
                 if fp8_cache is None:
-                    return ta.attention(q, k, v, key_splits=key_splits, blocks=blocks, tma=tma)
-                return ta.attention(q, fp8_keys=fp8_cache.narrow(k.shape[2]), key_splits=key_splits, blocks=blocks,
-                                    tma=tma)
+                    return ta.attention(q, k, v, key_splits=key_splits, blocks=blocks)
+                return ta.attention(q, fp8_keys=fp8_cache.narrow(k.shape[2]), key_splits=key_splits, blocks=blocks)
             out[f"{impl} {cfg} splits {sp}"] = run
     return out
 

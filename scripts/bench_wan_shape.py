@@ -24,8 +24,7 @@ table), fp8-flex16 (the same with q, k and v in bf16: FlexAttention's own speed 
 linears, the KV cache stored in FP8 with a scale per key, written once per pass as each chunk's keys enter it, and
 the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8), fp8-triton-h (the same with one scale per
 head, set from each layer's first keys and then fixed: one multiply per score fewer; the cache written by one fused
-Triton kernel, engines.triton_attention.write_fp8_keys), fp8-triton-tma (fp8-triton-h with k and v loaded through the
-copy engine, TMA), fp8s and fp8s-triton-h (fp8 and fp8-triton-h with each linear's activation scale calibrated
+Triton kernel, engines.triton_attention.write_fp8_keys), fp8s and fp8s-triton-h (fp8 and fp8-triton-h with each linear's activation scale calibrated
 once on two random chunks and then fixed, so its cast fuses into the kernel that made the input instead of a
 maximum and a cast of their own). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
@@ -55,15 +54,13 @@ import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
 VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton",
-            "fp8-triton-h", "fp8-triton-tma", "fp8s", "fp8s-triton-h")
+            "fp8-triton-h", "fp8s", "fp8s-triton-h")
 GRAPH_VARIANTS = VARIANTS[2:]  # compiled and captured in CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8-triton-tma", "fp8s",
-                "fp8s-triton-h")  # the block linears through torch._scaled_mm
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8s", "fp8s-triton-h")  # the block linears through torch._scaled_mm
 STATIC_SCALE_VARIANTS = ("fp8s", "fp8s-triton-h")  # activation scales calibrated once (calibrate_activation_scales)
 # the self-attention through engines.triton_attention (its default blocks; key splits "auto" in bf16, 1 in FP8):
-# (its KV cache in bf16 (None) or in FP8 with a scale per key or per head, k and v loaded through TMA descriptors)
-TRITON_VARIANTS = {"triton": (None, False), "fp8-triton": ("per key", False), "fp8-triton-h": ("per head", False),
-                   "fp8-triton-tma": ("per head", True), "fp8s-triton-h": ("per head", False)}
+# its KV cache in bf16 (None) or in FP8 with a scale per key or per head
+TRITON_VARIANTS = {"triton": None, "fp8-triton": "per key", "fp8-triton-h": "per head", "fp8s-triton-h": "per head"}
 # the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
 FLEX_VARIANTS = {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
@@ -509,8 +506,8 @@ def attention_kind(variant: str) -> str:
     if variant in FLEX_VARIANTS:
         return "fp8 flex" if variant == "fp8-flex" else "bf16 flex"
     if variant in TRITON_VARIANTS:
-        cache, tma = TRITON_VARIANTS[variant]
-        return "triton " + (f"fp8, a scale {cache}" if cache else "bf16") + (", TMA" if tma else "")
+        cache = TRITON_VARIANTS[variant]
+        return "triton " + (f"fp8, a scale {cache}" if cache else "bf16")
     return "default"
 
 
@@ -719,8 +716,8 @@ def main(argv=None):
                 st.attend = compiled_quantized_flex_attention(mode, FLEX_VARIANTS[v])
             if v in TRITON_VARIANTS:
                 from engines import triton_attention
-                cache, tma = TRITON_VARIANTS[v]
-                st.attend = functools.partial(triton_attention.attention, key_splits=1 if cache else "auto", tma=tma)
+                cache = TRITON_VARIANTS[v]
+                st.attend = functools.partial(triton_attention.attention, key_splits=1 if cache else "auto")
                 if cache:
                     st.use_fp8_cache(per_key=cache == "per key")
         for w in workloads:

@@ -138,8 +138,7 @@ def test_cli_eager_tiny(tmp_path, capsys):
 
 def test_variant_parsing_default_order_and_new_variants():
     assert bw.VARIANTS == ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16",
-                           "triton", "fp8-triton", "fp8-triton-h", "fp8-triton-tma", "fp8s",
-                           "fp8s-triton-h")  # new ones last
+                           "triton", "fp8-triton", "fp8-triton-h", "fp8s", "fp8s-triton-h")  # new ones last
     assert bw.parse_variants(",".join(bw.VARIANTS)) == list(bw.VARIANTS)
     assert bw.parse_variants("fp8-cudnn,cudnn") == ["fp8-cudnn", "cudnn"]  # the given order is kept
     with pytest.raises(Exception, match="unknown variant"):
@@ -280,5 +279,5 @@ def test_each_variant_says_how_its_attention_runs():
     assert bw.attention_kind("eager") == bw.attention_kind("fp8s") == "default"
     assert bw.attention_kind("fp8-cudnn") == "cudnn" and bw.attention_kind("fp8-flex16") == "bf16 flex"
     assert bw.attention_kind("fp8s-triton-h") == "triton fp8, a scale per head"
-    assert bw.attention_kind("fp8-triton-tma") == "triton fp8, a scale per head, TMA"
+    assert bw.attention_kind("fp8-triton") == "triton fp8, a scale per key"
     assert bw.attention_kind("triton") == "triton bf16"

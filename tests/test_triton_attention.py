@@ -94,11 +94,11 @@ def test_the_kernel_matches_float32_attention_in_tritons_interpreter():
             ref = torch.softmax(q @ k.transpose(-1, -2) * 32 ** -0.5, -1) @ v
             err = float((out - ref).abs().max())
             assert err < 1e-5, (m, n, splits, err)
-            through_tma = ta.attention(q, k, v, key_splits=splits, blocks=small, tma=True)
-            assert float((through_tma - ref).abs().max()) < 1e-5, (m, n, splits, "tma")
-            # FP8 with a scale per head: the TMA kernel computes what the pointer kernel does
-            fp8 = [ta.attention(q, k, v, fp8="per-head", key_splits=splits, blocks=small, tma=t) for t in (False, True)]
-            assert torch.equal(fp8[0], fp8[1]) and float((fp8[0] - ref).norm() / ref.norm()) < 0.15
+            # FP8 (the interpreter's casts round toward zero, the GPU's to nearest: a loose bound here; the GPU's
+            # error is bench_attention.py's), with a scale per key and per head, split or not
+            for scales in (True, "per-head"):
+                fp8 = ta.attention(q, k, v, fp8=scales, key_splits=splits, blocks=small)
+                assert float((fp8 - ref).norm() / ref.norm()) < 0.15, (m, n, splits, scales)
         # the fused cache write: the new keys at the slot, the rest untouched
         cache = ta.new_fp8_keys((1, 2), 100, 32, "cpu", per_key=False)
         cache.k_scale.fill_(2.0 ** -6)  # powers of two: x * scale / scale is x exactly
