@@ -6,8 +6,8 @@ restricting SDPA to cuDNN to change nothing. This times each attention implement
 length of one chunk (3 latent frames x 1,560 tokens) against the key lengths the workloads use (the chunk alone,
 the clip's middle, the full 21-frame window; the 512 text tokens), with the keys and values read as a slice of a
 longer cache, as the stream reads them. It says which kernel PyTorch's default SDPA choice runs (kernel names from
-torch.profiler), each implementation's TFLOP/s (4 * Nq * Nk * head_dim * heads per call) and its error against a
-float32 reference.
+torch.profiler), each implementation's TFLOP/s (4 * Nq * Nk * head_dim * heads per call; calls timed back to back,
+`time_ms`) and its error against a float32 reference.
 
 Implementations: sdpa (PyTorch's default choice), flash / efficient / cudnn (SDPA restricted to one backend), flex
 (compiled FlexAttention), and, where engines.triton_attention imports and the device is CUDA, triton (our Triton
@@ -109,7 +109,12 @@ def kernel_names(fn, q, k, v) -> list[str]:
     return [e.key[:160] for e in rows[:4]]
 
 
-def time_ms(fn, q, k, v, iters: int, warmup: int) -> float:
+def time_ms(fn, q, k, v, iters: int, warmup: int, reps: int = 10) -> float:
+    """Milliseconds per call: the median over `iters` samples, each `reps` calls back to back between two CUDA
+    events, divided by reps. Back to back, the host queues the next call while the GPU runs this one, so a
+    call's own launch time (Python, Triton's launcher) is not in the figure unless the kernels are shorter than
+    it. Session 10's sweeps timed single calls: the same FP8 call took 1.66 ms there and ~1.34 ms inside the
+    Wan stream's CUDA graph (docs/benchmarks.md)."""
     for _ in range(warmup):
         fn(q, k, v)
     if q.device.type != "cuda":
@@ -125,10 +130,11 @@ def time_ms(fn, q, k, v, iters: int, warmup: int) -> float:
     for _ in range(iters):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        fn(q, k, v)
+        for _ in range(reps):
+            fn(q, k, v)
         b.record()
         b.synchronize()
-        ts.append(a.elapsed_time(b))
+        ts.append(a.elapsed_time(b) / reps)
     return statistics.median(ts)
 
 
@@ -144,6 +150,7 @@ def main(argv=None):
                     help="the Triton kernel's BLOCK_MxBLOCK_NwWARPSsSTAGES, comma-separated (default: %(default)s)")
     ap.add_argument("--splits", default="1,auto", help="the Triton kernel's key splits, comma-separated: numbers or auto")
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=10, help="calls back to back per timed sample (GPU)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out")
@@ -187,7 +194,7 @@ def main(argv=None):
             try:
                 out = fn(q, k, v)
                 err = float((out.float() - ref).norm() / ref.norm())
-                ms = time_ms(fn, q, k, v, a.iters, a.warmup)
+                ms = time_ms(fn, q, k, v, a.iters, a.warmup, a.reps)
                 kernels = kernel_names(fn, q, k, v) if dev.type == "cuda" else []
             except Exception as exc:
                 res["skipped"].append({"impl": impl, "keys": nk, "reason": f"{type(exc).__name__}: {exc}"[:400]})
