@@ -4,23 +4,26 @@ softmax(q k^T / sqrt(d)) v with no mask, one program per (block of queries, head
 never leave the chip (online softmax, exp2). Two storage modes:
 
 - bf16: q, k and v as they are (any strides; the keys may be a slice of a longer cache).
-- FP8 (`Fp8Keys`): k stored as float8_e4m3 with one scale per key (its absolute maximum over the head's channels,
-  written once when the key enters the cache), v stored transposed ([..., head_dim, keys], float8_e4m3) with one
-  scale per key. q is quantized inside the kernel, one scale per query row. The probabilities p (in [0, 1]) are
-  multiplied by each key's v scale over the head's largest v scale and cast to float8 for p @ v, as FlashAttention-3
-  does with a per-tensor scale; the row sums stay float32.
+- FP8 (`Fp8Keys`): k stored as float8_e4m3, v stored transposed ([..., head_dim, keys], float8_e4m3: p @ v reduces
+  over the keys, which FP8 tensor cores need contiguous), with float32 scales either one per head (folded into
+  each query row's factor and the output: no extra work per score; the fast one, ~700 TFLOP/s on an H200 inside the Wan
+  stream's CUDA graph at its full window, docs/benchmarks.md) or one per key (each key's absolute maximum: two more multiplies
+  per score and a rescaled p, slower than bf16). q is quantized inside the kernel, one scale per row. The
+  probabilities p (in [0, 1]) are cast to float8 for p @ v, as FlashAttention-3 does; the row sums stay float32.
+  `write_fp8_keys` writes a chunk's new keys and values into such a cache in one kernel.
 
 `key_splits` > 1 splits the keys into that many slices run as separate programs, each with its own running maximum
 and sum, merged afterwards: with 4,680 queries and 12 heads there are 444 query blocks of 128, which fill 132
 multiprocessors in 3.4 waves (the last a third full); splitting the keys evens the waves out.
 
-Used by scripts/bench_wan_shape.py (the `triton` and `fp8-triton` variants) and timed alone by
-scripts/bench_attention.py. Without Triton or a CUDA device, `unavailable()` says why and nothing else runs.
+Used by scripts/bench_wan_shape.py (the triton, fp8-triton, fp8-triton-h and fp8s-triton-h variants) and timed
+alone by scripts/bench_attention.py. Without Triton or a CUDA device, `unavailable()` says why and nothing else runs.
 tests/test_triton_attention.py checks it against float32 attention in Triton's CPU interpreter.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +31,7 @@ import torch
 try:
     import triton
     import triton.language as tl
-except ImportError:  # the [gpu] extra; torch's CUDA wheels bring it
+except ImportError:  # torch's CUDA wheels bring it; CPU-only installs have none
     triton = None
     tl = None
 
@@ -285,7 +288,6 @@ def default_blocks(fp8: bool) -> dict:
 
 def parse_blocks(text: str) -> dict:
     """'128x64w4s3' -> BLOCK_M 128, BLOCK_N 64, 4 warps, 3 stages (bench_attention.py's --configs)."""
-    import re
     found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)", text.strip())
     if not found:
         raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES, e.g. 128x64w4s3")
