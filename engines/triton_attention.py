@@ -6,10 +6,11 @@ never leave the chip (online softmax, exp2). Two storage modes:
 - bf16: q, k and v as they are (any strides; the keys may be a slice of a longer cache).
 - FP8 (`Fp8Keys`): k stored as float8_e4m3, v stored transposed ([..., head_dim, keys], float8_e4m3: p @ v reduces
   over the keys, which FP8 tensor cores need contiguous), with float32 scales either one per head (folded into
-  each query row's factor and the output: no extra work per score; the fast one, ~700 TFLOP/s on an H200 inside the Wan
-  stream's CUDA graph at its full window, docs/benchmarks.md) or one per key (each key's absolute maximum: two more multiplies
-  per score and a rescaled p, slower than bf16). q is quantized inside the kernel, one scale per row. The
-  probabilities p (in [0, 1]) are cast to float8 for p @ v, as FlashAttention-3 does; the row sums stay float32.
+  each query row's factor and the output: no extra work per score; the fast one, ~700 TFLOP/s on an H200 inside
+  the Wan stream's CUDA graph at its full window, docs/benchmarks.md) or one per key (each key's absolute
+  maximum: two more multiplies per score and a rescaled p, slower than bf16). q is quantized inside the kernel,
+  one scale per row. The probabilities p (in [0, 1]) are cast to float8 for p @ v, as FlashAttention-3 does; the
+  row sums stay float32.
   `write_fp8_keys` writes a chunk's new keys and values into such a cache in one kernel.
 
 `key_splits` > 1 splits the keys into that many slices run as separate programs, each with its own running maximum
