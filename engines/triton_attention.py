@@ -66,6 +66,10 @@ class Fp8Keys:
     def per_key(self) -> bool:
         return self.k_scale.shape == self.k.shape[:-1]
 
+    def layer(self, i: int) -> "Fp8Keys":
+        """Entry i of a leading dimension the four tensors share (a cache of every layer: one layer's; views)."""
+        return Fp8Keys(self.k[i], self.k_scale[i], self.v_t[i], self.v_scale[i])
+
     def narrow(self, n: int) -> "Fp8Keys":
         """The first n keys (views, no copy)."""
         cut = (lambda t: t[..., :n]) if self.per_key else (lambda t: t)
@@ -86,15 +90,25 @@ def new_fp8_keys(lead: tuple, n: int, head_dim: int, device, per_key: bool = Tru
                    torch.ones(scales, device=device))
 
 
+def amax_scale(x: torch.Tensor, dims, margin: float = 1.0) -> torch.Tensor:
+    """float32 scales that map margin * x's absolute maximum over `dims` to 448, e4m3's largest value."""
+    return (margin * x.float().abs().amax(dims) / E4M3_MAX).clamp(min=1e-12)
+
+
+def _to_e4m3(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x / scale (scale broadcast against x) in float8_e4m3fn; values beyond 448 scales saturate."""
+    return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x [..., D] -> (float8_e4m3fn [..., D], float32 scale [...]): one scale per row, its absolute maximum / 448."""
-    scale = (x.float().abs().amax(-1) / E4M3_MAX).clamp(min=1e-12)
-    return (x.float() / scale[..., None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
+    scale = amax_scale(x, -1)
+    return _to_e4m3(x, scale[..., None]), scale
 
 
 def quantize_with(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x [B, H, N, D] in float8_e4m3fn at a given per-head scale [B, H] (values beyond 448 scales saturate)."""
-    return (x.float() / scale[..., None, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return _to_e4m3(x, scale[..., None, None])
 
 
 def quantize_keys(k: torch.Tensor, v: torch.Tensor, per_key: bool = True) -> Fp8Keys:
@@ -104,7 +118,7 @@ def quantize_keys(k: torch.Tensor, v: torch.Tensor, per_key: bool = True) -> Fp8
     if per_key:
         (k8, ks), (v8, vs) = quantize_rows(k), quantize_rows(v)
     else:
-        ks, vs = ((x.float().abs().amax((-1, -2)) / E4M3_MAX).clamp(min=1e-12) for x in (k, v))
+        ks, vs = amax_scale(k, (-1, -2)), amax_scale(v, (-1, -2))
         k8, v8 = quantize_with(k, ks), quantize_with(v, vs)
     out.k.copy_(k8)
     out.v_t.copy_(v8.transpose(-1, -2))
@@ -352,12 +366,12 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         m_out = l_out = vs_max
         so = (0,) + out.stride()
     sks = tuple(ks.stride()) + (0,) * (3 - ks.dim())  # per head: the key stride unused
-    common = dict(BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, SPLIT=split,
-                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     _attention_forward[grid](
         q, k, v, ks, vs, vs_max, out, m_out, l_out,
         *q.stride(), *k.stride(), *v.stride(), *sks, *so,
-        H, M, N, per_split, D ** -0.5 * LOG2E, PER_KEY=per_key, **common)
+        H, M, N, per_split, D ** -0.5 * LOG2E,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, PER_KEY=per_key,
+        SPLIT=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out
 
 

@@ -373,7 +373,7 @@ class Stream:
 
     def write_fp8(self, i: int, k, v):
         """Quantize this pass's keys and values into layer i's FP8 cache at self.idx (scale per key or per head)."""
-        from engines.triton_attention import E4M3_MAX, quantize_rows, quantize_with, write_fp8_keys
+        from engines.triton_attention import amax_scale, quantize_rows, quantize_with, write_fp8_keys
         c = self.fp8_cache
         if c.per_key:
             (k8, ks), (v8, vs) = quantize_rows(k), quantize_rows(v)
@@ -382,10 +382,10 @@ class Stream:
         else:
             if not self.fp8_calibrated[i]:
                 for scale, x in ((c.k_scale[i], k), (c.v_scale[i], v)):
-                    scale.copy_((2 * x.float().abs().amax((-1, -2)) / E4M3_MAX).clamp(min=1e-12))
+                    scale.copy_(amax_scale(x, (-1, -2), margin=2.0))
                 self.fp8_calibrated[i] = True
             if k.is_cuda:  # one fused kernel: cast, transpose and write at the slot self.idx[0] (device-side)
-                write_fp8_keys(type(c)(c.k[i], c.k_scale[i], c.v_t[i], c.v_scale[i]), k, v, self.idx[:1])
+                write_fp8_keys(c.layer(i), k, v, self.idx[:1])
                 return
             k8, v8 = quantize_with(k, c.k_scale[i]), quantize_with(v, c.v_scale[i])
         c.k[i].view(torch.uint8).index_copy_(2, self.idx, k8.view(torch.uint8))
@@ -403,8 +403,7 @@ class Stream:
             q, k, v = fn["pre"](h, mod, lp, self.cos, self.sin, s)
             if self.fp8_cache is not None:
                 self.write_fp8(i, k, v)
-                c = self.fp8_cache
-                a = self.attend(q, fp8_keys=type(c)(c.k[i], c.k_scale[i], c.v_t[i], c.v_scale[i]).narrow(kv))
+                a = self.attend(q, fp8_keys=self.fp8_cache.layer(i).narrow(kv))
             else:
                 self.k_cache[i].index_copy_(2, self.idx, k)
                 self.v_cache[i].index_copy_(2, self.idx, v)
