@@ -69,7 +69,7 @@ def rollout_latents(step: ChunkStep, ref_latent: torch.Tensor, audio: torch.Tens
                     noise_correlation: float | torch.Tensor = 0.0) -> Rollout:
     """ref_latent [B, c, h, w]; audio [B, T, n_mels, W] with T >= (n_chunks - 1) * C + F; motion [B].
     noise_correlation: each chunk's starting noise shares that part across its frames, as the stream draws it
-    (knotanim.stream.stream.share_noise; a number or a [h, w] map)."""
+    (knotanim.stream.sampler.share_noise; a number or a [h, w] map)."""
     model = step.model
     ks, vs = model.reference_kv(ref_latent)
     reference = ReferenceCache(torch.stack(ks), torch.stack(vs))

@@ -103,7 +103,7 @@ class KnotStream:
         schedule = RunAhead.from_config(cfg.stream, self.knot_enabled, enabled=run_ahead)
         self.loop = ChunkLoop(cfg, 1, self.knot_enabled, schedule, self.device, self.dtype)
         self.audio = StreamingAudioFeatures(cfg)
-        self._noise_correlation = noise_correlation_map(cfg) if cfg.sampler.noise_correlation > 0 else 0.0
+        self._noise_correlation = noise_correlation_map(cfg)  # all zeros when off: chunk_noise draws nothing more
         self.reference: ReferenceCache | None = None
         self.set_reference(reference)
         self.reset()

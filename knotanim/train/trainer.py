@@ -392,8 +392,8 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
     if knot:
         knots = x0[:, :, 0] + torch.randn_like(x0[:, :, 0]) * cfg.knot_noise * torch.rand(B, 1, 1, 1, 1, device=dev)
     # the model's sampler.noise_correlation: its training noise, like its stream's, shares that part across a
-    # chunk's frames outside the mouth (0: plain N(0, I) per frame, nothing more drawn)
-    correlation = noise_correlation_map(mc) if mc.sampler.noise_correlation > 0 else 0.0
+    # chunk's frames outside the mouth (0: an all-zero map, plain N(0, I) per frame, nothing more drawn)
+    correlation = noise_correlation_map(mc)
     own = own_history_rows(cfg, motion)
     if own is not None:  # these clips' history and knots are the model's own, generated as the stream does
         steps = cfg.rollout_steps if cfg.stage == "rollout" else cfg.student_steps  # stage 4: the student's own history
