@@ -565,7 +565,7 @@ def kernel_kind(name: str) -> str:
 
 def kernel_breakdown(fn) -> dict:
     """GPU time of one call of fn by kind of kernel (attention, matmul, other: norms, RoPE, modulation, casts,
-    copies), in ms, and the five kernels that took longest (torch.profiler, CUDA activity)."""
+    copies), in ms, and the twenty kernels that took longest (torch.profiler, CUDA activity)."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
@@ -577,9 +577,9 @@ def kernel_breakdown(fn) -> dict:
             continue
         us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
         kinds[kernel_kind(e.key)] += us / 1e3
-        top.append((us / 1e3, e.key[:100], e.count))
+        top.append((us / 1e3, e.key[:160], e.count))
     top.sort(reverse=True)
-    return {"ms": kinds, "top": [{"ms": ms, "kernel": k, "calls": n} for ms, k, n in top[:5]]}
+    return {"ms": kinds, "top": [{"ms": ms, "kernel": k, "calls": n} for ms, k, n in top[:20]]}
 
 
 def run_variant(st: Stream, variant: str, workload: str, iters: int, warmup: int, breakdown: bool = False) -> dict:
