@@ -89,18 +89,24 @@ def grid_for(p: int) -> tuple[int, int]:
 
 
 # --- FLOPs ---------------------------------------------------------------------------------------
-def pass_flops(s: Shape, kv_tokens: int) -> dict:
-    """One DiT call over a chunk of N = chunk*P tokens attending to kv_tokens keys (matmuls only)."""
+def pass_flops(s: Shape, kv_tokens: int, cache_only: bool = False) -> dict:
+    """One DiT call over a chunk of N = chunk*P tokens attending to kv_tokens keys (matmuls only). cache_only: the
+    cache-write pass as Stream.forward runs it, whose last layer stops after its q, k, v projections."""
     d, n, fr = s.width, s.chunk * s.tokens_per_frame, s.chunk
-    linear = s.layers * n * (12 * d * d + 4 * d * s.ffn)  # qkv+o (8d^2), cross q+o (4d^2), FFN
-    linear += 2 * n * s.in_dim * d * 2 + 2 * fr * (s.freq_dim * d + 7 * d * d)  # embed, head, time MLP
-    attention = s.layers * 4 * n * d * (kv_tokens + s.text_tokens)  # QK^T and AV, self + cross
+    full = s.layers - 1 if cache_only else s.layers
+    linear = full * n * (12 * d * d + 4 * d * s.ffn)  # qkv+o (8d^2), cross q+o (4d^2), FFN
+    linear += 2 * n * s.in_dim * d * (1 if cache_only else 2) + 2 * fr * (s.freq_dim * d + 7 * d * d)  # embed, head, time MLP
+    if cache_only:
+        linear += 6 * n * d * d  # the last layer's q, k, v
+    attention = full * 4 * n * d * (kv_tokens + s.text_tokens)  # QK^T and AV, self + cross
     return {"linear": linear, "attention": attention}
 
 
 def chunk_flops(s: Shape, cache_frames: int) -> dict:
-    one = pass_flops(s, (cache_frames + s.chunk) * s.tokens_per_frame)
-    out = {k: v * (s.steps + 1) for k, v in one.items()}
+    """The steps' calls and the cache-write call."""
+    kv = (cache_frames + s.chunk) * s.tokens_per_frame
+    step, cache = pass_flops(s, kv), pass_flops(s, kv, cache_only=True)
+    out = {k: step[k] * s.steps + cache[k] for k in step}
     out["total"] = out["linear"] + out["attention"]
     return out
 
@@ -395,18 +401,26 @@ class Stream:
         P, n = self.s.tokens_per_frame, self.s.chunk * self.s.tokens_per_frame
         self.idx.copy_(torch.arange(start_frame * P, start_frame * P + n, device=self.device))
 
-    def forward(self, x, t, kv: int):
+    def forward(self, x, t, kv: int, cache_only: bool = False):
+        """The model's output for x at timestep t; cache_only (the cache-write pass, whose output is discarded):
+        only every layer's keys and values into the cache, so the last layer stops after writing its own (its
+        attention, feed-forward and the head would compute nothing anything reads)."""
         s, p, fn = self.s, self.p, self.fns
         e, mod = fn["time"](p, t, s)
         h = fn["embed"](x, p)
+        last = len(p["layers"]) - 1
         for i, lp in enumerate(p["layers"]):
             q, k, v = fn["pre"](h, mod, lp, self.cos, self.sin, s)
             if self.fp8_cache is not None:
                 self.write_fp8(i, k, v)
-                a = self.attend(q, fp8_keys=self.fp8_cache.layer(i).narrow(kv))
             else:
                 self.k_cache[i].index_copy_(2, self.idx, k)
                 self.v_cache[i].index_copy_(2, self.idx, v)
+            if cache_only and i == last:
+                return None
+            if self.fp8_cache is not None:
+                a = self.attend(q, fp8_keys=self.fp8_cache.layer(i).narrow(kv))
+            else:
                 a = self.attend(q, self.k_cache[i][:, :, :kv], self.v_cache[i][:, :, :kv])
             h = fn["post"](h, a, mod, lp, self.tk[i], self.tv[i], s)
         return fn["head"](h, e, p, s)
@@ -417,7 +431,7 @@ class Stream:
         for i, sig in enumerate(self.sigmas):
             x0 = x - sig * self.forward(x, self.t[i], kv)
             x = (1 - self.sigmas[i + 1]) * x0 + self.sigmas[i + 1] * self.noise[i] if i + 1 < len(self.sigmas) else x0
-        self.forward(x0, self.t[-1], kv)
+        self.forward(x0, self.t[-1], kv, cache_only=True)
         self.out.copy_(x0)
 
 
@@ -559,6 +573,8 @@ KERNEL_KINDS = (  # (kind, substrings of the GPU kernel's name), the first match
 
 
 def kernel_kind(name: str) -> str:
+    if name.startswith("triton_"):  # Inductor's fused pointwise/reduction kernels, even those named after the
+        return "other"              # matmul or attention they feed (triton_poi_fused__scaled_mm_..._gelu: a cast)
     low = name.lower()
     return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
 
@@ -646,6 +662,12 @@ def main(argv=None):
                     help="torch.compile mode of the compiled variants (default: torch's default; "
                          "max-autotune-no-cudagraphs tunes the matmul and attention kernels, a much longer compile; "
                          "the graph variants capture their own CUDA graphs either way)")
+    ap.add_argument("--attention-config", default=None,
+                    help="the Triton variants' kernel config, e.g. 64x128w4s2r8 (engines.triton_attention.parse_blocks; "
+                         "default: its default_blocks)")
+    ap.add_argument("--calibration-margin", type=float, default=1.0,
+                    help="the fp8s variants: activation scale = margin x the calibrated maximum / 448 (inputs beyond it "
+                         "saturate)")
     ap.add_argument("--breakdown", action="store_true",
                     help="profile each run's last chunk once more: GPU time in attention, matmul and other kernels")
     ap.add_argument("--iters", type=int, default=10)
@@ -662,7 +684,8 @@ def main(argv=None):
     rate = matmul_rate(dev, dtype, 8192 if dev.type == "cuda" else 1024)
     print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
     res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
-           "matmul_tflops": rate, "cpu_count": cores(), "compile_mode": a.compile_mode or "default", "floors": {},
+           "matmul_tflops": rate, "cpu_count": cores(), "compile_mode": a.compile_mode or "default", "attention_config": a.attention_config,
+           "calibration_margin": a.calibration_margin, "floors": {},
            "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:
@@ -702,7 +725,7 @@ def main(argv=None):
             continue
         st = Stream(s, to_fp8(params) if v in FP8_VARIANTS else params, dev, dtype)
         if v in STATIC_SCALE_VARIANTS:
-            calibrate_activation_scales(st)
+            calibrate_activation_scales(st, margin=a.calibration_margin)
         if v != "eager":
             if compiled_cudnn is not None and compiled_cudnn != (v in CUDNN_VARIANTS):
                 torch._dynamo.reset()  # compiled code does not guard on the SDPA backend: compile afresh
@@ -716,7 +739,9 @@ def main(argv=None):
             if v in TRITON_VARIANTS:
                 from engines import triton_attention
                 cache = TRITON_VARIANTS[v]
-                st.attend = functools.partial(triton_attention.attention, key_splits=1 if cache else "auto")
+                blocks = triton_attention.parse_blocks(a.attention_config) if a.attention_config else None
+                st.attend = functools.partial(triton_attention.attention, key_splits=1 if cache else "auto",
+                                              blocks=blocks)
                 if cache:
                     st.use_fp8_cache(per_key=cache == "per key")
         for w in workloads:
