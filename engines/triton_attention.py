@@ -130,33 +130,17 @@ def quantize_keys(k: torch.Tensor, v: torch.Tensor, per_key: bool = True) -> Fp8
 if triton is not None:
     @triton.jit
     def _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside,
-                    MASKED: tl.constexpr, SCALE_P: tl.constexpr, RESCALE_ABOVE: tl.constexpr):
+                    MASKED: tl.constexpr, SCALE_P: tl.constexpr):
         """Fold one block's raw scores qk [BLOCK_M, BLOCK_N] and values v [BLOCK_N, D] into the running output, row
         sum and row maximum (base 2). row_factor [BLOCK_M] (> 0) turns qk into base-2 scores in the same FMA that
-        subtracts the maximum; p_factor [BLOCK_N] scales p before p @ v (FP8 with a scale per key).
-        RESCALE_ABOVE > 0: the running maxima, sums and output are rescaled only when some row's maximum grew by
-        more than that (base 2) since the last rescale, as FlashAttention-4 does; in between p may reach
-        2 ** RESCALE_ABOVE, which float8_e4m3 holds up to 8 (448). Saves a multiply of the whole output block
-        per block of keys once the maxima settle."""
+        subtracts the maximum; p_factor [BLOCK_N] scales p before p @ v (FP8 with a scale per key)."""
         if MASKED:
             qk = tl.where(inside[None, :], qk, float("-inf"))
-        m_blk = tl.max(qk, 1) * row_factor
-        if RESCALE_ABOVE > 0:
-            if tl.max(m_blk - m_i, 0) > RESCALE_ABOVE:  # +inf on the first block (m_i = -inf)
-                m_new = tl.maximum(m_i, m_blk)
-                alpha = tl.math.exp2(m_i - m_new)
-                l_i = l_i * alpha
-                acc = acc * alpha[:, None]
-                m_i = m_new
-            m_new = m_i
-            p = tl.math.exp2(qk * row_factor[:, None] - m_new[:, None])
-            l_i = l_i + tl.sum(p, 1)
-        else:
-            m_new = tl.maximum(m_i, m_blk)
-            p = tl.math.exp2(qk * row_factor[:, None] - m_new[:, None])
-            alpha = tl.math.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * row_factor)
+        p = tl.math.exp2(qk * row_factor[:, None] - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
         if SCALE_P:
             p = p * p_factor[None, :]
         acc = tl.dot(p.to(v.dtype), v, acc)
@@ -206,7 +190,7 @@ if triton is not None:
     def _attend_block(acc, l_i, m_i, q, row_factor, k_base, v_base, ks_base, vs_base, vs_max, start_n, n_keys,
                       stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
                       BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, PER_KEY_FP8: tl.constexpr,
-                      MASKED: tl.constexpr, RESCALE_ABOVE: tl.constexpr):
+                      MASKED: tl.constexpr):
         """One block of keys through plain pointer loads."""
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
@@ -228,7 +212,7 @@ if triton is not None:
             else:
                 qk = qk * tl.load(ks_base + offs_n * stride_s)[None, :]
                 p_factor = tl.load(vs_base + offs_n * stride_s) / vs_max
-        return _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside, MASKED, PER_KEY_FP8, RESCALE_ABOVE)
+        return _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside, MASKED, PER_KEY_FP8)
 
     @triton.jit
     def _attention_forward(Q, K, V, KS, VS, VS_MAX, O, M_OUT, L_OUT,
@@ -239,8 +223,7 @@ if triton is not None:
                            stride_os, stride_ob, stride_oh, stride_om, stride_od,
                            heads, n_queries, n_keys, keys_per_split, qk_scale,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                           FP8: tl.constexpr, PER_KEY: tl.constexpr, SPLIT: tl.constexpr,
-                           RESCALE_ABOVE: tl.constexpr):
+                           FP8: tl.constexpr, PER_KEY: tl.constexpr, SPLIT: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
         split = tl.program_id(2)
@@ -262,11 +245,11 @@ if triton is not None:
         for start_n in range(lo, full_end, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, row_factor, k_base, v_base, ks_base, vs_base, out_factor,
                                           start_n, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
-                                          BLOCK_N, HEAD_DIM, FP8 and PER_KEY, False, RESCALE_ABOVE)
+                                          BLOCK_N, HEAD_DIM, FP8 and PER_KEY, False)
         if full_end < hi:
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, row_factor, k_base, v_base, ks_base, vs_base, out_factor,
                                           full_end, hi, stride_kn, stride_kd, stride_vn, stride_vd, stride_s,
-                                          BLOCK_N, HEAD_DIM, FP8 and PER_KEY, True, RESCALE_ABOVE)
+                                          BLOCK_N, HEAD_DIM, FP8 and PER_KEY, True)
         _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
                    stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM, SPLIT)
 
@@ -314,18 +297,17 @@ def default_blocks(fp8: bool) -> dict:
     (docs/benchmarks.md, session 10): bf16 128x128, 8 warps, 3 stages; FP8 64x128, 4 warps, 3 stages (with
     key_splits 1: its 888 programs at the Wan shape already fill the waves, and splitting lost 5-50 %)."""
     if fp8:
-        return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3, "RESCALE_ABOVE": 0}
-    return {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "RESCALE_ABOVE": 0}
+        return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}
 
 
 def parse_blocks(text: str) -> dict:
-    """'128x64w4s3' -> BLOCK_M 128, BLOCK_N 64, 4 warps, 3 stages (bench_attention.py's --configs); a suffix 'r8'
-    rescales only when a row maximum grew by more than 8 (base 2; _fold_block's RESCALE_ABOVE, 0: every block)."""
-    found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)(?:r(\d+))?", text.strip())
+    """'128x64w4s3' -> BLOCK_M 128, BLOCK_N 64, 4 warps, 3 stages (bench_attention.py's --configs)."""
+    found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)", text.strip())
     if not found:
-        raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES[rTHRESHOLD], e.g. 128x64w4s3")
-    m, n, w, st = map(int, found.groups()[:4])
-    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": w, "num_stages": st, "RESCALE_ABOVE": int(found.group(5) or 0)}
+        raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES, e.g. 128x64w4s3")
+    m, n, w, st = map(int, found.groups())
+    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": w, "num_stages": st}
 
 
 def auto_key_splits(query_blocks: int, multiprocessors: int, key_blocks: int) -> int:
@@ -349,8 +331,8 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
     `fp8_keys` (or `fp8=True` / "per-head", which quantizes k and v here with a scale per key / per head: for
     benchmarks; a stream keeps its cache in FP8) in FP8.
     key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype.
-    (A version loading k and v through TMA descriptors was measured slower on the H200 and removed: docs/benchmarks.md,
-    session 10.)"""
+    (Measured slower on the H200 and removed: a version loading k and v through TMA descriptors, docs/benchmarks.md,
+    session 10; rescaling the output only when a row maximum grew past a threshold, session 11, commit 9980f45.)"""
     if fp8 and fp8_keys is None:
         fp8_keys = quantize_keys(k, v, per_key=fp8 != "per-head")
     B, H, M, D = q.shape
@@ -389,7 +371,7 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         *q.stride(), *k.stride(), *v.stride(), *sks, *so,
         H, M, N, per_split, D ** -0.5 * LOG2E,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, PER_KEY=per_key,
-        SPLIT=split, RESCALE_ABOVE=cfg["RESCALE_ABOVE"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        SPLIT=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out
 
 
