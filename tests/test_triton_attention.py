@@ -68,7 +68,10 @@ def test_key_splits_fill_whole_waves_and_keep_slices_long():
 
 
 def test_kernel_configs_parse_and_bad_ones_say_the_format():
-    assert ta.parse_blocks("128x64w4s3") == {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
+    assert ta.parse_blocks("128x64w4s3") == {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
+                                             "QK_AHEAD": False, "EXP16": False}
+    assert ta.parse_blocks("64x128w4s3ah") == {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3,
+                                               "QK_AHEAD": True, "EXP16": True}
     with pytest.raises(ValueError, match="BLOCK_MxBLOCK_NwWARPSsSTAGES"):
         ta.parse_blocks("128-64")
 
@@ -86,19 +89,22 @@ def test_the_kernel_matches_float32_attention_in_tritons_interpreter():
         from engines import triton_attention as ta
         g = torch.Generator().manual_seed(3)
         small = dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
-        for m, n, splits in ((40, 200, 1), (70, 300, 3), (16, 16, 1), (33, 96, 2)):
+        # (the loop with each block's q k^T issued one block ahead, too: one block, two, a tail, slices of each)
+        for m, n, splits in ((40, 200, 1), (70, 300, 3), (16, 16, 1), (33, 96, 2), (20, 64, 1), (20, 40, 2)):
             q = torch.randn(1, 2, m, 32, generator=g)
             kc, vc = (torch.randn(1, 2, n + 50, 32, generator=g) for _ in range(2))
             k, v = kc[:, :, :n], vc[:, :, :n]  # a slice of a longer cache, as the stream reads it
-            out = ta.attention(q, k, v, key_splits=splits, blocks=small)
             ref = torch.softmax(q @ k.transpose(-1, -2) * 32 ** -0.5, -1) @ v
-            err = float((out - ref).abs().max())
-            assert err < 1e-5, (m, n, splits, err)
-            # FP8 (the interpreter's casts round toward zero, the GPU's to nearest: a loose bound here; the GPU's
-            # error is bench_attention.py's), with a scale per key and per head, split or not
-            for scales in (True, "per-head"):
-                fp8 = ta.attention(q, k, v, fp8=scales, key_splits=splits, blocks=small)
-                assert float((fp8 - ref).norm() / ref.norm()) < 0.15, (m, n, splits, scales)
+            for ahead in (False, True):
+                blocks = dict(small, QK_AHEAD=ahead)
+                out = ta.attention(q, k, v, key_splits=splits, blocks=blocks)
+                err = float((out - ref).abs().max())
+                assert err < 1e-5, (m, n, splits, ahead, err)
+                # FP8 (the interpreter's casts round toward zero, the GPU's to nearest: a loose bound here; the GPU's
+                # error is bench_attention.py's), with a scale per key and per head, split or not
+                for scales in (True, "per-head"):
+                    fp8 = ta.attention(q, k, v, fp8=scales, key_splits=splits, blocks=blocks)
+                    assert float((fp8 - ref).norm() / ref.norm()) < 0.15, (m, n, splits, scales, ahead)
         # the fused cache write: the new keys at the slot, the rest untouched
         cache = ta.new_fp8_keys((1, 2), 100, 32, "cpu", per_key=False)
         cache.k_scale.fill_(2.0 ** -6)  # powers of two: x * scale / scale is x exactly
