@@ -248,6 +248,8 @@ if triton is not None:
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                            FP8: tl.constexpr, PER_KEY: tl.constexpr, SPLIT: tl.constexpr,
                            QK_AHEAD: tl.constexpr, EXP16: tl.constexpr):
+        """One program: BLOCK_M queries of one head against one slice of the keys. FP8: k and v_t float8 (q is
+        quantized here); PER_KEY: FP8 with a scale per key (False in bf16 and with a scale per head)."""
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
         split = tl.program_id(2)
@@ -267,27 +269,27 @@ if triton is not None:
         hi = tl.minimum(lo + keys_per_split, n_keys)
         full_end = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
         if QK_AHEAD:  # software-pipelined: the next block's q k^T is issued before this block's softmax and p v
-            qk = _block_scores(q, k_base, ks_base, lo, hi, stride_kn, stride_kd, stride_s, BLOCK_N, HEAD_DIM, FP8 and PER_KEY,
-                               False)  # the caller guarantees each slice >= one full block
+            qk = _block_scores(q, k_base, ks_base, lo, hi, stride_kn, stride_kd, stride_s,
+                               BLOCK_N, HEAD_DIM, PER_KEY, False)  # the caller guarantees each slice a full block
             for start_n in range(lo, full_end - BLOCK_N, BLOCK_N):
                 qk_next = _block_scores(q, k_base, ks_base, start_n + BLOCK_N, hi, stride_kn, stride_kd, stride_s,
-                                        BLOCK_N, HEAD_DIM, FP8 and PER_KEY, False)
+                                        BLOCK_N, HEAD_DIM, PER_KEY, False)
                 acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, start_n, hi,
-                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, FP8 and PER_KEY, False, EXP16)
+                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False, EXP16)
                 qk = qk_next
             acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, full_end - BLOCK_N,
-                                         hi, stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, FP8 and PER_KEY, False, EXP16)
+                                         hi, stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False, EXP16)
         else:
             for start_n in range(lo, full_end, BLOCK_N):
-                qk = _block_scores(q, k_base, ks_base, start_n, hi, stride_kn, stride_kd, stride_s, BLOCK_N, HEAD_DIM,
-                                   FP8 and PER_KEY, False)
+                qk = _block_scores(q, k_base, ks_base, start_n, hi, stride_kn, stride_kd, stride_s,
+                                   BLOCK_N, HEAD_DIM, PER_KEY, False)
                 acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, start_n, hi,
-                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, FP8 and PER_KEY, False, EXP16)
+                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False, EXP16)
         if full_end < hi:
-            qk = _block_scores(q, k_base, ks_base, full_end, hi, stride_kn, stride_kd, stride_s, BLOCK_N, HEAD_DIM, FP8 and PER_KEY,
-                               True)
+            qk = _block_scores(q, k_base, ks_base, full_end, hi, stride_kn, stride_kd, stride_s,
+                               BLOCK_N, HEAD_DIM, PER_KEY, True)
             acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, full_end, hi,
-                                         stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, FP8 and PER_KEY, True, EXP16)
+                                         stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, True, EXP16)
         _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
                    stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM, SPLIT)
 
@@ -412,7 +414,8 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         q, k, v, ks, vs, vs_max, out, m_out, l_out,
         *q.stride(), *k.stride(), *v.stride(), *sks, *so,
         H, M, N, per_split, D ** -0.5 * LOG2E,
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, PER_KEY=per_key,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None,
+        PER_KEY=fp8_keys is not None and per_key,
         SPLIT=split, QK_AHEAD=cfg["QK_AHEAD"] and N - (splits - 1) * per_split >= cfg["BLOCK_N"],  # a full block each
         EXP16=cfg["EXP16"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out

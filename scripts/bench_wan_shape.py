@@ -95,7 +95,8 @@ def pass_flops(s: Shape, kv_tokens: int, cache_only: bool = False) -> dict:
     d, n, fr = s.width, s.chunk * s.tokens_per_frame, s.chunk
     full = s.layers - 1 if cache_only else s.layers
     linear = full * n * (12 * d * d + 4 * d * s.ffn)  # qkv+o (8d^2), cross q+o (4d^2), FFN
-    linear += 2 * n * s.in_dim * d * (1 if cache_only else 2) + 2 * fr * (s.freq_dim * d + 7 * d * d)  # embed, head, time MLP
+    linear += 2 * n * s.in_dim * d * (1 if cache_only else 2)  # embed, head
+    linear += 2 * fr * (s.freq_dim * d + 7 * d * d)  # time MLP
     if cache_only:
         linear += 6 * n * d * d  # the last layer's q, k, v
     attention = full * 4 * n * d * (kv_tokens + s.text_tokens)  # QK^T and AV, self + cross
@@ -685,8 +686,8 @@ def main(argv=None):
     rate = matmul_rate(dev, dtype, 8192 if dev.type == "cuda" else 1024)
     print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
     res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
-           "matmul_tflops": rate, "cpu_count": cores(), "compile_mode": a.compile_mode or "default", "attention_config": a.attention_config,
-           "calibration_margin": a.calibration_margin, "floors": {},
+           "matmul_tflops": rate, "cpu_count": cores(), "compile_mode": a.compile_mode or "default",
+           "attention_config": a.attention_config, "calibration_margin": a.calibration_margin, "floors": {},
            "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:
