@@ -146,8 +146,10 @@ def main(argv=None):
     ap.add_argument("--keys", default="512,4680,18720,32760", help="key lengths, comma-separated")
     ap.add_argument("--cache", type=int, default=21 * 1560, help="the cache the keys are a slice of")
     ap.add_argument("--impls", default=",".join(IMPLS))
-    ap.add_argument("--configs", default="128x128w8s3,128x64w4s3,128x128w8s2,128x64w8s3",
-                    help="the Triton kernel's BLOCK_MxBLOCK_NwWARPSsSTAGES, comma-separated (default: %(default)s)")
+    ap.add_argument("--configs", default="64x128w4s3,128x128w8s3,64x128w4s3a,64x128w4s3h,64x128w4s3ah",
+                    help="the Triton kernel's BLOCK_MxBLOCK_NwWARPSsSTAGES, comma-separated, each optionally followed "
+                         "by a (q k^T one block ahead) and h (exp2 in half precision; engines.triton_attention."
+                         "parse_blocks) (default: %(default)s)")
     ap.add_argument("--splits", default="1,auto", help="the Triton kernel's key splits, comma-separated: numbers or auto")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=10, help="calls back to back per timed sample (GPU)")
