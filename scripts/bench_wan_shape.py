@@ -436,6 +436,17 @@ class Stream:
         self.out.copy_(x0)
 
 
+def triton_attend(cache: str | None, config: str | None = None, key_splits: str | None = None):
+    """A Triton variant's self-attention: engines.triton_attention.attention with the kernel config's blocks (None:
+    the kernel's defaults) and key splits (a number or "auto"; None: 1 with an FP8 cache, whose 64-row blocks
+    already give ~3.4 waves, else auto)."""
+    from engines import triton_attention
+    blocks = triton_attention.parse_blocks(config) if config else None
+    splits = key_splits or (1 if cache else "auto")
+    return functools.partial(triton_attention.attention, blocks=blocks,
+                             key_splits=splits if splits == "auto" else int(splits))
+
+
 def runners(st: Stream, workload: str, graphs: bool):
     """A list of callables, one per chunk of the workload (clip: 7 cache lengths; steady: 1)."""
     s, P = st.s, st.s.tokens_per_frame
@@ -666,6 +677,8 @@ def main(argv=None):
     ap.add_argument("--attention-config", default=None,
                     help="the Triton variants' kernel config, e.g. 64x128w4s2r8 (engines.triton_attention.parse_blocks; "
                          "default: its default_blocks)")
+    ap.add_argument("--key-splits", default=None,
+                    help="the Triton variants' key splits: a number or auto (default: 1 with an FP8 cache, else auto)")
     ap.add_argument("--calibration-margin", type=float, default=4.0,
                     help="the fp8s variants: activation scale = margin x the calibrated maximum / 448 (inputs beyond it "
                          "saturate; on the H200 1 gave 1.5e-1 relative error against eager, 4 gave 7.5e-2, the dynamic "
@@ -687,7 +700,8 @@ def main(argv=None):
     print(f"measured {dtype} matmul rate: {rate:.1f} TFLOP/s (published/earlier: {PUBLISHED_TFLOPS:.0f})")
     res = {"shape": asdict(s), "device": name, "dtype": str(dtype), "torch": torch.__version__,
            "matmul_tflops": rate, "cpu_count": cores(), "compile_mode": a.compile_mode or "default",
-           "attention_config": a.attention_config, "calibration_margin": a.calibration_margin, "floors": {},
+           "attention_config": a.attention_config, "key_splits": a.key_splits,
+           "calibration_margin": a.calibration_margin, "floors": {},
            "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:
@@ -739,11 +753,8 @@ def main(argv=None):
             if v in FLEX_VARIANTS:  # FlexAttention runs fast only compiled; cast and attention apart
                 st.attend = compiled_quantized_flex_attention(mode, FLEX_VARIANTS[v])
             if v in TRITON_VARIANTS:
-                from engines import triton_attention
                 cache = TRITON_VARIANTS[v]
-                blocks = triton_attention.parse_blocks(a.attention_config) if a.attention_config else None
-                st.attend = functools.partial(triton_attention.attention, key_splits=1 if cache else "auto",
-                                              blocks=blocks)
+                st.attend = triton_attend(cache, a.attention_config, a.key_splits)
                 if cache:
                     st.use_fp8_cache(per_key=cache == "per key")
         for w in workloads:

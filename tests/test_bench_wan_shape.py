@@ -257,6 +257,18 @@ def test_kernels_sort_into_attention_matmul_and_the_rest():
     assert bw.kernel_kind("triton_poi_fused__scaled_mm__to_copy_clamp_div_gelu_t_5") == "other"
 
 
+def test_triton_variants_take_the_kernel_config_and_key_splits_given():
+    from engines import triton_attention as ta
+    attend = bw.triton_attend("per head", "64x128w4s3a", "2")
+    assert attend.func is ta.attention
+    assert attend.keywords == {"blocks": ta.parse_blocks("64x128w4s3a"), "key_splits": 2}
+    assert bw.triton_attend("per head").keywords == {"blocks": None, "key_splits": 1}  # the kernel's defaults
+    assert bw.triton_attend(None).keywords["key_splits"] == "auto"
+    assert bw.triton_attend("per key", None, "auto").keywords["key_splits"] == "auto"
+    with pytest.raises(ValueError, match="BLOCK_M"):
+        bw.triton_attend("per head", "64-128")
+
+
 def test_the_cache_write_pass_writes_every_layer_as_a_whole_pass_does():
     s = bw.Shape(**TINY)
     st = bw.Stream(s, bw.make_params(s, "cpu", torch.float32), torch.device("cpu"), torch.float32)
