@@ -98,6 +98,18 @@ def triton_variants(impl: str, configs: list[str], splits: list[str], k_cache, v
     return out
 
 
+def compiled_triton_kernels() -> dict:
+    """{cache key: compiled kernel} of engines.triton_attention's kernel compiled so far in this process, each with
+    its registers per thread and spilled bytes once launched (`n_regs`, `n_spills`). Triton's internals, which
+    differ between versions: {} where they are not there."""
+    try:
+        from engines import triton_attention as ta
+        return {key: kernel for cache, *_ in ta._attention_forward.device_caches.values()
+                for key, kernel in cache.items()}
+    except Exception:  # no Triton, or another layout of its caches
+        return {}
+
+
 def kernel_names(fn, q, k, v) -> list[str]:
     """The GPU kernels one call runs (torch.profiler), most time first."""
     from torch.profiler import ProfilerActivity, profile
@@ -188,13 +200,19 @@ def main(argv=None):
             res["skipped"].append({"impl": impl, "reason": why})
             print(f"{impl}: skipped ({why})")
         fns.update(found)
+    registers = {}  # Triton implementation -> (registers per thread, spilled bytes) of the kernel it compiled
     for nk in keys:
         k, v = k_cache[:, :, :nk], v_cache[:, :, :nk]
         ref = reference(q, k, v)
         flops = attention_flops(a.heads, a.queries, nk, a.head_dim)
         for impl, fn in fns.items():
             try:
+                before = compiled_triton_kernels()
                 out = fn(q, k, v)
+                new = [kern for key, kern in compiled_triton_kernels().items() if key not in before]
+                if new:  # a key length may compile anew (Triton specializes integers by divisibility)
+                    registers[impl] = (max(getattr(kern, "n_regs", None) or 0 for kern in new),
+                                       max(getattr(kern, "n_spills", None) or 0 for kern in new))
                 err = float((out.float() - ref).norm() / ref.norm())
                 ms = time_ms(fn, q, k, v, a.iters, a.warmup, a.reps)
                 kernels = kernel_names(fn, q, k, v) if dev.type == "cuda" else []
@@ -204,19 +222,22 @@ def main(argv=None):
                 continue
             r = {"impl": impl, "keys": nk, "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12, "rel_err": err,
                  "kernels": kernels}
+            if impl in registers:
+                r["registers"], r["spilled_bytes"] = registers[impl]
             res["runs"].append(r)
             print(f"{impl} @ {nk} keys: {ms:.3f} ms, {r['tflops']:.0f} TFLOP/s, rel err {err:.1e}; "
                   f"{kernels[:1]}", flush=True)
             if a.out:
                 with open(a.out, "w") as f:
                     json.dump(res, f, indent=1)
-    print("\n| implementation | keys | ms | TFLOP/s | rel err vs float32 | main kernel |")
-    print("|---|---|---|---|---|---|")
+    print("\n| implementation | keys | ms | TFLOP/s | rel err vs float32 | main kernel | registers / spilled bytes |")
+    print("|---|---|---|---|---|---|---|")
     for r in res["runs"]:
+        regs = f"{r['registers']} / {r['spilled_bytes']}" if "registers" in r else "-"
         print(f"| {r['impl']} | {r['keys']} | {r['ms']:.3f} | {r['tflops']:.0f} | {r['rel_err']:.1e} "
-              f"| {(r['kernels'] or ['-'])[0][:70]} |")
+              f"| {(r['kernels'] or ['-'])[0][:70]} | {regs} |")
     for s in res["skipped"]:
-        print(f"| {s['impl']} | {s.get('keys', 'all')} | skipped: {s['reason'][:100]} | | | |")
+        print(f"| {s['impl']} | {s.get('keys', 'all')} | skipped: {s['reason'][:100]} | | | | |")
     if a.out:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1)

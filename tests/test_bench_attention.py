@@ -32,3 +32,19 @@ def test_cli_on_the_cpu_times_sdpa_and_skips_the_gpu_kernel(tmp_path, capsys):
     assert all(r["rel_err"] < 1e-5 and r["ms"] > 0 for r in res["runs"])
     assert saved["skipped"][0]["impl"] == "triton" and "CUDA" in saved["skipped"][0]["reason"]
     assert "| implementation | keys | ms |" in capsys.readouterr().out
+
+
+def test_compiled_kernels_are_read_from_tritons_caches_or_none(monkeypatch):
+    from engines import triton_attention as ta
+
+    class Compiled:  # what Triton keeps per compiled specialization, once launched
+        n_regs, n_spills = 168, 0
+
+    class Jit:  # Triton's JITFunction keeps (kernel cache, ...) per device
+        device_caches = {0: ({"key a": Compiled()}, "target")}
+
+    monkeypatch.setattr(ta, "_attention_forward", Jit(), raising=False)
+    found = ba.compiled_triton_kernels()
+    assert list(found) == ["key a"] and found["key a"].n_regs == 168
+    monkeypatch.setattr(ta, "_attention_forward", object())  # another Triton's layout: nothing, no crash
+    assert ba.compiled_triton_kernels() == {}
