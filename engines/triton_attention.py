@@ -374,7 +374,8 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
     """softmax(q k^T / sqrt(D)) v for q [B, H, M, D] and k, v [B, H, N, D] (bf16/fp16/fp32, any strides), or with
     `fp8_keys` (or `fp8=True` / "per-head", which quantizes k and v here with a scale per key / per head: for
     benchmarks; a stream keeps its cache in FP8) in FP8.
-    key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype.
+    key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype
+    (unsplit: a view of [B, M, H, D] memory, the heads side by side as an output projection reads them).
     (Measured slower on the H200 and removed: a version loading k and v through TMA descriptors, docs/benchmarks.md,
     session 10; rescaling the output only when a row maximum grew past a threshold, session 11, commit 9980f45.)"""
     if fp8 and fp8_keys is None:
@@ -405,8 +406,8 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         m_out = torch.empty(splits, B, H, M, device=q.device, dtype=torch.float32)
         l_out = torch.empty_like(m_out)
         so = out.stride()
-    else:
-        out = torch.empty(B, H, M, D, device=q.device, dtype=q.dtype)
+    else:  # [B, M, H, D] in memory, a [B, H, M, D] view: the heads side by side, as the output projection reads them
+        out = torch.empty(B, M, H, D, device=q.device, dtype=q.dtype).transpose(1, 2)
         m_out = l_out = vs_max
         so = (0,) + out.stride()
     sks = tuple(ks.stride()) + (0,) * (3 - ks.dim())  # per head: the key stride unused

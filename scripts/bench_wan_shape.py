@@ -295,7 +295,7 @@ def pre_attn(x, mod, lp, cos, sin, s: Shape):
     q, k, v = lin(y, lp["qkv"], lp["qkv_b"]).split(d, -1)
     q, k = rms(q, lp["nq"]), rms(k, lp["nk"])
     q, k, v = (z.reshape(n, h, d // h).transpose(0, 1).unsqueeze(0) for z in (q, k, v))
-    return rope(q, cos, sin), rope(k, cos, sin).contiguous(), v.contiguous()
+    return rope(q, cos, sin), rope(k, cos, sin), v  # k, v views of the projection: the cache write reads strides
 
 
 def post_attn(x, a, mod, lp, tk, tv, s: Shape):
