@@ -31,6 +31,7 @@ def test_corpus_round_trip_and_split(tmp_path):
     c = SpeechCorpus(tmp_path / "tr.npz")
     c2 = SpeechCorpus(tmp_path / "tr2.npz")
     assert len(c) == info["utterances"] and c.split == "train"
+    assert c.meta["espeak_ng"][0].isdigit()  # the version that spoke it: another one speaks differently
     u, u2 = c[0], c2[0]
     # espeak-ng keeps internal oscillator state between calls, so waveforms may differ in detail
     # inside one process; text, voice, length and phoneme timing are deterministic per seed.

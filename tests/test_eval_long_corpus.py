@@ -2,6 +2,9 @@
 and the still-head rows streaming with head_motion 0 (tiny random model, CPU)."""
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -38,6 +41,10 @@ def test_without_espeak_the_corpus_is_used_and_its_absence_is_explained(tmp_path
 
     c = SpeechCorpus(eval_corpus)
     assert c.split == "eval" and len(c) > 0
+    # the report says which speech its clips came from: the same seed picks other utterances from another corpus
+    speech = json.loads((tmp_path / "out" / "report.json").read_text())["info"]["speech"]
+    assert speech["source"] == "corpus" and speech["utterances"] == len(c) and speech["path"] == str(eval_corpus)
+    assert speech["split"] == "eval" and re.fullmatch(r"\d+\.\d+.*", speech["espeak_ng"])
 
 
 def test_full_spec_clips_get_speech_from_the_corpus(eval_corpus, no_espeak):

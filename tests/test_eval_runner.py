@@ -173,6 +173,8 @@ def test_run_knotbench_tiny(tmp_path, anim):
                            progress=lines.append)
     check_report(report, tmp_path, variants=("default", "no-knot"))
     assert sum("[" in ln and "/2]" in ln for ln in lines) == 2  # a line per clip
+    speech = report["info"]["speech"]  # live espeak-ng, whose version changes the clips
+    assert speech["source"] == "espeak-ng" and speech["espeak_ng"][0].isdigit()
     table = summary_table(report)
     assert "copy-reference" in table and "tiny:no-knot" in table
 

@@ -118,7 +118,8 @@ def build_corpus(out: str | Path, minutes: float, split: str = "train", seed: in
             print(f"  {len(utts)} utterances, {total / SAMPLE_RATE / 60:.1f} min")
     offsets = np.cumsum([0] + [len(u.audio) for u in utts]).astype(np.int64)
     ev_offsets = np.cumsum([0] + [len(u.times) for u in utts]).astype(np.int64)
-    meta = {"split": split, "seed": seed, "minutes": minutes, "sample_rate": SAMPLE_RATE, "format": 1}
+    meta = {"split": split, "seed": seed, "minutes": minutes, "sample_rate": SAMPLE_RATE, "format": 1,
+            "espeak_ng": engine.version}  # another version speaks differently: another corpus
     np.savez_compressed(
         out, audio_mulaw=_mulaw_encode(np.concatenate([u.audio for u in utts])), offsets=offsets,
         ev_offsets=ev_offsets, ev_times=np.concatenate([u.times for u in utts]).astype(np.float32),
@@ -139,6 +140,7 @@ class SpeechCorpus:
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
+        self.path = path
         try:
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}

@@ -74,6 +74,16 @@ def espeak_available() -> bool:
         return False
 
 
+def version_of(lib: ctypes.CDLL) -> str:
+    """espeak-ng's version string from a loaded library ("unknown" where it does not say)."""
+    try:
+        lib.espeak_Info.restype = ctypes.c_char_p
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        return (lib.espeak_Info(None) or b"unknown").decode("ascii", "replace").split()[0]
+    except (AttributeError, IndexError):
+        return "unknown"
+
+
 class Espeak:
     """One espeak-ng engine (the C library is process-global: keep one instance per process)."""
 
@@ -86,6 +96,12 @@ class Espeak:
         self._events: list[tuple[int, str]] = []
         self._cb = _CALLBACK(self._on_synth)  # keep a reference: the library calls it later
         self._lib.espeak_SetSynthCallback(self._cb)
+
+    @property
+    def version(self) -> str:
+        """The library's version (espeak_Info), e.g. "1.51": its speech differs between versions, so corpora and
+        KnotBench reports record it."""
+        return version_of(self._lib)
 
     @staticmethod
     def _load() -> ctypes.CDLL:

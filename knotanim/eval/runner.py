@@ -346,7 +346,7 @@ def run_knotbench(
                        {"frame_size": cfg.frame_size, "fps": cfg.fps, "chunk": cfg.stream.chunk,
                         "device": str(getattr(models[0][1], "device", device)), "seed": seed,
                         "variants": list(variant_names), "reference_rows": list(refs),
-                        "models": [n for n, _ in models], **backends.info()})
+                        "models": [n for n, _ in models], "speech": speech.describe(), **backends.info()})
     if out_dir is not None:
         paths = write_reports(report, clips, Path(out_dir), plots=plots)
         report["files"] = [str(p) for p in paths]

@@ -43,6 +43,16 @@ class EvalSpeech:
                                  f"--split eval --minutes 10 --out speech_eval.npz`, and pass it: `knotanim eval "
                                  f"--corpus speech_eval.npz` (run_knotbench(corpus=...))") from None
 
+    def describe(self) -> dict:
+        """Where the held-out speech comes from, for the report: the corpus's build settings (its espeak-ng version
+        where it recorded one) and size, or live espeak-ng and its version. The clips depend on all of it: the same
+        seed picks other utterances from a corpus of another size or another espeak-ng."""
+        if self.corpus is not None:
+            return {"source": "corpus", "path": str(getattr(self.corpus, "path", "")),
+                    "utterances": len(self.corpus), **getattr(self.corpus, "meta", {})}
+        from knotanim.data.speech import Espeak, version_of
+        return {"source": "espeak-ng", "espeak_ng": version_of(Espeak._load())}
+
     def _utterance(self, rng: np.random.Generator):
         if self.corpus is not None and len(self.corpus):
             return self.corpus[int(rng.integers(len(self.corpus)))]
