@@ -702,6 +702,7 @@ def main(argv=None):
            "matmul_tflops": rate, "cpu_count": cores(), "compile_mode": a.compile_mode or "default",
            "attention_config": a.attention_config, "key_splits": a.key_splits,
            "calibration_margin": a.calibration_margin, "floors": {},
+           "inductor_env": {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_")},
            "runs": [], "skipped": []}
     workloads = a.workloads.split(",")
     for w in workloads:

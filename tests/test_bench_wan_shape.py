@@ -123,7 +123,8 @@ def test_steady_cache_fixed_size_ring():
         assert torch.isfinite(st.out).all()
 
 
-def test_cli_eager_tiny(tmp_path, capsys):
+def test_cli_eager_tiny(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_MULTI_KERNEL", "1")  # Inductor's settings are recorded with the results
     args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     out = tmp_path / "wan.json"
     res = bw.main(args + ["--variants", "eager,graphs", "--iters", "2", "--warmup", "1", "--device", "cpu",
@@ -131,6 +132,7 @@ def test_cli_eager_tiny(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert {(r["variant"], r["workload"]) for r in saved["runs"]} == {("eager", "clip"), ("eager", "steady")}
     assert saved["skipped"][0]["variant"] == "graphs"
+    assert saved["inductor_env"]["TORCHINDUCTOR_MULTI_KERNEL"] == "1"
     for r in res["runs"]:
         assert r["finite"] and r["fps"] > 0 and r["ms_per_chunk"] > 0
     assert res["runs"][0]["rel_err_vs_eager"] == 0.0
