@@ -388,7 +388,7 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         vs_max = vs.amax(-1).float().contiguous() if per_key else vs  # [B, H]
     else:
         ks = vs = vs_max = torch.ones(1, 1, 1, device=q.device, dtype=torch.float32)
-        per_key = True
+        per_key = False
     N = k.shape[2]
     if D not in (16, 32, 64, 128, 256):
         raise ValueError(f"head_dim {D}: the kernel takes a power of two from 16 to 256")
@@ -415,8 +415,7 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         q, k, v, ks, vs, vs_max, out, m_out, l_out,
         *q.stride(), *k.stride(), *v.stride(), *sks, *so,
         H, M, N, per_split, D ** -0.5 * LOG2E,
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None,
-        PER_KEY=fp8_keys is not None and per_key,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, PER_KEY=per_key,
         SPLIT=split, QK_AHEAD=cfg["QK_AHEAD"] and N - (splits - 1) * per_split >= cfg["BLOCK_N"],  # a full block each
         EXP16=cfg["EXP16"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out

@@ -18,11 +18,12 @@ method render_to_file calls for it, so the render itself is the product's, uncha
 
 The render runs as the product runs it: pipelined on a GPU (encode and audio on the render's worker
 thread, overlapping stream and paste), serial on the CPU; `--pipelined` / `--serial` choose. Pipelined,
-the stages overlap, their seconds can add up to more than the
-wall time, and "rest" is what is left of the wall time after them (at least 0). Serial, every stage
-runs on one thread (RenderOptions.pipelined=False), and the shares say what overlapping could save: a render
-whose stream share is 60 % could at best run 1 / 0.6 = 1.7x faster with the rest moved off its thread. The JSON has the command, machine, torch, backend, frames, wall time, frames/s and each stage's
-seconds, share and per-frame milliseconds.
+the stages overlap, their seconds can add up to more than the wall time, and "rest" is what is left of
+the wall time after them (at least 0). Serial, every stage runs on one thread
+(RenderOptions.pipelined=False), and the shares say what overlapping could save: a render whose stream
+share is 60 % could at best run 1 / 0.6 = 1.7x faster with the rest moved off its thread. The JSON has
+the command, machine, torch, backend, frames, wall time, frames/s and each stage's seconds, share and
+per-frame milliseconds.
 """
 from __future__ import annotations
 

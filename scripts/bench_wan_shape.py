@@ -675,7 +675,7 @@ def main(argv=None):
                          "max-autotune-no-cudagraphs tunes the matmul and attention kernels, a much longer compile; "
                          "the graph variants capture their own CUDA graphs either way)")
     ap.add_argument("--attention-config", default=None,
-                    help="the Triton variants' kernel config, e.g. 64x128w4s2r8 (engines.triton_attention.parse_blocks; "
+                    help="the Triton variants' kernel config, e.g. 64x128w4s3a (engines.triton_attention.parse_blocks; "
                          "default: its default_blocks)")
     ap.add_argument("--key-splits", default=None,
                     help="the Triton variants' key splits: a number or auto (default: 1 with an FP8 cache, else auto)")

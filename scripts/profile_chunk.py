@@ -29,10 +29,10 @@ Stages of a chunk: (1) features: StreamingAudioFeatures.pop (log-mel windows, nu
 (2) noise_h2d: start of _run_chunk up to loop.advance: audio features and CPU noise (torch.randn)
 to the device, the motion tensor; (3) backend: loop.advance (the DiT's denoising steps through the
 backend's run, the history ring's write, the knot), with backend.run alone as a detail;
-(4) decode: the frame autoencoder's decoder (in the animator's dtype: bf16 on a GPU): animator.decode (eager) or, on the compiled
-backend, its torch.compile of it (`--no-compiled-decode`: eager there too; the JSON's decode_used
-says which ran); (5) to_frames: tensor_to_frames (uint8
-on the device, copy to the host) and the Frame objects. "other" is the rest of push_audio (audio
+(4) decode: the frame autoencoder's decoder (in the animator's dtype: bf16 on a GPU): animator.decode
+(eager) or, on the compiled backend, its torch.compile of it (`--no-compiled-decode`: eager there too;
+the JSON's decode_used says which ran); (5) to_frames: tensor_to_frames (uint8 on the device, copy to
+the host) and the Frame objects. "other" is the rest of push_audio (audio
 push, available(), glue). The synchronisation serialises the stages, so on a GPU their sum is an
 upper bound on the pipelined chunk time: compare it with pass 1.
 
