@@ -130,13 +130,15 @@ def quantize_keys(k: torch.Tensor, v: torch.Tensor, per_key: bool = True) -> Fp8
 if triton is not None:
     @triton.jit
     def _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside,
-                    MASKED: tl.constexpr, SCALE_P: tl.constexpr, EXP16: tl.constexpr):
+                    MASKED: tl.constexpr, SCALE_P: tl.constexpr, EXP16: tl.constexpr, SUM16: tl.constexpr):
         """Fold one block's raw scores qk [BLOCK_M, BLOCK_N] and values v [BLOCK_N, D] into the running output, row
         sum and row maximum (base 2). row_factor [BLOCK_M] (> 0) turns qk into base-2 scores in the same FMA that
         subtracts the maximum; p_factor [BLOCK_N] scales p before p @ v (FP8 with a scale per key).
         EXP16: p = 2 ** x in half precision, two per instruction (PTX ex2.approx.f16x2, sm_75+; x <= 0, so p in
         [0, 1] with 11 significant bits, more than the e4m3 it is cast to): half the special-function work of the
-        float32 exp2. GPU only (inline PTX; Triton's interpreter cannot run it)."""
+        float32 exp2. GPU only (inline PTX; Triton's interpreter cannot run it). SUM16 (with EXP16): the block's row
+        sums added in half precision too (no conversion back per score; each block's sum of <= BLOCK_N values in
+        [0, 1] then carries ~1e-3 relative error, below the e4m3 rounding of p itself), the running sum float32."""
         if MASKED:
             qk = tl.where(inside[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1) * row_factor)
@@ -144,7 +146,10 @@ if triton is not None:
         if EXP16:
             p = tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [x.to(tl.float16)],
                                           dtype=tl.float16, is_pure=True, pack=2)
-            row_sum = tl.sum(p.to(tl.float32), 1)
+            if SUM16:
+                row_sum = tl.sum(p, 1).to(tl.float32)
+            else:
+                row_sum = tl.sum(p.to(tl.float32), 1)
         else:
             p = tl.math.exp2(x)
             row_sum = tl.sum(p, 1)
@@ -219,7 +224,7 @@ if triton is not None:
     @triton.jit
     def _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, vs_max, start_n, n_keys,
                      stride_vn, stride_vd, stride_s, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                     PER_KEY_FP8: tl.constexpr, MASKED: tl.constexpr, EXP16: tl.constexpr):
+                     PER_KEY_FP8: tl.constexpr, MASKED: tl.constexpr, EXP16: tl.constexpr, SUM16: tl.constexpr):
         """Fold the block of keys at start_n, whose scores are qk, with its values into the running state."""
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, HEAD_DIM)
@@ -235,7 +240,7 @@ if triton is not None:
                 p_factor = tl.load(vs_base + offs_n * stride_s, mask=inside, other=0.0) / vs_max
             else:
                 p_factor = tl.load(vs_base + offs_n * stride_s) / vs_max
-        return _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside, MASKED, PER_KEY_FP8, EXP16)
+        return _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside, MASKED, PER_KEY_FP8, EXP16, SUM16)
 
     @triton.jit
     def _attention_forward(Q, K, V, KS, VS, VS_MAX, O, M_OUT, L_OUT,
@@ -247,7 +252,7 @@ if triton is not None:
                            heads, n_queries, n_keys, keys_per_split, qk_scale,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                            FP8: tl.constexpr, PER_KEY: tl.constexpr, SPLIT: tl.constexpr,
-                           QK_AHEAD: tl.constexpr, EXP16: tl.constexpr):
+                           QK_AHEAD: tl.constexpr, EXP16: tl.constexpr, SUM16: tl.constexpr):
         """One program: BLOCK_M queries of one head against one slice of the keys. FP8: k and v_t float8 (q is
         quantized here); PER_KEY: FP8 with a scale per key (False in bf16 and with a scale per head)."""
         pid_m = tl.program_id(0)
@@ -275,21 +280,24 @@ if triton is not None:
                 qk_next = _block_scores(q, k_base, ks_base, start_n + BLOCK_N, hi, stride_kn, stride_kd, stride_s,
                                         BLOCK_N, HEAD_DIM, PER_KEY, False)
                 acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, start_n, hi,
-                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False, EXP16)
+                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False,
+                                             EXP16, SUM16)
                 qk = qk_next
             acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, full_end - BLOCK_N,
-                                         hi, stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False, EXP16)
+                                         hi, stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False,
+                                         EXP16, SUM16)
         else:
             for start_n in range(lo, full_end, BLOCK_N):
                 qk = _block_scores(q, k_base, ks_base, start_n, hi, stride_kn, stride_kd, stride_s,
                                    BLOCK_N, HEAD_DIM, PER_KEY, False)
                 acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, start_n, hi,
-                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False, EXP16)
+                                             stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, False,
+                                             EXP16, SUM16)
         if full_end < hi:
             qk = _block_scores(q, k_base, ks_base, full_end, hi, stride_kn, stride_kd, stride_s,
                                BLOCK_N, HEAD_DIM, PER_KEY, True)
             acc, l_i, m_i = _fold_values(acc, l_i, m_i, qk, row_factor, v_base, vs_base, out_factor, full_end, hi,
-                                         stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, True, EXP16)
+                                         stride_vn, stride_vd, stride_s, BLOCK_N, HEAD_DIM, PER_KEY, True, EXP16, SUM16)
         _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
                    stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM, SPLIT)
 
@@ -336,7 +344,7 @@ def default_blocks(fp8: bool) -> dict:
     """Block sizes, warps and pipeline stages: the fastest of bench_attention.py's sweep on the H200 at head_dim 128
     (docs/benchmarks.md, session 10): bf16 128x128, 8 warps, 3 stages; FP8 64x128, 4 warps, 3 stages (with
     key_splits 1: its 888 programs at the Wan shape already fill the waves, and splitting lost 5-50 %)."""
-    plain = {"QK_AHEAD": False, "EXP16": False}
+    plain = {"QK_AHEAD": False, "EXP16": False, "SUM16": False}
     if fp8:
         return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3, **plain}
     return {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, **plain}
@@ -345,13 +353,13 @@ def default_blocks(fp8: bool) -> dict:
 def parse_blocks(text: str) -> dict:
     """'128x64w4s3' -> BLOCK_M 128, BLOCK_N 64, 4 warps, 3 stages (bench_attention.py's --configs), with optional
     letters after it: 'a' issues each block's q k^T one block ahead (QK_AHEAD), 'h' takes exp2 in half precision
-    (EXP16, _fold_block), e.g. 64x128w4s3ah. Not yet measured: session 11's plan for the next lease."""
-    found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)([ah]*)", text.strip())
+    (EXP16, _fold_block), 'f' with 'h' also sums each block's rows in half precision (SUM16), e.g. 64x128w4s3ahf."""
+    found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)([ahf]*)", text.strip())
     if not found:
-        raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES[a][h], e.g. 128x64w4s3")
+        raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES[a][h][f], e.g. 128x64w4s3")
     m, n, w, st = map(int, found.groups()[:4])
     return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": w, "num_stages": st,
-            "QK_AHEAD": "a" in found.group(5), "EXP16": "h" in found.group(5)}
+            "QK_AHEAD": "a" in found.group(5), "EXP16": "h" in found.group(5), "SUM16": "f" in found.group(5)}
 
 
 def auto_key_splits(query_blocks: int, multiprocessors: int, key_blocks: int) -> int:
@@ -417,7 +425,8 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
         H, M, N, per_split, D ** -0.5 * LOG2E,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], HEAD_DIM=D, FP8=fp8_keys is not None, PER_KEY=per_key,
         SPLIT=split, QK_AHEAD=cfg["QK_AHEAD"] and N - (splits - 1) * per_split >= cfg["BLOCK_N"],  # a full block each
-        EXP16=cfg["EXP16"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        EXP16=cfg["EXP16"], SUM16=cfg["EXP16"] and cfg["SUM16"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return merge_splits(out, m_out, l_out).to(q.dtype) if split else out
 
 

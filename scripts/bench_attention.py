@@ -158,7 +158,7 @@ def main(argv=None):
     ap.add_argument("--keys", default="512,4680,18720,32760", help="key lengths, comma-separated")
     ap.add_argument("--cache", type=int, default=21 * 1560, help="the cache the keys are a slice of")
     ap.add_argument("--impls", default=",".join(IMPLS))
-    ap.add_argument("--configs", default="64x128w4s3,128x128w8s3,64x128w4s3a,64x128w4s3h,64x128w4s3ah",
+    ap.add_argument("--configs", default="64x128w4s3,128x128w8s3,64x128w4s3a,64x128w4s3h,64x128w4s3hf,64x128w4s3ahf",
                     help="the Triton kernel's BLOCK_MxBLOCK_NwWARPSsSTAGES, comma-separated, each optionally followed "
                          "by a (q k^T one block ahead) and h (exp2 in half precision; engines.triton_attention."
                          "parse_blocks) (default: %(default)s)")

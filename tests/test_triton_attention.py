@@ -69,9 +69,10 @@ def test_key_splits_fill_whole_waves_and_keep_slices_long():
 
 def test_kernel_configs_parse_and_bad_ones_say_the_format():
     assert ta.parse_blocks("128x64w4s3") == {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
-                                             "QK_AHEAD": False, "EXP16": False}
+                                             "QK_AHEAD": False, "EXP16": False, "SUM16": False}
     assert ta.parse_blocks("64x128w4s3ah") == {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3,
-                                               "QK_AHEAD": True, "EXP16": True}
+                                               "QK_AHEAD": True, "EXP16": True, "SUM16": False}
+    assert ta.parse_blocks("64x128w4s3hf")["SUM16"]
     with pytest.raises(ValueError, match="BLOCK_MxBLOCK_NwWARPSsSTAGES"):
         ta.parse_blocks("128-64")
 
