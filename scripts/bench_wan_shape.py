@@ -26,7 +26,8 @@ the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8), fp8-trit
 head, set from each layer's first keys and then fixed: one multiply per score fewer; the cache written by one fused
 Triton kernel, engines.triton_attention.write_fp8_keys), fp8s and fp8s-triton-h (fp8 and fp8-triton-h with each linear's activation scale calibrated
 once on two random chunks and then fixed, so its cast fuses into the kernel that made the input instead of a
-maximum and a cast of their own). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+maximum and a cast of their own), fp8s-triton-f (fp8s-triton-h with the q/k RMSNorms + RoPE and the FFN's GELU +
+FP8 cast each one Triton kernel, engines/triton_fused.py; compiled around them). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -54,13 +55,18 @@ import torch.nn.functional as F
 
 PUBLISHED_TFLOPS = 800.0  # H200 bf16 dense matmul on random data, measured earlier (KINDS.md)
 VARIANTS = ("eager", "compile", "graphs", "fp8", "cudnn", "fp8-cudnn", "fp8-flex", "fp8-flex16", "triton", "fp8-triton",
-            "fp8-triton-h", "fp8s", "fp8s-triton-h")
+            "fp8-triton-h", "fp8s", "fp8s-triton-h", "fp8s-triton-f")
 GRAPH_VARIANTS = VARIANTS[2:]  # compiled and captured in CUDA graphs
-FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8s", "fp8s-triton-h")  # the block linears through torch._scaled_mm
-STATIC_SCALE_VARIANTS = ("fp8s", "fp8s-triton-h")  # activation scales calibrated once (calibrate_activation_scales)
+FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8-triton-h", "fp8s", "fp8s-triton-h",
+                "fp8s-triton-f")  # the block linears through torch._scaled_mm
+# activation scales calibrated once (calibrate_activation_scales)
+STATIC_SCALE_VARIANTS = ("fp8s", "fp8s-triton-h", "fp8s-triton-f")
+# the q/k norms + RoPE and the GELU + FP8 cast through engines.triton_fused (fused_pre_attn, fused_post_attn)
+FUSED_VARIANTS = ("fp8s-triton-f",)
 # the self-attention through engines.triton_attention (its default blocks; key splits "auto" in bf16, 1 in FP8):
 # its KV cache in bf16 (None) or in FP8 with a scale per key or per head
-TRITON_VARIANTS = {"triton": None, "fp8-triton": "per key", "fp8-triton-h": "per head", "fp8s-triton-h": "per head"}
+TRITON_VARIANTS = {"triton": None, "fp8-triton": "per key", "fp8-triton-h": "per head", "fp8s-triton-h": "per head",
+                   "fp8s-triton-f": "per head"}
 # the self-attention through a compiled FlexAttention, its q, k and v stored in this dtype (quantized_flex_attention)
 FLEX_VARIANTS = {"fp8-flex": torch.float8_e4m3fn, "fp8-flex16": torch.bfloat16}
 CUDNN_VARIANTS = ("cudnn", "fp8-cudnn")  # every SDPA call restricted to cuDNN's fused attention
@@ -287,30 +293,82 @@ def time_mod(p, t, s: Shape):
     return e, F.linear(F.silu(e), p["tp"], p["tp_b"]).view(-1, 6, s.width)
 
 
-def pre_attn(x, mod, lp, cos, sin, s: Shape):
-    """x: [N, d] -> q, k, v [1, H, N, Dh] for the self-attention."""
-    n, d, h = x.shape[0], s.width, s.heads
+def to_heads(z, s: Shape):
+    """[N, d] -> a [1, H, N, Dh] view."""
+    return z.reshape(z.shape[0], s.heads, s.width // s.heads).transpose(0, 1).unsqueeze(0)
+
+
+def qkv_projection(x, mod, lp, s: Shape):
+    """x: [N, d] -> the self-attention's q, k, v projection [N, 3d] of the modulated LayerNorm."""
+    n, d = x.shape[0], s.width
     m = mod + lp["mod"]
     y = (F.layer_norm(x, (d,), eps=1e-6).view(s.chunk, -1, d) * (1 + m[:, 1, None]) + m[:, 0, None]).view(n, d)
-    q, k, v = lin(y, lp["qkv"], lp["qkv_b"]).split(d, -1)
+    return lin(y, lp["qkv"], lp["qkv_b"])
+
+
+def pre_attn(x, mod, lp, cos, sin, s: Shape):
+    """x: [N, d] -> q, k, v [1, H, N, Dh] for the self-attention."""
+    q, k, v = qkv_projection(x, mod, lp, s).split(s.width, -1)
     q, k = rms(q, lp["nq"]), rms(k, lp["nk"])
-    q, k, v = (z.reshape(n, h, d // h).transpose(0, 1).unsqueeze(0) for z in (q, k, v))
+    q, k, v = (to_heads(z, s) for z in (q, k, v))
     return rope(q, cos, sin), rope(k, cos, sin), v  # k, v views of the projection: the cache write reads strides
 
 
-def post_attn(x, a, mod, lp, tk, tv, s: Shape):
-    """Self-attention output projection, text cross-attention and FFN; x: [N, d]; a: [1, H, N, Dh]."""
-    n, d, h = x.shape[0], s.width, s.heads
+def attn_out_and_text(x, a, mod, lp, tk, tv, s: Shape):
+    """The self-attention's output projection and the text cross-attention, each a residual; x: [N, d];
+    a: [1, H, N, Dh]. Returns x and the FFN's hidden layer before its GELU ([N, ffn])."""
+    n, d = x.shape[0], s.width
     m = mod + lp["mod"]
     a = lin(a[0].transpose(0, 1).reshape(n, d), lp["o"], lp["o_b"])
     x = x + (a.view(s.chunk, -1, d) * m[:, 2, None]).view(n, d)
     y = F.layer_norm(x, (d,), lp["n3"], lp["n3_b"], 1e-6)
-    q = rms(lin(y, lp["cq"], lp["cq_b"]), lp["cnq"]).view(n, h, d // h).transpose(0, 1).unsqueeze(0)
+    q = to_heads(rms(lin(y, lp["cq"], lp["cq_b"]), lp["cnq"]), s)
     c = F.scaled_dot_product_attention(q, tk, tv)[0].transpose(0, 1).reshape(n, d)
     x = x + lin(c, lp["co"], lp["co_b"])
     y = (F.layer_norm(x, (d,), eps=1e-6).view(s.chunk, -1, d) * (1 + m[:, 4, None]) + m[:, 3, None]).view(n, d)
-    f = lin(F.gelu(lin(y, lp["f1"], lp["f1_b"]), approximate="tanh"), lp["f2"], lp["f2_b"])
-    return x + (f.view(s.chunk, -1, d) * m[:, 5, None]).view(n, d)
+    return x, lin(y, lp["f1"], lp["f1_b"])
+
+
+def ffn_out(x, f, mod, lp, s: Shape):
+    """The FFN's output f [N, d] added to x [N, d] through its per-frame gate."""
+    n, d = x.shape[0], s.width
+    return x + (f.view(s.chunk, -1, d) * (mod + lp["mod"])[:, 5, None]).view(n, d)
+
+
+def post_attn(x, a, mod, lp, tk, tv, s: Shape):
+    """Self-attention output projection, text cross-attention and FFN; x: [N, d]; a: [1, H, N, Dh]."""
+    x, hidden = attn_out_and_text(x, a, mod, lp, tk, tv, s)
+    return ffn_out(x, lin(F.gelu(hidden, approximate="tanh"), lp["f2"], lp["f2_b"]), mod, lp, s)
+
+
+def ffn_out_fp8(x, g8, mod, lp, s: Shape):
+    """ffn_out with the FFN's second linear from its FP8 input g8 (quantized at the linear's fixed scale)."""
+    w8, ws, xs = lp["f2"]
+    f = torch._scaled_mm(g8, w8.t(), scale_a=xs, scale_b=ws, bias=lp["f2_b"], out_dtype=x.dtype, use_fast_accum=True)
+    return ffn_out(x, f, mod, lp, s)
+
+
+def fused_pre_attn(projection=qkv_projection):
+    """pre_attn with the q/k RMSNorms and RoPE in one Triton kernel (engines.triton_fused.rms_norm_rope) after
+    `projection` (qkv_projection, or a compiled one)."""
+    from engines.triton_fused import rms_norm_rope
+
+    def pre(x, mod, lp, cos, sin, s: Shape):
+        qkv = projection(x, mod, lp, s)
+        qk = rms_norm_rope(qkv, (lp["nq"], lp["nk"]), cos, sin)
+        return to_heads(qk[0], s), to_heads(qk[1], s), to_heads(qkv[:, 2 * s.width:], s)
+    return pre
+
+
+def fused_post_attn(middle=attn_out_and_text, out=ffn_out_fp8):
+    """post_attn for calibrated FP8 linears with the GELU and the cast to FP8 at the second FFN linear's fixed scale
+    in one Triton kernel (engines.triton_fused.gelu_tanh_fp8) between `middle` and `out` (or compiled ones)."""
+    from engines.triton_fused import gelu_tanh_fp8
+
+    def post(x, a, mod, lp, tk, tv, s: Shape):
+        x, hidden = middle(x, a, mod, lp, tk, tv, s)
+        return out(x, gelu_tanh_fp8(hidden, lp["f2"][2]), mod, lp, s)
+    return post
 
 
 def embed(x, p):
@@ -751,6 +809,10 @@ def main(argv=None):
                 if hasattr(torch._dynamo.config, knob):  # setting a name this version lacks raises
                     setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
             st.fns = {k: torch.compile(f, dynamic=False, mode=mode) for k, f in st.fns.items()}
+            if v in FUSED_VARIANTS:  # compiled around the Triton kernels (after calibrating, which runs unfused)
+                st.fns["pre"] = fused_pre_attn(torch.compile(qkv_projection, dynamic=False, mode=mode))
+                st.fns["post"] = fused_post_attn(torch.compile(attn_out_and_text, dynamic=False, mode=mode),
+                                                 torch.compile(ffn_out_fp8, dynamic=False, mode=mode))
             if v in FLEX_VARIANTS:  # FlexAttention runs fast only compiled; cast and attention apart
                 st.attend = compiled_quantized_flex_attention(mode, FLEX_VARIANTS[v])
             if v in TRITON_VARIANTS:
