@@ -353,7 +353,8 @@ def default_blocks(fp8: bool) -> dict:
 def parse_blocks(text: str) -> dict:
     """'128x64w4s3' -> BLOCK_M 128, BLOCK_N 64, 4 warps, 3 stages (bench_attention.py's --configs), with optional
     letters after it: 'a' issues each block's q k^T one block ahead (QK_AHEAD), 'h' takes exp2 in half precision
-    (EXP16, _fold_block), 'f' with 'h' also sums each block's rows in half precision (SUM16), e.g. 64x128w4s3ahf."""
+    (EXP16, _fold_block), 'f' with 'h' also sums each block's rows in half precision (SUM16), e.g. 64x128w4s3ahf.
+    On the H200 every letter lost to the plain default (docs/benchmarks.md, session 12); they stay for other GPUs."""
     found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)([ahf]*)", text.strip())
     if not found:
         raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES[a][h][f], e.g. 128x64w4s3")

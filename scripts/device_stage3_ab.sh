@@ -6,6 +6,7 @@
 #   ARM_A="--set lr=3e-5" ARM_B="--set lr=3e-5 --set rollout_knot_target=own" STAGE3_MIN=7 \
 #     OUT=$OUT bash scripts/device_stage3_ab.sh train > $OUT/ab.txt 2>&1
 #   OUT=$OUT bash scripts/device_stage3_ab.sh fetch B        (the next call, within 30 s: the machine is warm)
+#   STAGE3_MIN=6 OUT=$OUT bash scripts/device_stage3_ab.sh resume   (a later call on the warm machine: both arms on)
 #
 # train  Each arm runs scripts/device_train.sh (stage 3 only: STAGE3_MIN minutes, STAGE3_BASE then ARM_A / ARM_B as
 #        its STAGE3_SET) in its own working directory AB_DIR/<arm> (default /tmp/knotanim_ab), where .cache/carry and
@@ -14,6 +15,10 @@
 #        cuda): the quick set, and EVAL_SPECS (default configs/eval/knotbench_long_first10s.json, the early drift),
 #        with the eval corpus .cache/data/speech_eval.npz. $OUT: ab_summary.md (each arm's recipe, steps and
 #        KnotBench tables) and ab_A.tar.gz / ab_B.tar.gz (training logs, curves, sample strips, KnotBench reports).
+# resume Each arm's stage 3 continued from its state for STAGE3_MIN more minutes, with the recipe `train` recorded in
+#        AB_DIR/<arm>/stage3_set (ARM_A, ARM_B and STAGE3_BASE are not read; RESUME_SET is added after it, e.g. a
+#        larger --set steps=N), then the same KnotBench: the exports
+#        replace AB_DIR/<arm>/out (so `fetch` brings the continued model), the log is resume.txt, $OUT as for train.
 # fetch  Copies arm ARM's exported model (config.json and its safetensors shards) into $OUT.
 #
 # Rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu and EVAL_DEVICE=cpu, STAGE3_BASE with tiny sizes,
@@ -27,25 +32,41 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)  # absolute: the arms run and are packed from their own directories
 
 case "${1:-}" in
-  train)
+  train | resume)
+    mode=$1
     STAGE3_BASE=${STAGE3_BASE:---set compile=true}
     EVAL_DEVICE=${EVAL_DEVICE:-cuda}
     EVAL_SPECS=${EVAL_SPECS:-$ROOT/configs/eval/knotbench_long_first10s.json}
     EVAL_ARGS=${EVAL_ARGS:-}
-    [ -f .cache/carry/model/config.json ] || { echo "device_stage3_ab: no carried model in .cache/carry/model" >&2; exit 2; }
-    rm -rf "$AB_DIR"
+    log=train.txt
+    if [ "$mode" = train ]; then
+      [ -f .cache/carry/model/config.json ] || { echo "device_stage3_ab: no carried model in .cache/carry/model" >&2; exit 2; }
+      rm -rf "$AB_DIR"
+    else
+      log=resume.txt
+      for arm in A B; do
+        [ -f "$AB_DIR/$arm/runs/stage3/state/state.json" ] && [ -f "$AB_DIR/$arm/stage3_set" ] || {
+          echo "device_stage3_ab: arm $arm has no stage-3 state in $AB_DIR to resume (run 'train' first, on this machine)" >&2
+          exit 2
+        }
+      done
+    fi
     declare -A GPU=([A]=${GPU_A:-0} [B]=${GPU_B:-1})
     pids=()
     for arm in A B; do
       dir=$AB_DIR/$arm
-      mkdir -p "$dir/.cache"
-      ln -s "$PWD/.cache/carry" "$dir/.cache/carry"
-      ln -s "$PWD/.cache/data" "$dir/.cache/data"
-      set_var=ARM_$arm
-      extra=${!set_var:-}
-      echo "arm $arm on GPU ${GPU[$arm]}: STAGE3_SET=$STAGE3_BASE $extra"
+      if [ "$mode" = train ]; then
+        mkdir -p "$dir/.cache"
+        ln -s "$PWD/.cache/carry" "$dir/.cache/carry"
+        ln -s "$PWD/.cache/data" "$dir/.cache/data"
+        set_var=ARM_$arm
+        echo "$STAGE3_BASE ${!set_var:-}" > "$dir/stage3_set"
+      fi
+      recipe=$(cat "$dir/stage3_set")
+      [ "$mode" = resume ] && recipe="$recipe ${RESUME_SET:-}"
+      echo "arm $arm on GPU ${GPU[$arm]} ($mode): STAGE3_SET=$recipe"
       (cd "$dir" && CUDA_VISIBLE_DEVICES=${GPU[$arm]} OUT=$dir/out STAGE3_MIN=${STAGE3_MIN:-7} STAGE2_MIN=0 STAGE1_MIN=0 \
-        STAGE3_SET="$STAGE3_BASE $extra" bash "$ROOT"/scripts/device_train.sh > "$dir/train.txt" 2>&1) &
+        STAGE3_SET="$recipe" bash "$ROOT"/scripts/device_train.sh > "$dir/$log" 2>&1) &
       pids+=($!)
     done
     failed=0
@@ -73,11 +94,11 @@ case "${1:-}" in
       for p in "${evals[@]}"; do wait "$p" || failed=1; done
     done
     {
-      echo "# stage-3 A/B (scripts/device_stage3_ab.sh), $(date -u +%Y-%m-%dT%H:%M:%SZ), STAGE3_MIN=${STAGE3_MIN:-7}"
+      echo "# stage-3 A/B (scripts/device_stage3_ab.sh $mode), $(date -u +%Y-%m-%dT%H:%M:%SZ), STAGE3_MIN=${STAGE3_MIN:-7}"
       for arm in A B; do
-        dir=$AB_DIR/$arm; set_var=ARM_$arm
-        echo; echo "## arm $arm: $STAGE3_BASE ${!set_var:-}"
-        grep -h "^done at step" "$dir/train.txt" || echo "(no 'done at step' line: see train.txt)"
+        dir=$AB_DIR/$arm
+        echo; echo "## arm $arm: $(cat "$dir/stage3_set")"
+        grep -h "^resumed from\|^done at step" "$dir/$log" || echo "(no 'done at step' line: see $log)"
         for rep in "$dir"/kb_quick/report.md "$dir"/kb_spec*/report.md; do
           [ -f "$rep" ] || continue
           echo; echo "### $(basename "$(dirname "$rep")")"; grep -E "^\|" "$rep" | head -12
@@ -86,7 +107,7 @@ case "${1:-}" in
     } > "$OUT/ab_summary.md"
     for arm in A B; do
       dir=$AB_DIR/$arm
-      (cd "$dir" && tar czf "$OUT/ab_$arm.tar.gz" train.txt kb_*.txt $(ls -d kb_quick kb_spec* 2> /dev/null) \
+      (cd "$dir" && tar czf "$OUT/ab_$arm.tar.gz" $(ls train.txt resume.txt 2> /dev/null) kb_*.txt $(ls -d kb_quick kb_spec* 2> /dev/null) \
         $(ls out/logs.tar.gz out/config.json 2> /dev/null))
     done
     cat "$OUT/ab_summary.md"
@@ -99,7 +120,7 @@ case "${1:-}" in
     ls -la "$OUT"
     ;;
   *)
-    echo "usage: device_stage3_ab.sh train | fetch A|B   (ARM_A, ARM_B, STAGE3_MIN, STAGE3_BASE, GPU_A, GPU_B," \
+    echo "usage: device_stage3_ab.sh train | resume | fetch A|B   (ARM_A, ARM_B, STAGE3_MIN, STAGE3_BASE, GPU_A, GPU_B," \
       "EVAL_DEVICE, EVAL_SPECS, EVAL_ARGS, AB_DIR, OUT, PYTHON)" >&2
     exit 2
     ;;

@@ -442,3 +442,17 @@ def test_stage3_ab_script_trains_two_arms_evaluates_both_and_fetches_one(tmp_pat
     assert json.loads((fetched / "config.json").read_text())["trained_steps"] == {"rollout": 1}
     r = subprocess.run(["bash", str(script), "fetch", "C"], cwd=work, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "arm 'C' has no model" in r.stderr
+    # resume: both arms on from their states with the recipes train recorded (ARM_* not read), the exports replaced
+    resumed = tmp_path / "resumed"
+    r = subprocess.run(["bash", str(script), "resume"], cwd=work, capture_output=True, text=True, timeout=600,
+                       env={**env, "OUT": str(resumed), "ARM_A": "--set lr=bogus", "RESUME_SET": "--set steps=2"})
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:], (ab / "A" / "resume.txt").read_text()[-2000:])
+    summary = (resumed / "ab_summary.md").read_text()
+    assert "device_stage3_ab.sh resume" in summary and summary.count("resumed from runs/stage3/state at step 1") == 2
+    assert summary.count("done at step 2") == 2 and "rollout_knot_target=own" in summary.split("## arm B")[1]
+    r = subprocess.run(["bash", str(script), "fetch", "A"], cwd=work, env={**env, "OUT": str(tmp_path / "fA")},
+                       capture_output=True, text=True, timeout=60)
+    assert json.loads((tmp_path / "fA" / "config.json").read_text())["trained_steps"] == {"rollout": 2}
+    r = subprocess.run(["bash", str(script), "resume"], cwd=work, env={**env, "AB_DIR": str(tmp_path / "none")},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no stage-3 state" in r.stderr
