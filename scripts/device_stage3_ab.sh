@@ -17,8 +17,8 @@
 #        KnotBench tables) and ab_A.tar.gz / ab_B.tar.gz (training logs, curves, sample strips, KnotBench reports).
 # resume Each arm's stage 3 continued from its state for STAGE3_MIN more minutes, with the recipe `train` recorded in
 #        AB_DIR/<arm>/stage3_set (ARM_A, ARM_B and STAGE3_BASE are not read; RESUME_SET is added after it, e.g. a
-#        larger --set steps=N), then the same KnotBench: the exports
-#        replace AB_DIR/<arm>/out (so `fetch` brings the continued model), the log is resume.txt, $OUT as for train.
+#        larger --set steps=N), then the same KnotBench. The exports replace AB_DIR/<arm>/out (so `fetch` brings the
+#        continued model); the log is resume.txt; $OUT as for train.
 # fetch  Copies arm ARM's exported model (config.json and its safetensors shards) into $OUT.
 #
 # Rehearsal on a CPU (tests/test_device_scripts.py): DEVICE=cpu and EVAL_DEVICE=cpu, STAGE3_BASE with tiny sizes,
