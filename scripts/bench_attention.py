@@ -160,8 +160,8 @@ def main(argv=None):
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--configs", default="64x128w4s3,128x128w8s3,64x128w4s3a,64x128w4s3h,64x128w4s3hf,64x128w4s3ahf",
                     help="the Triton kernel's BLOCK_MxBLOCK_NwWARPSsSTAGES, comma-separated, each optionally followed "
-                         "by a (q k^T one block ahead) and h (exp2 in half precision; engines.triton_attention."
-                         "parse_blocks) (default: %(default)s)")
+                         "by a (q k^T one block ahead), h (exp2 in half precision) and f (with h: row sums in half "
+                         "precision; engines.triton_attention.parse_blocks) (default: %(default)s)")
     ap.add_argument("--splits", default="1,auto", help="the Triton kernel's key splits, comma-separated: numbers or auto")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=10, help="calls back to back per timed sample (GPU)")

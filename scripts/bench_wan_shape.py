@@ -188,7 +188,7 @@ def lin(x, w, bias):
     records |x|'s maximum while the dynamic scale is used."""
     if not isinstance(w, tuple):
         return F.linear(x, w, bias)
-    w8, ws, *fixed = w
+    fixed = w[2:]  # the calibrated scale or its recorder, if any
     if fixed and not isinstance(fixed[0], ActivationAmax):
         xs = fixed[0]
     else:
@@ -196,7 +196,13 @@ def lin(x, w, bias):
         if fixed:
             torch.maximum(fixed[0].value, x.abs().amax().float(), out=fixed[0].value)
     x8 = (x / xs).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    return torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=x.dtype, use_fast_accum=True)
+    return fp8_linear(x8, xs, w, bias, x.dtype)
+
+
+def fp8_linear(x8, xs, w, bias, out_dtype):
+    """x8 (float8_e4m3fn, its scale xs) through the FP8 weight w = (w8, w_scale, ...), in out_dtype."""
+    w8, ws = w[:2]
+    return torch._scaled_mm(x8, w8.t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=out_dtype, use_fast_accum=True)
 
 
 def calibrate_activation_scales(st: "Stream", chunks: int = 2, margin: float = 4.0):
@@ -343,9 +349,7 @@ def post_attn(x, a, mod, lp, tk, tv, s: Shape):
 
 def ffn_out_fp8(x, g8, mod, lp, s: Shape):
     """ffn_out with the FFN's second linear from its FP8 input g8 (quantized at the linear's fixed scale)."""
-    w8, ws, xs = lp["f2"]
-    f = torch._scaled_mm(g8, w8.t(), scale_a=xs, scale_b=ws, bias=lp["f2_b"], out_dtype=x.dtype, use_fast_accum=True)
-    return ffn_out(x, f, mod, lp, s)
+    return ffn_out(x, fp8_linear(g8, lp["f2"][2], lp["f2"], lp["f2_b"], x.dtype), mod, lp, s)
 
 
 def fused_pre_attn(projection=qkv_projection):

@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from triton_interpreter import needs_triton, run_interpreted
+
 _spec = importlib.util.spec_from_file_location(
     "bench_wan_shape", Path(__file__).resolve().parents[1] / "scripts" / "bench_wan_shape.py")
 bw = importlib.util.module_from_spec(_spec)
@@ -318,38 +320,32 @@ def test_each_variant_says_how_its_attention_runs():
     assert bw.attention_kind("triton") == "triton bf16"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CI's CPU torch)")
-def test_the_fused_variant_computes_what_the_unfused_step_does(tmp_path):
+@needs_triton
+def test_the_fused_variant_computes_what_the_unfused_step_does():
     # in Triton's CPU interpreter: the fused q/k norms + RoPE exactly; the FFN within FP8's rounding of its input (the
     # interpreter's float8 casts differ from torch's: engines.triton_fused's tests check the kernel's values)
-    import os
-    import subprocess
-    root = Path(__file__).resolve().parents[1]
-    script = tmp_path / "fused.py"
-    script.write_text(f"""
-import importlib.util, sys
-import torch
-spec = importlib.util.spec_from_file_location("bench_wan_shape", {str(root / "scripts" / "bench_wan_shape.py")!r})
-bw = importlib.util.module_from_spec(spec)
-sys.modules["bench_wan_shape"] = bw
-spec.loader.exec_module(bw)
-s = bw.Shape(**{TINY!r})
-st = bw.Stream(s, bw.to_fp8(bw.make_params(s, "cpu", torch.float32)), torch.device("cpu"), torch.float32)
-bw.calibrate_activation_scales(st)
-lp = st.p["layers"][0]
-x = torch.randn(s.chunk * s.tokens_per_frame, s.width, generator=torch.Generator().manual_seed(0))
-mod = bw.time_mod(st.p, st.t[1], s)[1]
-for ref, got in zip(bw.pre_attn(x, mod, lp, st.cos, st.sin, s), bw.fused_pre_attn()(x, mod, lp, st.cos, st.sin, s)):
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-a = torch.randn(1, s.heads, x.shape[0], s.width // s.heads, generator=torch.Generator().manual_seed(1))
-ref = bw.post_attn(x, a, mod, lp, st.tk[0], st.tv[0], s)
-got = bw.fused_post_attn()(x, a, mod, lp, st.tk[0], st.tv[0], s)
-err = float((got - ref).norm() / (ref - x).norm())
-assert err < 0.08, err
-print("ok")
-""")
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    script = _spec.origin
+    run_interpreted(f"""
+        import importlib.util, sys
+        import torch
+        spec = importlib.util.spec_from_file_location("bench_wan_shape", {script!r})
+        bw = importlib.util.module_from_spec(spec)
+        sys.modules["bench_wan_shape"] = bw
+        spec.loader.exec_module(bw)
+        s = bw.Shape(**{TINY!r})
+        st = bw.Stream(s, bw.to_fp8(bw.make_params(s, "cpu", torch.float32)), torch.device("cpu"), torch.float32)
+        bw.calibrate_activation_scales(st)
+        lp = st.p["layers"][0]
+        x = torch.randn(s.chunk * s.tokens_per_frame, s.width, generator=torch.Generator().manual_seed(0))
+        mod = bw.time_mod(st.p, st.t[1], s)[1]
+        pre = zip(bw.pre_attn(x, mod, lp, st.cos, st.sin, s), bw.fused_pre_attn()(x, mod, lp, st.cos, st.sin, s))
+        for ref, got in pre:
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        a = torch.randn(1, s.heads, x.shape[0], s.width // s.heads, generator=torch.Generator().manual_seed(1))
+        ref = bw.post_attn(x, a, mod, lp, st.tk[0], st.tv[0], s)
+        got = bw.fused_post_attn()(x, a, mod, lp, st.tk[0], st.tv[0], s)
+        err = float((got - ref).norm() / (ref - x).norm())
+        assert err < 0.08, err
+        print("ok")
+    """)
     assert "fp8s-triton-f" in bw.FUSED_VARIANTS and bw.attention_kind("fp8s-triton-f") == "triton fp8, a scale per head"

@@ -1,18 +1,10 @@
 """engines.triton_attention: the torch-side pieces on the CPU always; the kernel itself in Triton's CPU interpreter
 where Triton is installed (not in CI's CPU torch; the GPU figures and errors are bench_attention.py's)."""
-import importlib.util
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 import torch
+from triton_interpreter import needs_triton, run_interpreted
 
 from engines import triton_attention as ta
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def attention_fp32(q, k, v):
@@ -82,10 +74,10 @@ def test_without_a_gpu_the_kernel_says_why_it_cannot_run(monkeypatch):
     assert "CUDA" in ta.unavailable("cpu") or "not installed" in ta.unavailable("cpu")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CI's CPU torch)")
+@needs_triton
 def test_the_kernel_matches_float32_attention_in_tritons_interpreter():
     # float32 inputs: the interpreter's bf16 and float8 dot products are not what the GPU computes
-    script = textwrap.dedent("""
+    run_interpreted("""
         import torch
         from engines import triton_attention as ta
         g = torch.Generator().manual_seed(3)
@@ -124,7 +116,3 @@ def test_the_kernel_matches_float32_attention_in_tritons_interpreter():
         assert cache.k[:, :, :30].float().abs().max() == 0 and cache.v_t[..., 70:].float().abs().max() == 0
         print("ok")
     """)
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

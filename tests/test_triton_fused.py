@@ -1,30 +1,11 @@
 """engines.triton_fused in Triton's CPU interpreter where Triton is installed (not in CI's CPU torch; on the GPU
 they run inside scripts/bench_wan_shape.py's fp8s-triton-f variant, whose error against eager is in its table)."""
-import importlib.util
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                  reason="Triton is not installed (CI's CPU torch)")
-
-
-def interpreted(script: str):
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+from triton_interpreter import needs_triton, run_interpreted
 
 
 @needs_triton
 def test_rms_norm_rope_matches_the_norm_then_the_rotation():
-    interpreted("""
+    run_interpreted("""
         import torch
         from engines.triton_fused import rms_norm_rope
         g = torch.Generator().manual_seed(0)
@@ -47,7 +28,7 @@ def test_rms_norm_rope_matches_the_norm_then_the_rotation():
 
 @needs_triton
 def test_gelu_tanh_fp8_is_the_tanh_gelu_at_the_scale_saturated():
-    interpreted("""
+    run_interpreted("""
         import torch
         import torch.nn.functional as F
         from engines.triton_fused import gelu_tanh_fp8
