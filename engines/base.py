@@ -14,6 +14,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
+from knotanim.model.warp import WarpCodec
 from knotanim.stream.step import ChunkStep
 
 StepOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -81,7 +82,7 @@ class CompiledTorchBackend:
         self.decode_fallback_reason: str | None = None
         self._compiled_decode = None
         self._decode_shape: tuple[int, ...] | None = None  # the shape the decoder was compiled for
-        if autoencoder is not None and compile_decoder:
+        if autoencoder is not None and compile_decoder and not _renders_from_reference(autoencoder):
             self.decode = self._decode
 
     @staticmethod
@@ -136,6 +137,11 @@ class CompiledTorchBackend:
             print(f"knotanim: compiled backend: decoder: {self.decode_fallback_reason}", file=sys.stderr)
             self._compiled_decode = None
             return self._eager_decode(latents)
+
+
+def _renders_from_reference(autoencoder: torch.nn.Module) -> bool:
+    """A warp codec decodes with the stream's reference: the stream decodes it with the animator."""
+    return isinstance(autoencoder, WarpCodec)
 
 
 def synchronize(device: torch.device) -> None:

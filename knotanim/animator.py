@@ -11,7 +11,8 @@ from knotanim.checkpoint import load_checkpoint, save_checkpoint
 from knotanim.config import KnotAnimConfig
 from knotanim.errors import BackendUnavailable, CheckpointError, InputError
 from knotanim.frontends.image import to_rgb8
-from knotanim.model.autoencoder import build_autoencoder, frames_to_tensor
+from knotanim.model.autoencoder import frames_to_tensor
+from knotanim.model.codec import build_autoencoder
 from knotanim.model.dit import KnotDiT
 from knotanim.stream.caches import ReferenceCache
 from knotanim.stream.step import ChunkStep
@@ -107,17 +108,25 @@ class KnotAnimator:
         return self.autoencoder.encode(x).float()
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, reference: ReferenceCache | None = None) -> torch.Tensor:
         """[N, c, h, w] -> float frames [N, 3, H, W] in [-1, 1]; the decoder computes in bf16 when the
-        animator does (ConvAutoencoder.decode)."""
-        return self.autoencoder.decode(latents.float(), dtype=self.dtype)
+        animator does (ConvAutoencoder.decode). A warp codec renders from `reference` (its `render` part)."""
+        render = reference.render if reference is not None else None
+        return self.autoencoder.decode(latents.float(), dtype=self.dtype, reference=render)
+
+    @property
+    def renders_from_reference(self) -> bool:
+        """Whether frames are made by moving the reference's pixels (the warp codec)."""
+        return self.config.autoencoder.kind == "warp"
 
     @torch.no_grad()
     def reference_cache(self, reference: np.ndarray) -> ReferenceCache:
+        """The reference's K/V for the DiT and, for a warp codec, what rendering needs of it."""
         img = prepare_reference(reference, self.config.frame_size)
-        latent = self.encode_frames(img[None])
+        x = frames_to_tensor(img[None], self.device)
+        latent = self.autoencoder.encode(x).float()
         ks, vs = self.model.reference_kv(latent)
-        return ReferenceCache(k=torch.stack(ks), v=torch.stack(vs))
+        return ReferenceCache(k=torch.stack(ks), v=torch.stack(vs), render=self.autoencoder.prepare_reference(x))
 
     def stream(self, reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5, knot: bool = True,
                run_ahead: bool = True, steps: int | None = None, backend=None, backend_factory=None) -> KnotStream:

@@ -22,11 +22,13 @@ BACKENDS = ("torch", "compiled", "onnxruntime", "tensorrt", "aoti", "auto")
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    kind: str = "conv"  # "conv" (learned) or "pixel" (space-to-depth, no weights)
+    kind: str = "conv"  # "conv" (learned), "pixel" (space-to-depth, no weights) or "warp" (motion latents; frames
+    # made by warping the reference: knotanim.model.warp)
     factor: int = 8  # spatial downsampling, pixels per latent cell
     latent_channels: int = 8  # channels of a latent frame
-    base_channels: int = 48  # width of the first conv stage ("conv" only)
+    base_channels: int = 48  # width of the first conv stage ("conv", "warp")
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # width multipliers per stage ("conv" only)
+    flow_factor: int = 4  # pixels per flow / visibility cell ("warp" only)
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,12 @@ class KnotAnimConfig:
             problems.append("sampler.steps must be >= 1")
         if not 0.0 <= self.sampler.noise_correlation < 1.0:
             problems.append("sampler.noise_correlation must be in [0, 1)")
-        if ae.kind not in ("conv", "pixel"):
-            problems.append(f"autoencoder.kind must be 'conv' or 'pixel', not {ae.kind!r}")
+        if ae.kind not in ("conv", "pixel", "warp"):
+            problems.append(f"autoencoder.kind must be 'conv', 'pixel' or 'warp', not {ae.kind!r}")
+        elif ae.kind == "warp" and not (_power_of_two(ae.factor) and _power_of_two(ae.flow_factor)
+                                        and 2 <= ae.flow_factor < ae.factor):
+            problems.append(f"a warp codec needs autoencoder.factor ({ae.factor}) and autoencoder.flow_factor "
+                            f"({ae.flow_factor}) powers of 2 with 2 <= flow_factor < factor")
         if problems:
             raise ConfigError("invalid config: " + "; ".join(problems))
         return self
@@ -213,6 +219,10 @@ class KnotAnimConfig:
                 value = dataclasses.replace(current, **value)
             changes[key] = value
         return dataclasses.replace(self, **changes).validate()
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

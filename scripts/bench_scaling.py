@@ -206,7 +206,7 @@ def counted_chunk_flops(cfg: KnotAnimConfig, knot: bool = True, steps: int | Non
     """FLOPs of one ChunkStep and of decoding its C frames, counted by FlopCounterMode on meta tensors
     (no memory, no compute). Step 'attention' is bmm (SDPA on meta runs its math path), 'linear' the rest."""
     from knotanim.engines.descriptors import chunk_step_descriptor
-    from knotanim.model.autoencoder import build_autoencoder
+    from knotanim.model.codec import build_autoencoder
     from knotanim.model.dit import KnotDiT
     from knotanim.stream.step import ChunkStep
 

@@ -130,7 +130,7 @@ def animator_on_cpu(animator: Any) -> Any:
     import torch
 
     from knotanim.animator import KnotAnimator
-    from knotanim.model.autoencoder import build_autoencoder
+    from knotanim.model.codec import build_autoencoder
     from knotanim.model.dit import KnotDiT
 
     cfg = animator.config

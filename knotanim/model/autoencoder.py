@@ -7,6 +7,10 @@ float [B, 3, H, W] in [-1, 1], latents [B, c, H/f, W/f] scaled to roughly unit v
 - `ConvAutoencoder`: learned, small residual conv encoder/decoder (the default).
 - `PixelAutoencoder`: space-to-depth, no weights; c must be 3 * f^2. Useful for tests and as a
   baseline.
+- `knotanim.model.warp.WarpCodec`: motion latents; frames made by warping the reference's pixels.
+
+Every codec has `prepare_reference(image)` (what decoding needs of the reference: None for the two
+here, which decode from the latents alone) and `decode(latents, dtype=None, reference=None)`.
 """
 from __future__ import annotations
 
@@ -77,7 +81,16 @@ class ConvAutoencoder(nn.Module):
         z = self.encode_raw(frames)
         return (z - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
 
-    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def prepare_reference(self, image: torch.Tensor) -> None:
+        """Nothing: this codec decodes from the latents alone."""
+        return None
+
+    def reconstruct(self, frames: torch.Tensor, reference: torch.Tensor | None = None):
+        """Training: frames [N, 3, H, W] -> (decoded frames, None, raw latents); the reference is not used."""
+        z = self.encode_raw(frames)
+        return self.decode_raw(z), None, z
+
+    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None, reference: None = None) -> torch.Tensor:
         """Normalised latents [N, c, h, w] -> float frames [N, 3, H, W] (inference; training calls decode_raw).
         On a CPU the convolutions run channels-last (NHWC; oneDNN's fast layout, what Inductor picks when it
         compiles the decoder): the lite decoder takes about a fifth less time eagerly, same values within float
@@ -105,9 +118,8 @@ class PixelAutoencoder(nn.Module):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         return F.pixel_unshuffle(frames, self.factor)
 
-    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def prepare_reference(self, image: torch.Tensor) -> None:
+        return None
+
+    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None, reference: None = None) -> torch.Tensor:
         return F.pixel_shuffle(latents, self.factor)  # exact: no arithmetic for a dtype to change
-
-
-def build_autoencoder(cfg: AutoencoderConfig) -> nn.Module:
-    return ConvAutoencoder(cfg) if cfg.kind == "conv" else PixelAutoencoder(cfg)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -9,10 +10,14 @@ import torch
 
 @dataclass
 class ReferenceCache:
-    """Per-layer K/V of the reference frame: [Lyr, B, H, P, Dh] each. Recomputed only on a swap."""
+    """Per-layer K/V of the reference frame: [Lyr, B, H, P, Dh] each. Recomputed only on a swap.
+
+    render: what the frame codec needs of the reference to make frames (the warp codec's
+    `WarpReference`); None for a codec that decodes from the latents alone."""
 
     k: torch.Tensor
     v: torch.Tensor
+    render: Any = None
 
 
 class HistoryRing:

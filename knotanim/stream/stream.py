@@ -200,8 +200,11 @@ class KnotStream:
         drop = self.chunk_start - self._features_start
         self._features, self._features_start = self._features[drop:], self._features_start + drop
 
-        decode = getattr(self.backend, "decode", None) or self.animator.decode  # a backend may decode (compiled)
-        images = tensor_to_frames(decode(committed[0]))
+        backend_decode = getattr(self.backend, "decode", None)  # a backend may decode (compiled)
+        if self.reference.render is not None or backend_decode is None:  # a warp codec renders from the reference
+            images = tensor_to_frames(self.animator.decode(committed[0], self.reference))
+        else:
+            images = tensor_to_frames(backend_decode(committed[0]))
         fps = cfg.fps
         frames = [Frame(index=s + i, timestamp=(s + i) / fps, image=img) for i, img in enumerate(images)]
         self.frames_emitted = s + len(frames)

@@ -39,18 +39,33 @@ from knotanim.train.data import ClipRequest, clip_loader
 
 
 class AutoencoderLoss(nn.Module):
-    """L1 + image-gradient L1 reconstruction, with a small latent penalty that keeps latents bounded."""
+    """L1 + image-gradient L1 reconstruction, with a small latent penalty that keeps latents bounded.
 
-    def __init__(self, autoencoder: nn.Module):
+    For a codec that renders from the reference (the warp codec), the L1 counts `moved_weight` times where
+    the frame differs from its reference by more than 20/255 (head motion, mouth, eyes: 11-12 % of the
+    pixels, where copying the reference is wrong), the flow is kept smooth (`flow_smoothness` times its
+    total variation) and showing the warped reference is preferred to the generated fill
+    (`fill_penalty` times the mean of 1 - visibility), so the fill paints only what the reference lacks."""
+
+    def __init__(self, autoencoder: nn.Module, moved_weight: float = 5.0, flow_smoothness: float = 0.5,
+                 fill_penalty: float = 0.01):
         super().__init__()
         self.autoencoder = autoencoder
+        self.moved_weight, self.flow_smoothness, self.fill_penalty = moved_weight, flow_smoothness, fill_penalty
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.autoencoder.encode_raw(x)
-        y = self.autoencoder.decode_raw(z)
-        l1 = (y - x).abs().mean()
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, reference [N, 3, H, W] in [-1, 1] (each frame's own clip reference) -> (loss, plain L1)."""
+        y, parts, z = self.autoencoder.reconstruct(x, reference)
+        error = (y - x).abs()
+        l1 = error.mean()
         grad = sum(((y.diff(dim=d) - x.diff(dim=d)).abs().mean() for d in (2, 3)))
-        return l1 + 0.5 * grad + 1e-4 * z.pow(2).mean(), l1.detach()
+        loss = 0.5 * grad + 1e-4 * z.pow(2).mean()
+        if parts is None:
+            return loss + l1, l1.detach()
+        moved = ((x - reference).abs().amax(1, keepdim=True) > 40 / 255).float()  # 20/255 in [0, 1] units
+        loss = loss + (error * (1 + (self.moved_weight - 1) * moved)).mean()
+        tv = sum(parts.flow.diff(dim=d).abs().mean() for d in (2, 3))
+        return loss + self.flow_smoothness * tv + self.fill_penalty * (1 - parts.visibility).mean(), l1.detach()
 
 
 class TeacherForcedLoss(nn.Module):
@@ -161,6 +176,17 @@ def _init_animator(cfg: TrainConfig, device: torch.device, progress=print) -> Kn
     anim = KnotAnimator.from_config(model_cfg, device=device, seed=cfg.seed)
     for prefix, module in (("dit.", anim.model), ("autoencoder.", anim.autoencoder)):
         state = {k[len(prefix):]: v.float() for k, v in (tensors or {}).items() if k.startswith(prefix)}
+        if state and prefix == "autoencoder." and ckpt_cfg.autoencoder.kind != model_cfg.autoencoder.kind:
+            progress(f"note: the {model_cfg.autoencoder.kind} codec starts afresh (not from {cfg.init_from}'s "
+                     f"{ckpt_cfg.autoencoder.kind} autoencoder)")
+            state = {}
+        if state and cfg.model:  # overrides may change sizes (a new codec, another patch): those layers start afresh
+            own = module.state_dict()
+            resized = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+            if resized:
+                progress(f"note: {len(resized)} tensor(s) of {cfg.init_from} change size under the overrides and "
+                         f"start afresh, e.g. {prefix}{resized[0]}")
+                state = {k: v for k, v in state.items() if k not in resized}
         if state:
             try:
                 missing, unexpected = module.load_state_dict(state, strict=False)
@@ -243,7 +269,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
 
     mc = anim.config
     n_frames = (cfg.chunks - 1) * mc.stream.chunk + mc.stream.chunk + mc.stream.knot
-    per_rank_batch = 4 if stage_ae else cfg.batch_size  # autoencoder: clips per step; frames come from each
+    per_rank_batch = cfg.batch_size  # clips per step
+    if stage_ae:  # clips per step, frames come from each: the warp codec learns from many references per step
+        per_rank_batch = -(-cfg.batch_size // n_frames) if mc.autoencoder.kind == "warp" else 4
     loader = clip_loader(mc, cfg.data, ClipRequest(n_frames, d.rank, d.world, cfg.seed * 1_000_003 + step * 997),
                          per_rank_batch)
     log = TrainLog(out, cfg.tensorboard, progress, fresh=step == 0) if d.main else None
@@ -268,9 +296,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, device: str | 
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         with _autocast(d.device, cfg.bf16):
             if stage_ae:
-                frames = on_device["frames"].flatten(0, 1)
-                pick = torch.randperm(frames.shape[0], device=frames.device)[: cfg.batch_size]
-                loss, metric = wrapped(frames[pick].permute(0, 3, 1, 2).float() / 127.5 - 1)
+                frames = on_device["frames"]  # [B, T, H, W, 3]
+                refs = on_device["reference"].unsqueeze(1).expand_as(frames).flatten(0, 1)
+                pick = torch.randperm(refs.shape[0], device=frames.device)[: cfg.batch_size]
+                loss, metric = wrapped(frames.flatten(0, 1)[pick].permute(0, 3, 1, 2).float() / 127.5 - 1,
+                                       refs[pick].permute(0, 3, 1, 2).float() / 127.5 - 1)
             else:
                 inputs, mouth = _dit_inputs(anim, cfg, encoded, rng, masks)
                 loss, metric = wrapped(*inputs), None
@@ -512,7 +542,8 @@ def _write_samples(anim: KnotAnimator, cfg: TrainConfig, path: Path, n_frames: i
     anim.autoencoder.eval()
     if cfg.stage == "autoencoder":
         x = frames_to_tensor(clip.frames, anim.device)
-        made = tensor_to_frames(anim.autoencoder.decode_raw(anim.autoencoder.encode_raw(x)))
+        ref = frames_to_tensor(clip.reference, anim.device).unsqueeze(0).expand_as(x)
+        made = tensor_to_frames(anim.autoencoder.reconstruct(x, ref)[0])
     else:
         stream = anim.stream(clip.reference, seed=0, head_motion=0.0)
         out = stream.push_audio(clip.audio) + stream.finish(total_frames=n_frames)
