@@ -114,6 +114,11 @@ class KnotAnimator:
         render = reference.render if reference is not None else None
         return self.autoencoder.decode(latents.float(), dtype=self.dtype, reference=render)
 
+    @torch.no_grad()
+    def render_parts(self, latents: torch.Tensor, reference: ReferenceCache):
+        """A warp codec's WarpParts (flow, visibility, fill) for latents [N, c, h, w] and a reference cache."""
+        return self.autoencoder.render_parts(latents.float(), reference.render, dtype=self.dtype)
+
     @property
     def renders_from_reference(self) -> bool:
         """Whether frames are made by moving the reference's pixels (the warp codec)."""

@@ -49,6 +49,7 @@ from knotanim.errors import BackendUnavailable, InputError, KnotAnimError, Outpu
 from knotanim.frontends.audio_io import iter_audio_blocks, probe_audio
 from knotanim.frontends.face import Paster, crop_face
 from knotanim.frontends.image import MAX_PIXELS, load_image
+from knotanim.frontends.native_paste import NativePaster
 from knotanim.sinks.base import check_output_file, check_output_folder
 from knotanim.sinks.png import PngSequenceSink
 from knotanim.sinks.video import VideoFileSink, as_fps, output_audio_rate
@@ -303,8 +304,15 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
     mux_rate = info.sample_rate if fmt == "png" and info.sample_rate > 0 else output_audio_rate(fmt, info.sample_rate)
     expected = math.floor(info.duration * float(out_fps) + 0.5) if info.duration else None  # half up, like n below
 
-    paster = None if opts.crop_only else Paster(image, face, reference_crop=crop, mask=opts.mask,
-                                                   feather=opts.feather, colour_match=opts.colour_match)
+    if opts.crop_only:
+        paste = None
+    elif animator.renders_from_reference:  # the photo's own pixels, moved at its own resolution
+        native = NativePaster(image, face, mask=opts.mask, feather=opts.feather)
+        paste = lambda f: native(f.image, f.motion)  # noqa: E731
+    else:
+        paster = Paster(image, face, reference_crop=crop, mask=opts.mask, feather=opts.feather,
+                        colour_match=opts.colour_match)
+        paste = lambda f: paster(f.image)  # noqa: E731
     height, width = crop.shape[:2] if opts.crop_only else image.shape[:2]
     sink = _make_sink(fmt, output, width, height, out_fps, opts.crf, mux_rate, channels)
     if fmt != "png":
@@ -336,7 +344,7 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
         images = []
         for f in model_frames:
             if composed["index"] != f.index:
-                composed["index"], composed["image"] = f.index, (f.image if paster is None else paster(f.image))
+                composed["index"], composed["image"] = f.index, (f.image if paste is None else paste(f))
             images.append(composed["image"])
         writer.submit(lambda: write(images, audio_to_end))
 

@@ -2,6 +2,7 @@
 resolution, every entry point's stream runs on it, and both training stages run on CPU."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -138,3 +139,42 @@ def test_a_new_codec_starts_afresh_and_keeps_the_dit_blocks(tmp_path):
     assert torch.equal(warped.model.blocks[0].attn.qkv.weight, kept)
     assert any("4 tensor(s)" in line and "start afresh" in line for line in lines)  # x_embed, ref_embed, out (2)
     assert any("codec starts afresh" in line for line in lines)
+
+
+def _photo(h=300, w=360, seed=4):
+    rng = np.random.default_rng(seed)
+    small = (rng.random((h // 6, w // 6, 3)) * 255).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)  # smooth enough to compare after resampling
+
+
+def _motion(size, flow_px=(0.0, 0.0), visibility=1.0, fill=0):
+    from knotanim.model.warp import FrameMotion
+
+    flow = np.zeros((2, size // 4, size // 4), np.float32)
+    flow[0], flow[1] = flow_px
+    return FrameMotion(flow, np.full((size // 4, size // 4), visibility, np.float32), np.full((size, size, 3), fill, np.uint8))
+
+
+def test_native_paste_keeps_the_photo_and_moves_its_own_pixels():
+    from knotanim.frontends.face import face_crop_for_box, FaceBox
+    from knotanim.frontends.native_paste import NativePaster
+
+    photo = _photo()
+    box = FaceBox(140, 100, 80, 80)
+    fc = face_crop_for_box(photo.shape, box, tiny_config().crop, 64, angle=10.0)
+    paste = NativePaster(photo, fc)
+    still = paste(np.zeros((64, 64, 3), np.uint8), _motion(64))
+    assert np.abs(still.astype(int) - photo).max() <= 1  # no motion: the photo itself, at its own resolution
+    # A flow of 2 crop pixels to the right samples the photo A^-1 (2, 0) further: compare inside the crop's core.
+    moved = paste(np.zeros((64, 64, 3), np.uint8), _motion(64, (2.0, 0.0)))
+    d = np.linalg.inv(fc.matrix[:, :2]) @ np.array([2.0, 0.0])
+    shift = np.float32([[1, 0, d[0]], [0, 1, d[1]]])
+    expected = cv2.warpAffine(photo, shift, (photo.shape[1], photo.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    core = fc.to_original(np.array([[24.0, 24.0], [40.0, 40.0]]))
+    (x0, y0), (x1, y1) = core.min(0).astype(int), core.max(0).astype(int)
+    assert np.abs(moved[y0:y1, x0:x1].astype(int) - expected[y0:y1, x0:x1]).mean() < 1.5
+    assert np.abs(still[y0:y1, x0:x1].astype(int) - expected[y0:y1, x0:x1]).mean() > 3  # the shift is visible
+    # Nothing visible: the fill shows; outside the crop the photo is untouched.
+    filled = paste(np.zeros((64, 64, 3), np.uint8), _motion(64, visibility=0.0, fill=200))
+    assert np.all(filled[y0:y1, x0:x1] == 200)
+    assert np.array_equal(filled[:, :paste.paster.x0], photo[:, :paste.paster.x0])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +51,27 @@ class WarpParts:
     flow: torch.Tensor
     visibility: torch.Tensor
     fill: torch.Tensor
+
+
+@dataclass
+class FrameMotion:
+    """One frame's parts on the CPU, for compositing at the photo's own resolution
+    (knotanim.frontends.native_paste): flow float32 [2, h, w] in model-frame pixels (x, y offsets of the
+    sample point), visibility float32 [h, w] in [0, 1], fill uint8 [S, S, 3] RGB at the frame size S."""
+
+    flow: np.ndarray
+    visibility: np.ndarray
+    fill: np.ndarray
+
+
+def frame_motions(parts: WarpParts) -> list[FrameMotion]:
+    """WarpParts of N frames -> N FrameMotion (flow converted from grid_sample units to pixels)."""
+    size = parts.fill.shape[-1]
+    flow = (parts.flow.float() * (size / 2)).cpu().numpy()
+    vis = parts.visibility.float()[:, 0].cpu().numpy()
+    fill = ((parts.fill.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [FrameMotion(np.ascontiguousarray(f), np.ascontiguousarray(v), np.ascontiguousarray(c))
+            for f, v, c in zip(flow, vis, fill)]
 
 
 def identity_grid(n: int, height: int, width: int, device, dtype) -> torch.Tensor:
@@ -182,15 +204,19 @@ class WarpCodec(nn.Module):
         parts = self.render_raw(z, self.encode_raw(reference), reference, self.reference_encoder(reference))
         return composite(parts, reference), parts, z
 
-    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None,
-               reference: WarpReference | None = None) -> torch.Tensor:
-        """Normalised latents [N, c, h, w] -> float frames [N, 3, H, W] in [-1, 1], at the frame size.
-        dtype bfloat16: the convolutions run in bf16 (autocast); the warp itself in float32."""
-        if reference is None:
-            raise ValueError("the warp codec renders from a reference: pass reference=codec.prepare_reference(image)")
+    def render_parts(self, latents: torch.Tensor, reference: WarpReference,
+                     dtype: torch.dtype | None = None) -> WarpParts:
+        """`render` for inference: dtype bfloat16 runs the convolutions in bf16 (autocast); flow,
+        visibility and fill come out float32."""
         if dtype == torch.bfloat16:
             with torch.autocast(latents.device.type, dtype=torch.bfloat16):
                 parts = self.render(latents.float(), reference)
-        else:
-            parts = self.render(latents.float(), reference)
-        return composite(parts, reference.image.float()).clamp(-1, 1)
+            return WarpParts(parts.flow.float(), parts.visibility.float(), parts.fill.float())
+        return self.render(latents.float(), reference)
+
+    def decode(self, latents: torch.Tensor, dtype: torch.dtype | None = None,
+               reference: WarpReference | None = None) -> torch.Tensor:
+        """Normalised latents [N, c, h, w] -> float frames [N, 3, H, W] in [-1, 1], at the frame size."""
+        if reference is None:
+            raise ValueError("the warp codec renders from a reference: pass reference=codec.prepare_reference(image)")
+        return composite(self.render_parts(latents, reference, dtype), reference.image.float()).clamp(-1, 1)

@@ -21,6 +21,7 @@ from knotanim.frontends.audio_features import StreamingAudioFeatures
 from knotanim.frontends.audio_io import clean_samples
 from knotanim.model.autoencoder import tensor_to_frames
 from knotanim.model.layout import RunAhead
+from knotanim.model.warp import FrameMotion, composite, frame_motions
 from knotanim.stream.caches import ReferenceCache
 from knotanim.stream.rollout import ChunkLoop
 from knotanim.stream.sampler import share_noise
@@ -35,6 +36,7 @@ class Frame:
     index: int  # frame number from the start of the stream
     timestamp: float  # seconds: index / fps
     image: np.ndarray  # uint8 [H, W, 3] RGB
+    motion: FrameMotion | None = None  # a warp codec's parts, to composite at the photo's own resolution
 
 
 def clean_audio(samples: np.ndarray) -> np.ndarray:
@@ -201,11 +203,17 @@ class KnotStream:
         self._features, self._features_start = self._features[drop:], self._features_start + drop
 
         backend_decode = getattr(self.backend, "decode", None)  # a backend may decode (compiled)
-        if self.reference.render is not None or backend_decode is None:  # a warp codec renders from the reference
-            images = tensor_to_frames(self.animator.decode(committed[0], self.reference))
-        else:
+        motions: list[FrameMotion | None] = [None] * committed.shape[1]
+        if self.reference.render is not None:  # a warp codec: frames from the reference's pixels
+            parts = self.animator.render_parts(committed[0], self.reference)
+            images = tensor_to_frames(composite(parts, self.reference.render.image.float()))
+            motions = frame_motions(parts)
+        elif backend_decode is not None:
             images = tensor_to_frames(backend_decode(committed[0]))
+        else:
+            images = tensor_to_frames(self.animator.decode(committed[0]))
         fps = cfg.fps
-        frames = [Frame(index=s + i, timestamp=(s + i) / fps, image=img) for i, img in enumerate(images)]
+        frames = [Frame(index=s + i, timestamp=(s + i) / fps, image=img, motion=m)
+                  for i, (img, m) in enumerate(zip(images, motions))]
         self.frames_emitted = s + len(frames)
         return frames
