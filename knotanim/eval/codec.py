@@ -11,7 +11,7 @@ Scores per clip, each beside "copy the reference" (every frame replaced by the r
   sharpness   variance of the Laplacian in the face box (resized to 160^2), made / true frame
 The made frames can be kept (`frames_out`) for the real-photo judge's identity distance.
 
-    python -m knotanim.eval.codec --model PATH [--out DIR]
+    python -m knotanim.eval.codec --model PATH --corpus .cache/data/speech_eval.npz [--out DIR]
 """
 from __future__ import annotations
 
@@ -81,12 +81,13 @@ def reconstruct(animator, frames: np.ndarray, reference: np.ndarray, batch: int 
     return np.concatenate(out)
 
 
-def score_clip(animator, clip: CodecClip, frames_out: Path | None = None) -> dict:
+def score_clip(animator, clip: CodecClip, frames_out: Path | None = None, corpus=None) -> dict:
+    """corpus: a held-out SpeechCorpus (knotanim.data), so the mouth moves; None: silent clips."""
     from knotanim.data import make_clip
 
     cfg = animator.config
     made_clip = make_clip(clip.seed, clip.n_frames, size=cfg.frame_size, fps=cfg.fps, head_motion=clip.head_motion,
-                          split="eval", source=clip.source)
+                          split="eval", source=clip.source, corpus=corpus)
     true, ref = made_clip.frames, made_clip.reference
     made = reconstruct(animator, true, ref)
     copy = np.broadcast_to(ref, true.shape)
@@ -102,10 +103,10 @@ def score_clip(animator, clip: CodecClip, frames_out: Path | None = None) -> dic
     return row
 
 
-def codec_report(animator, clips=None, frames_out: Path | None = None, progress=print) -> list[dict]:
+def codec_report(animator, clips=None, frames_out: Path | None = None, corpus=None, progress=print) -> list[dict]:
     rows = []
     for clip in clips or codec_clips():
-        row = score_clip(animator, clip, frames_out)
+        row = score_clip(animator, clip, frames_out, corpus)
         progress(f"{clip.name:18s} PSNR {row['psnr']:5.2f} (copy {row['copy_psnr']:5.2f})  moved {row['psnr_moved']:5.2f} "
                  f"(copy {row['copy_psnr_moved']:5.2f}, {100 * row['moved_fraction']:.0f} % of pixels)  "
                  f"sharpness {row['sharpness']:.2f}")
@@ -121,10 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--frames", type=int, default=50, help="frames per clip")
     p.add_argument("--out", default=None, help="folder for codec.json and the made frames (npz per clip)")
+    p.add_argument("--corpus", default=None, help="held-out speech corpus .npz (knotanim data build-speech --split eval), "
+                   "so the mouth moves (default: silent clips)")
     args = p.parse_args(argv)
     anim = KnotAnimator.from_pretrained(args.model, device=args.device, dtype=torch.float32)
     out = Path(args.out) if args.out else None
-    rows = codec_report(anim, codec_clips(args.frames), frames_out=out)
+    corpus = None
+    if args.corpus:
+        from knotanim.eval.speech import EvalSpeech
+
+        corpus = EvalSpeech(args.corpus).corpus
+    rows = codec_report(anim, codec_clips(args.frames), frames_out=out, corpus=corpus)
     if out is not None:
         (out / "codec.json").write_text(json.dumps({"model": args.model or "default", "rows": rows}, indent=1))
     return 0
