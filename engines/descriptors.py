@@ -122,3 +122,30 @@ def chunk_step_descriptor(config: KnotAnimConfig, *, knot: bool = True, steps: i
     tag = f"chunk_step-knot{int(bool(k))}-steps{steps}-b{B}"
     return NetworkDescriptor("chunk_step", tag, inputs, outputs, sample_inputs,
                              meta={"knot": bool(k), "steps": steps, "batch": B, "frames": Fr, "chunk": C})
+
+
+RENDERER_INPUTS = ("latents", "ref_latent", "features")
+RENDERER_OUTPUTS = ("flow", "visibility", "fill")
+
+
+def warp_renderer_descriptor(config: KnotAnimConfig, frames: int | None = None) -> NetworkDescriptor:
+    """A warp codec's renderer (knotanim.model.warp.WarpRenderStep) for `frames` latents at a time
+    (default: one chunk's committed frames, as the stream renders them)."""
+    from knotanim.model.warp import feature_channels
+
+    ae = config.autoencoder
+    if ae.kind != "warp":
+        raise BackendUnavailable(f"the model's codec is {ae.kind!r}: only a warp codec has a renderer to export")
+    n = frames or config.stream.chunk
+    c, s, S, g = ae.latent_channels, config.latent_size, config.frame_size, config.frame_size // ae.flow_factor
+    f32 = torch.float32
+    inputs = (TensorSpec("latents", (n, c, s, s), f32), TensorSpec("ref_latent", (1, c, s, s), f32),
+              TensorSpec("features", (1, feature_channels(ae), g, g), f32))
+    outputs = (TensorSpec("flow", (n, 2, g, g), f32), TensorSpec("visibility", (n, 1, g, g), f32),
+               TensorSpec("fill", (n, 3, S, S), f32))
+
+    def sample_inputs(seed: int = 0, device="cpu") -> tuple[torch.Tensor, ...]:
+        g_ = torch.Generator().manual_seed(seed)
+        return tuple(torch.randn(spec.shape, generator=g_).to(device) for spec in inputs)
+
+    return NetworkDescriptor("warp_renderer", f"warp_renderer-n{n}", inputs, outputs, sample_inputs, meta={"frames": n})

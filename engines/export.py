@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from knotanim.engines.cache import EngineKey, animator_hash, aoti_path, onnx_path, resolve_precision
-from knotanim.engines.descriptors import NetworkDescriptor, chunk_step_descriptor
+from knotanim.engines.descriptors import NetworkDescriptor, chunk_step_descriptor, warp_renderer_descriptor
 from knotanim.stream.step import ChunkStep
 
 
@@ -60,6 +60,42 @@ def ensure_onnx(animator, out_dir: str | Path, *, knot: bool = True, steps: int 
         return ExportResult("onnx", path, desc, model_hash, reused=True, parity=ParityReport(**meta["parity"]))
     export_onnx(step, desc, path, opset=opset, progress=progress)
     progress("export: parity check against torch with ONNX Runtime (CPU)")
+    backend = OnnxRuntimeBackend(path, desc, "cpu", providers=["CPUExecutionProvider"])
+    try:
+        report = parity_check(step, backend, desc, tolerance=tolerance)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    progress(f"export: {report.line()}")
+    meta = {"descriptor": {"tag": desc.tag, "inputs": [s.describe() for s in desc.inputs],
+                           "outputs": [s.describe() for s in desc.outputs], **desc.meta},
+            "model_hash": model_hash, "opset": opset, "parity": asdict(report)}
+    report_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return ExportResult("onnx", path, desc, model_hash, parity=report)
+
+
+def ensure_renderer_onnx(animator, out_dir: str | Path, *, model_path=None, model_hash: str | None = None,
+                         opset: int = 17, tolerance: float = 1e-3, force: bool = False,
+                         progress: Callable[[str], None] = print) -> ExportResult:
+    """A warp codec's renderer (WarpRenderStep: latents and reference -> flow, visibility, fill) as ONNX in
+    out_dir, exported and parity-checked against torch with ONNX Runtime (CPU) unless already there."""
+    from knotanim.engines.onnxrt import OnnxRuntimeBackend, ParityReport, export_onnx, parity_check
+    from knotanim.model.warp import WarpRenderStep
+
+    desc = warp_renderer_descriptor(animator.config)
+    codec = animator.autoencoder
+    if animator.device.type != "cpu" or next(codec.parameters()).dtype != torch.float32:
+        codec = copy.deepcopy(codec).float().cpu()
+    step = WarpRenderStep(codec.eval())
+    model_hash = model_hash or animator_hash(animator, model_path)
+    path = onnx_path(out_dir, desc.tag, model_hash)
+    report_path = path.with_suffix(".json")
+    if path.is_file() and report_path.is_file() and not force:
+        progress(f"export: {path} is already there (model {model_hash[:12]}); --force rebuilds it")
+        meta = json.loads(report_path.read_text(encoding="utf-8"))
+        return ExportResult("onnx", path, desc, model_hash, reused=True, parity=ParityReport(**meta["parity"]))
+    export_onnx(step, desc, path, opset=opset, progress=progress)
+    progress("export: renderer parity check against torch with ONNX Runtime (CPU)")
     backend = OnnxRuntimeBackend(path, desc, "cpu", providers=["CPUExecutionProvider"])
     try:
         report = parity_check(step, backend, desc, tolerance=tolerance)

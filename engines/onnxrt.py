@@ -132,13 +132,15 @@ class OnnxRuntimeBackend:
 
     def run(self, *inputs: torch.Tensor):
         self.desc.check(inputs)
-        out_dtype = inputs[2].dtype  # hist_k: the ring's dtype
         cast = [t.to(spec.dtype).contiguous() for spec, t in zip(self.desc.inputs, inputs)]
         if self.on_device:
             outs = self._run_bound(cast)
         else:
             feeds = {s.name: t.cpu().numpy() for s, t in zip(self.desc.inputs, cast)}
             outs = [torch.from_numpy(a).to(self.device) for a in self.session.run(self.desc.output_names, feeds)]
+        if self.desc.name != "chunk_step":
+            return tuple(outs)
+        out_dtype = inputs[2].dtype  # hist_k: the ring's dtype
         committed, next_knot, new_k, new_v = outs
         return committed, next_knot, new_k.to(out_dtype), new_v.to(out_dtype)
 
@@ -153,6 +155,23 @@ class OnnxRuntimeBackend:
         torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch must be ready
         self.session.run_with_iobinding(binding)
         return outs
+
+
+class OnnxWarpRenderer:
+    """A warp codec's exported renderer (WarpRenderStep) in ONNX Runtime, called as KnotAnimator.render_parts:
+    (latents [N, c, h, w], ReferenceCache) -> WarpParts. Latents of another N than the graph's are refused."""
+
+    def __init__(self, onnx_path: str | Path, desc: NetworkDescriptor, device: torch.device | str = "cpu",
+                 threads: int | None = None):
+        self.session = OnnxRuntimeBackend(onnx_path, desc, device, threads=threads)
+        self.name = self.session.name
+
+    def __call__(self, latents: torch.Tensor, reference):
+        from knotanim.model.warp import WarpParts
+
+        r = reference.render
+        flow, visibility, fill = self.session.run(latents.float(), r.latent.float(), r.features.float())
+        return WarpParts(flow=flow, visibility=visibility, fill=fill)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ import torch
 
 from knotanim.engines.base import ChunkBackend, CompiledTorchBackend, TorchBackend, measure
 from knotanim.engines.cache import animator_hash, aoti_path, default_cache_dir, onnx_path
-from knotanim.engines.descriptors import chunk_step_descriptor
+from knotanim.engines.descriptors import chunk_step_descriptor, warp_renderer_descriptor
 from knotanim.config import BACKENDS
 from knotanim.errors import BackendUnavailable, KnotAnimError
 
@@ -62,7 +62,19 @@ def build_backend(name: str, animator, *, knot: bool = True, steps: int | None =
             if not export:
                 raise BackendUnavailable(f"no exported ONNX graph {path.name} in {folder}")
             path = ex.ensure_onnx(animator, folder, knot=knot, steps=steps, model_hash=model_hash, progress=progress).path
-        return OnnxRuntimeBackend(path, desc, dev, threads=torch.get_num_threads() if dev.type == "cpu" else None)
+        threads = torch.get_num_threads() if dev.type == "cpu" else None
+        backend = OnnxRuntimeBackend(path, desc, dev, threads=threads)
+        if animator.renders_from_reference:  # the warp codec's renderer runs in ONNX Runtime too
+            from knotanim.engines.onnxrt import OnnxWarpRenderer
+
+            rdesc = warp_renderer_descriptor(cfg)
+            rpath = onnx_path(folder, rdesc.tag, model_hash)
+            if not rpath.is_file():
+                if not export:
+                    raise BackendUnavailable(f"no exported ONNX renderer {rpath.name} in {folder}")
+                rpath = ex.ensure_renderer_onnx(animator, folder, model_hash=model_hash, progress=progress).path
+            backend.render_parts = OnnxWarpRenderer(rpath, rdesc, dev, threads=threads)
+        return backend
     if name == "tensorrt":
         from knotanim.engines.tensorrt_engine import TensorRTBackend, import_tensorrt
 

@@ -178,3 +178,29 @@ def test_native_paste_keeps_the_photo_and_moves_its_own_pixels():
     filled = paste(np.zeros((64, 64, 3), np.uint8), _motion(64, visibility=0.0, fill=200))
     assert np.all(filled[y0:y1, x0:x1] == 200)
     assert np.array_equal(filled[:, :paste.paster.x0], photo[:, :paste.paster.x0])
+
+
+def test_onnx_renderer_matches_torch_and_the_stream_runs_on_it(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from knotanim.engines.export import ensure_renderer_onnx
+    from knotanim.engines.select import build_backend
+
+    anim = KnotAnimator.from_config(tiny_warp_config())
+    anim.model.randomize_zero_init(std=0.05)
+    for head in (anim.autoencoder.flow_head, anim.autoencoder.visibility_head):  # a renderer that moves pixels
+        torch.nn.init.normal_(head.weight, std=0.05)
+    result = ensure_renderer_onnx(anim, tmp_path, progress=lambda s: None)
+    assert result.parity.ok and set(result.parity.max_abs) == {"flow", "visibility", "fill"}
+    assert result.parity.scale["flow"] > 0  # the parity compared a flow that is not all zeros
+    assert ensure_renderer_onnx(anim, tmp_path, progress=lambda s: None).reused
+
+    ref = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    audio = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1
+    eager = anim.stream(ref, seed=3)
+    want = eager.push_audio(audio) + eager.finish()
+    backend = build_backend("onnxruntime", anim, artifacts=tmp_path, progress=lambda s: None)
+    assert backend.render_parts is not None
+    exported = anim.stream(ref, seed=3, backend=backend)
+    got = exported.push_audio(audio) + exported.finish()
+    assert len(got) == len(want)
+    assert max(np.abs(a.image.astype(int) - b.image.astype(int)).max() for a, b in zip(got, want)) <= 2

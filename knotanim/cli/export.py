@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     common = dict(knot=not args.no_knot, steps=args.steps, model_path=model_path, force=args.force, progress=progress)
     if args.format == "onnx":
         result = ex.ensure_onnx(anim, out, opset=args.opset, tolerance=args.tolerance, **common)
+        if anim.renders_from_reference:  # the warp codec's renderer is exported beside the step
+            renderer = ex.ensure_renderer_onnx(anim, out, model_path=model_path, opset=args.opset,
+                                               tolerance=args.tolerance, force=args.force, progress=progress)
+            print(renderer.parity.line())
+            print(f"onnx renderer: {renderer.path}{' (reused)' if renderer.reused else ''}")
     elif args.format == "tensorrt":
         result = ex.ensure_engine(anim, out, precision=args.precision, device=device, **common)
     else:

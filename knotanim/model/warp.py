@@ -104,6 +104,11 @@ def composite(parts: WarpParts, image: torch.Tensor) -> torch.Tensor:
     return vis * warped + (1 - vis) * fill.to(image.dtype)
 
 
+def feature_channels(cfg: AutoencoderConfig) -> int:
+    """Channels of WarpReference.features for a warp codec config."""
+    return min(cfg.base_channels * cfg.flow_factor, 4 * cfg.base_channels)
+
+
 def _down(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), ResBlock(cout, cout))
 
@@ -128,6 +133,7 @@ class WarpCodec(nn.Module):
             raise ValueError("warp codec needs factor and flow_factor powers of 2 with 2 <= flow_factor < factor")
         b, c = cfg.base_channels, cfg.latent_channels
         widths = [min(b * 2**i, 4 * b) for i in range(n_down + 1)]  # per resolution level: 1, 1/2, ..., 1/factor
+        assert widths[n_flow] == feature_channels(cfg)
         self.n_down, self.n_flow = n_down, n_flow
         # Encoder: frame -> latent (the DiT's space), downsampling all the way.
         enc: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
@@ -179,11 +185,11 @@ class WarpCodec(nn.Module):
         """image [1, 3, H, W] in [-1, 1] at the frame size -> WarpReference (once per reference)."""
         return WarpReference(image=image, latent=self.encode(image), features=self.reference_encoder(image))
 
-    def render_raw(self, z: torch.Tensor, z_ref: torch.Tensor, image: torch.Tensor, features: torch.Tensor) -> WarpParts:
-        """Raw latents z [N, c, h, w] of the frames and z_ref [N or 1, c, h, w] of the reference; the reference
-        image [N or 1, 3, H, W] and its features [N or 1, F, H/f4, W/f4] -> WarpParts."""
+    def render_raw(self, z: torch.Tensor, z_ref: torch.Tensor, features: torch.Tensor) -> WarpParts:
+        """Raw latents z [N, c, h, w] of the frames and z_ref [N or 1, c, h, w] of the reference, and the
+        reference's features [N or 1, F, H/f4, W/f4] -> WarpParts (the image itself comes in at `composite`)."""
         n = z.shape[0]
-        z_ref, image, features = (t.expand(n, *t.shape[1:]) for t in (z_ref, image, features))
+        z_ref, features = (t.expand(n, *t.shape[1:]) for t in (z_ref, features))
         motion = self.motion(torch.cat((z, z_ref), 1))
         joint = self.joint(torch.cat((motion, features), 1))
         flow = self.flow_head(joint).float()
@@ -194,14 +200,13 @@ class WarpCodec(nn.Module):
 
     def render(self, latents: torch.Tensor, reference: WarpReference) -> WarpParts:
         """Normalised latents [N, c, h, w] -> WarpParts for `reference`."""
-        return self.render_raw(self.denormalise(latents), self.denormalise(reference.latent), reference.image,
-                               reference.features)
+        return self.render_raw(self.denormalise(latents), self.denormalise(reference.latent), reference.features)
 
     def reconstruct(self, frames: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, WarpParts, torch.Tensor]:
         """Training: frames and their references [N, 3, H, W] -> (frames made from the frames' latents,
         their parts, the raw latents). Gradients reach every part of the codec."""
         z = self.encode_raw(frames)
-        parts = self.render_raw(z, self.encode_raw(reference), reference, self.reference_encoder(reference))
+        parts = self.render_raw(z, self.encode_raw(reference), self.reference_encoder(reference))
         return composite(parts, reference), parts, z
 
     def render_parts(self, latents: torch.Tensor, reference: WarpReference,
@@ -220,3 +225,18 @@ class WarpCodec(nn.Module):
         if reference is None:
             raise ValueError("the warp codec renders from a reference: pass reference=codec.prepare_reference(image)")
         return composite(self.render_parts(latents, reference, dtype), reference.image.float()).clamp(-1, 1)
+
+
+class WarpRenderStep(nn.Module):
+    """`WarpCodec.render` with plain tensors in and out: the unit an exported renderer runs.
+
+    latents [N, c, h, w] (normalised); ref_latent [1, c, h, w] (normalised); features [1, F, H/f4, W/f4]
+    ->  flow [N, 2, H/f4, W/f4], visibility [N, 1, H/f4, W/f4], fill [N, 3, H, W]."""
+
+    def __init__(self, codec: WarpCodec):
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, latents, ref_latent, features):
+        parts = self.codec.render(latents, WarpReference(image=None, latent=ref_latent, features=features))
+        return parts.flow, parts.visibility, parts.fill

@@ -205,7 +205,8 @@ class KnotStream:
         backend_decode = getattr(self.backend, "decode", None)  # a backend may decode (compiled)
         motions: list[FrameMotion | None] = [None] * committed.shape[1]
         if self.reference.render is not None:  # a warp codec: frames from the reference's pixels
-            parts = self.animator.render_parts(committed[0], self.reference)
+            render = getattr(self.backend, "render_parts", None) or self.animator.render_parts  # an exported renderer
+            parts = render(committed[0], self.reference)
             images = tensor_to_frames(composite(parts, self.reference.render.image.float()))
             motions = frame_motions(parts)
         elif backend_decode is not None:
