@@ -204,3 +204,27 @@ def test_onnx_renderer_matches_torch_and_the_stream_runs_on_it(tmp_path):
     got = exported.push_audio(audio) + exported.finish()
     assert len(got) == len(want)
     assert max(np.abs(a.image.astype(int) - b.image.astype(int)).max() for a, b in zip(got, want)) <= 2
+
+
+def test_render_keeps_the_photo_outside_the_face_and_at_its_own_size(tmp_path):
+    """knotanim's render with a warp-codec model: the output has the photo's size, and pixels outside the
+    crop are the photo's own (the mp4's encoding aside)."""
+    import av
+    from PIL import Image
+
+    from knotanim.frontends.audio_io import write_wav
+    from knotanim.render import RenderOptions, render_to_file
+
+    photo = _photo(240, 320)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    write_wav(tmp_path / "speech.wav", (0.2 * np.sin(np.arange(16000) / 9.0)).astype(np.float32)[None], 16000)
+    anim = KnotAnimator.from_config(tiny_warp_config())
+    summary = render_to_file(anim, tmp_path / "photo.png", tmp_path / "speech.wav", tmp_path / "out.mp4",
+                             options=RenderOptions(face_detect=False, crf=10))
+    assert (summary.width, summary.height) == (320, 240) and summary.frames == 25
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    gray = lambda a: cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY).astype(int)  # noqa: E731 (yuv420 chroma)
+    # The centre square crop spans columns 40..280: the bars beside it are the photo's.
+    assert np.abs(gray(frame[:, :30]) - gray(photo[:, :30])).mean() < 2
+    assert np.abs(gray(frame) - gray(photo)).mean() < 6
