@@ -1,7 +1,8 @@
 """The Profile box: which installed model profile to use, and the rate it was measured at.
 
 "Auto" picks the best-quality profile that holds 25 fps on this machine, with the fastest backend
-for it (knotanim.profiles.choose_profile; the backend is built for every quality step there too); a named profile is used as asked and still measured, so the box can say the rate.
+for it (knotanim.profiles.choose_profile; the backend is built for every quality step there too); a
+named profile is used as asked and still measured, so the box can say the rate.
 The measurement (a few seconds the first time, then cached) runs on a worker thread, never on the
 UI thread; its result arrives through a queued signal. A profile that is not installed (today:
 lite) is listed but disabled, with where to read about it.

@@ -224,7 +224,7 @@ def select_backend(name: str, animator, *, knot: bool = True, steps: int | None 
     for backend in ready:
         try:
             timings.append((measure(backend, inputs, runs=runs), backend))
-        except Exception as e:  # noqa: BLE001: a backend that fails to run is not a candidate
+        except Exception as e:  # noqa: BLE001 - a backend that fails to run is not a candidate
             skipped.append(f"{backend.name} (failed to run: {type(e).__name__}: {str(e)[:120]})")
     if not timings:
         raise BackendUnavailable("no backend could run: " + "; ".join(skipped))

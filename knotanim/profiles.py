@@ -366,7 +366,7 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
         try:
             backends = build(name, animator, model_path, export)
             chunk_backend = backends(steps)
-        except Exception as e:  # noqa: BLE001: any build failure is one line, and torch remains
+        except Exception as e:  # noqa: BLE001 - any build failure is one line, and torch remains
             if backend == "auto":
                 notes.append(f"{name} skipped ({_first_line(e)})")
             else:
@@ -447,7 +447,7 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
                 bc16 = choose_backend(bf16, backend, steps, target_fps=target_fps, budget_s=budget_s,
                                       profile=profile, cache=cache, cache_path=cpath, measure=measure, build=build,
                                       prepare=False, only=BF16_BACKENDS, progress=progress)
-            except Exception as e:  # noqa: BLE001: bf16 is an extra candidate; float32 remains
+            except Exception as e:  # noqa: BLE001 - bf16 is an extra candidate; float32 remains
                 notes.append(f"bf16 skipped ({_first_line(e)})")
             else:
                 tried += [(profile.name, name + " (bf16)", fps) for name, fps in bc16.tried]
@@ -494,7 +494,7 @@ def _prepared(bc: BackendChoice, animator: Any, steps: int | None, model_path: A
     try:
         bc.backends.prepare(counts)
         return bc
-    except Exception as e:  # noqa: BLE001: one line, and torch takes over
+    except Exception as e:  # noqa: BLE001 - one line, and torch takes over
         note = f"the {bc.backends.name} backend could not be built for the quality ladder ({_first_line(e)}): running torch"
     torch_backends = build("torch", animator, model_path, True).prepare(counts)
     chunk_backend = torch_backends(steps)
