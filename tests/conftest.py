@@ -1,8 +1,9 @@
 """Shared fixtures. Every model in the suite is tiny and random, so the suite runs on any CPU.
 
-The Debian packages some tests use (ffmpeg, espeak-ng, sox, PortAudio, PulseAudio, the libraries
-Qt draws with) are optional: a test that needs one skips, naming the package to apt-get install,
-through `missing(name)` / `require(name)` / `@pytest.mark.needs(name)` (names: DEBIAN_PACKAGES).
+The Debian packages some tests use (espeak-ng, PortAudio, PulseAudio, the libraries Qt draws with;
+video files go through PyAV, which brings its own ffmpeg) are optional: a test that needs one skips,
+naming the package to apt-get install, through `missing(name)` / `require(name)` /
+`@pytest.mark.needs(name)` (names: DEBIAN_PACKAGES).
 `.ci/run` installs them all. pytest-qt is loaded here, and only where Qt can draw (pyproject's
 addopts keep it from loading itself: without Qt's libraries it fails the whole session).
 """
@@ -38,9 +39,7 @@ def _espeak() -> bool:
 
 # name -> (the Debian packages that provide it, a probe that is True when it is there)
 DEBIAN_PACKAGES = {
-    "ffmpeg": ("ffmpeg", lambda: shutil.which("ffmpeg") is not None),
     "espeak-ng": ("espeak-ng libespeak-ng1", _espeak),
-    "sox": ("sox", lambda: shutil.which("sox") is not None),
     "portaudio": ("libportaudio2", lambda: _imports("sounddevice")),
     "pulseaudio": ("pulseaudio pulseaudio-utils libasound2-plugins",
                    lambda: all(shutil.which(t) for t in ("pulseaudio", "pactl", "paplay"))),
