@@ -38,14 +38,15 @@ def make_chooser(animator: Any, model_path: str | Path | None, *, remeasure: boo
 
     def choose(requested: str) -> Choice:
         again, first["remeasure"] = first["remeasure"], False
-        return choose_profile(device, requested, backend=backend, remeasure=again, load=load)
+        return choose_profile(device, requested, backend=backend, remeasure=again, load=load, quick=True)
     return choose
 
 
 class ProfileGroup(QGroupBox):
-    """Combo box (Auto, then each profile) and the measured rate; emits `chosen(Choice)`."""
+    """Combo box (Auto, then each profile) and the measured rate; emits `chosen(Choice)` or `failed(reason)`."""
 
     chosen = pyqtSignal(object)  # Choice, on the UI thread
+    failed = pyqtSignal(str)  # the one-line reason a request could not be served, on the UI thread
     _finished = pyqtSignal(int, object)  # (request number, Choice or error text), from the worker
 
     def __init__(self, chooser: Chooser, installed: list[str], requested: str = "auto", parent: QWidget | None = None):
@@ -94,6 +95,7 @@ class ProfileGroup(QGroupBox):
         self.busy = False
         if isinstance(result, str):
             self.rate.setText(result)
+            self.failed.emit(result)
             return
         self.choice = result
         rate = f"{result.measured_fps:.1f} frames/s" if result.measured_fps is not None else "not measured"
