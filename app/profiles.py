@@ -3,8 +3,9 @@
 "Auto" picks the best-quality profile that holds 25 fps on this machine, with the fastest backend
 for it (knotanim.profiles.choose_profile; the backend is built for every quality step there too); a
 named profile is used as asked and still measured, so the box can say the rate.
-The measurement (a few seconds the first time, then cached) runs on a worker thread, never on the
-UI thread; its result arrives through a queued signal. A profile that is not installed (today:
+The choice (on a CPU with no rates cached: by the models' size, at once; otherwise measured, a few
+seconds, then cached) runs on a worker thread, never on the UI thread; its result arrives through a
+queued signal, and a Start pressed meanwhile waits for it (MainWindow). A profile that is not installed (today:
 lite) is listed but disabled, with where to read about it.
 """
 from __future__ import annotations

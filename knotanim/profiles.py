@@ -469,8 +469,8 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
             notes.append(skip)
             continue
         # On a native-bf16 CPU the bf16 candidates of a CPU_BF16_PROFILES profile are measured first (they are the
-        # faster ones there: docs/lite.md); when one holds target_fps, float32 is not measured at all, which spares
-        # the first start-up float32's compile and ONNX export. Otherwise float32 too, and the faster is kept.
+        # faster ones there: docs/lite.md); when one holds target_fps, float32 is not measured at all. Otherwise
+        # float32 too, and the faster is kept.
         bf16_pair = None
         if bf16_extra and profile.name in CPU_BF16_PROFILES:
             try:

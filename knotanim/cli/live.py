@@ -29,16 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="play the microphone on this output device delayed by the video latency (lip sync in calls)")
     p.add_argument("--model", help="checkpoint folder (overrides --profile)")
     p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
-                   help="installed model profile (auto: the best quality that holds 25 fps here, measured at start "
-                   "and cached; lite: docs/lite.md)")
+                   help="installed model profile (auto: the best quality that holds 25 fps here: measured at start "
+                   "on a GPU, chosen by size on a CPU until --remeasure, cached; lite: docs/lite.md)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="inference backend (auto: the fastest measured at start, with the profile; ONNX Runtime on a CPU, "
-                   "torch.compile / TensorRT on a GPU; --tiny: torch). Built for every quality step at start; "
-                   "one that cannot be built falls back to torch with a note")
+                   help="inference backend (auto: the fastest measured at start, with the profile: torch.compile / "
+                   "TensorRT on a GPU; on a CPU eager torch, or an ONNX graph already exported; --tiny: torch). A named "
+                   "one is built for every quality step at start; one that cannot be built falls back to torch with a note")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="model weights' dtype (auto: float32 on a CPU, bf16 on a GPU; on a CPU with native bf16 "
                    "(AVX512-BF16 / AMX) the lite profile is measured in bf16 too and the faster kept)")
-    p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the profiles' speed at start (ignore the cache; on a CPU the rates are used from then on)")
     p.add_argument("--tiny", action="store_true", help="the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's; lowered automatically when too slow)")
