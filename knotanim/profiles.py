@@ -13,7 +13,9 @@ On a CPU ("auto") the profiles are measured cheapest first (`engines.flops.frame
 profile that cannot hold the target there is not even loaded: one whose rate, extrapolated from a
 cheaper profile's measured rate by their FLOPs per frame and given `CPU_CEILING_MARGIN` of slack,
 stays below the target (the default model on a laptop CPU: ~1 frame/s, where loading, warming and
-measuring it would take longer than the whole start should). The winner is then built for every step count of the live quality ladder
+measuring it would take longer than the whole start should). `knotanim live` and the app go further
+on a CPU with no rates cached (`quick`, `estimated_choice`): nothing is measured before the first
+frame. The winner is then built for every step count of the live quality ladder
 (`live.degrade.ladder_steps`), so the pipeline never exports or compiles mid-stream; a backend that
 cannot be built falls back to eager torch with a one-line note. On a CPU that computes bf16 natively
 (`cpu_has_native_bf16`: AVX512-BF16 or AMX-BF16), the profiles in `CPU_BF16_PROFILES` (lite) are
@@ -550,8 +552,12 @@ def estimated_choice(candidates: list[Profile], profiles: list[Profile], device:
              f"({flops[p.name] / 1e9:.0f} GFLOP per frame; this CPU multiplies at {rate / CPU_MATMUL_SHARE / 1e9:.0f} "
              f"GFLOP/s)" for p in candidates if p is not profile and estimate[p.name] is not None
              and rank[p.name] < rank[profile.name]]
-    if dtype is None and profile.name in CPU_BF16_PROFILES and cpu_has_native_bf16():
+    native_bf16 = cpu_has_native_bf16()
+    if dtype is None and profile.name in CPU_BF16_PROFILES and native_bf16:
         dtype = torch.bfloat16  # measured first, and kept when it holds, by the full choice
+    elif dtype == torch.bfloat16 and not native_bf16:
+        notes.append("this CPU has no native bf16 (avx512_bf16 / amx_bf16): bfloat16 runs emulated, much slower "
+                     "than float32")
     animator = _load_as(load, profile, device, dtype)
     backends = (build or _builder(progress))("torch", animator, profile.path, True).prepare(ladder_steps(animator, steps))
     dt = getattr(animator, "dtype", None)
