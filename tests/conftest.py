@@ -71,10 +71,12 @@ def pytest_configure(config):
                                        "(names: tests/conftest.py DEBIAN_PACKAGES)")
 
 
-def pytest_runtest_setup(item):
-    for mark in item.iter_markers("needs"):
-        for name in mark.args:
-            require(name)
+def pytest_collection_modifyitems(config, items):
+    """@pytest.mark.needs(name): skipped at collection, so the report names the test, not this file."""
+    for item in items:
+        for name in (n for mark in item.iter_markers("needs") for n in mark.args):
+            if missing(name) is not None:
+                item.add_marker(pytest.mark.skip(reason=missing(name)))
 
 
 @pytest.fixture(scope="session", autouse=True)
