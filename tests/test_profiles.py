@@ -543,7 +543,7 @@ def test_frame_flops_match_the_counted_flops_of_the_chunk_step():
     from knotanim import tiny_config
     from knotanim.checkpoint import read_manifest
     from knotanim.engines.descriptors import chunk_step_descriptor
-    from knotanim.engines.flops import frame_flops
+    from knotanim.engines.flops import frame_flops, matmul_rate
     from knotanim.model.dit import KnotDiT
     from knotanim.stream.step import ChunkStep
 
@@ -557,6 +557,9 @@ def test_frame_flops_match_the_counted_flops_of_the_chunk_step():
             step(*inputs)
         counted = counter.get_total_flops() / cfg.stream.chunk
         assert 0.9 * counted <= frame_flops(cfg) <= counted  # the embeddings are left out
+    state = torch.random.get_rng_state()
+    assert 1e8 < matmul_rate("cpu", seconds=0.02) < 1e15  # any CPU multiplies faster than 0.1 GFLOP/s
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 @pytest.mark.parametrize("matmul_flops, chosen", [(40e9, "lite"), (20e12, "default")])
