@@ -9,6 +9,7 @@ addopts keep it from loading itself: without Qt's libraries it fails the whole s
 """
 import functools
 import importlib
+import importlib.util
 import os
 import shutil
 
@@ -37,22 +38,27 @@ def _espeak() -> bool:
     return espeak_available()
 
 
-# name -> (the Debian packages that provide it, a probe that is True when it is there)
+# name -> (the Debian packages that provide it, a probe that is True when it is there, the Python module
+# that wraps it: when that is absent, the test extra is not installed and apt-get would not help)
 DEBIAN_PACKAGES = {
-    "espeak-ng": ("espeak-ng libespeak-ng1", _espeak),
-    "portaudio": ("libportaudio2", lambda: _imports("sounddevice")),
+    "espeak-ng": ("espeak-ng libespeak-ng1", _espeak, None),
+    "portaudio": ("libportaudio2", lambda: _imports("sounddevice"), "sounddevice"),
     "pulseaudio": ("pulseaudio pulseaudio-utils libasound2-plugins",
-                   lambda: all(shutil.which(t) for t in ("pulseaudio", "pactl", "paplay"))),
+                   lambda: all(shutil.which(t) for t in ("pulseaudio", "pactl", "paplay")), None),
     "qt": ("libegl1 libgl1 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3",
-           lambda: _imports("PyQt6.QtGui", "PyQt6.QtWidgets", "PyQt6.QtTest")),
+           lambda: _imports("PyQt6.QtGui", "PyQt6.QtWidgets", "PyQt6.QtTest"), "PyQt6"),
 }
 
 
 @functools.cache
 def missing(name: str) -> str | None:
     """None when `name` (a DEBIAN_PACKAGES key) is usable here, else the skip reason naming its packages."""
-    packages, present = DEBIAN_PACKAGES[name]
-    return None if present() else f"needs {name}: apt-get install {packages}"
+    packages, present, module = DEBIAN_PACKAGES[name]
+    if present():
+        return None
+    if module is not None and importlib.util.find_spec(module) is None:
+        return f"needs {name}: pip install -e '.[test]' (the {module} package is not installed)"
+    return f"needs {name}: apt-get install {packages}"
 
 
 def require(name: str) -> None:
