@@ -155,6 +155,7 @@ def create_window(argv: list[str] | None = None):
 
     window = MainWindow(animator, model_name=name, profile=profile_name(args), profiles=profile_group(args, animator),
                         backends=backends)
+    window.application = app  # a QApplication made here would be collected on return, deleting every widget
     if window.profiles is not None:
         window.profiles.request(args.profile)  # measured on a worker thread
     if notes:

@@ -147,3 +147,16 @@ def test_start_pressed_while_choosing_streams_the_chosen_profile(qtbot, tmp_path
     assert w.session.pipeline.animator is (loaded if fails else chosen)
     qtbot.waitUntil(lambda: w.preview.view.frames_painted >= 1, timeout=10_000)
     w.session.shutdown()
+
+
+def test_the_window_outlives_create_window_without_a_qapplication_before_it():
+    """knotanim-gui's main() calls create_window with no QApplication yet: the one made there must live on
+    (collected on return, it deleted the window, and main() failed on its first use)."""
+    import subprocess
+    import sys
+
+    code = ("import gc; from knotanim.app.main import create_window; w = create_window(['--tiny', '--device', 'cpu']); "
+            "gc.collect(); print('visible', w.isVisible()); w.close()")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and "visible True" in r.stdout, r.stderr[-2000:]
