@@ -15,11 +15,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="knotanim-gui", description="Animate a portrait from your microphone, live.")
     p.add_argument("--model", help="checkpoint folder (overrides --profile)")
     p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
-                   help="model profile (auto: the best that holds 25 fps here, measured in the background)")
+                   help="model profile (auto: the best that holds 25 fps here, chosen in the background: measured on "
+                   "a GPU, by size on a CPU until --remeasure)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference backend (auto: the fastest measured with the profile; --tiny: torch); built for every "
                    "quality step before streaming, torch with a note if it cannot be")
-    p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the profiles' speed at start (ignore the cache; on a CPU the rates are used from then on)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--tiny", action="store_true", help="use the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--image", help="portrait to open at start")
@@ -153,6 +155,7 @@ def create_window(argv: list[str] | None = None):
 
     window = MainWindow(animator, model_name=name, profile=profile_name(args), profiles=profile_group(args, animator),
                         backends=backends)
+    window.application = app  # a QApplication made here would be collected on return, deleting every widget
     if window.profiles is not None:
         window.profiles.request(args.profile)  # measured on a worker thread
     if notes:

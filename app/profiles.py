@@ -1,9 +1,11 @@
 """The Profile box: which installed model profile to use, and the rate it was measured at.
 
 "Auto" picks the best-quality profile that holds 25 fps on this machine, with the fastest backend
-for it (knotanim.profiles.choose_profile; the backend is built for every quality step there too); a named profile is used as asked and still measured, so the box can say the rate.
-The measurement (a few seconds the first time, then cached) runs on a worker thread, never on the
-UI thread; its result arrives through a queued signal. A profile that is not installed (today:
+for it (knotanim.profiles.choose_profile; the backend is built for every quality step there too); a
+named profile is used as asked and still measured, so the box can say the rate.
+The choice (on a CPU with no rates cached: by the models' size, at once; otherwise measured, a few
+seconds, then cached) runs on a worker thread, never on the UI thread; its result arrives through a
+queued signal, and a Start pressed meanwhile waits for it (MainWindow). A profile that is not installed (today:
 lite) is listed but disabled, with where to read about it.
 """
 from __future__ import annotations
@@ -37,14 +39,15 @@ def make_chooser(animator: Any, model_path: str | Path | None, *, remeasure: boo
 
     def choose(requested: str) -> Choice:
         again, first["remeasure"] = first["remeasure"], False
-        return choose_profile(device, requested, backend=backend, remeasure=again, load=load)
+        return choose_profile(device, requested, backend=backend, remeasure=again, load=load, quick=True)
     return choose
 
 
 class ProfileGroup(QGroupBox):
-    """Combo box (Auto, then each profile) and the measured rate; emits `chosen(Choice)`."""
+    """Combo box (Auto, then each profile) and the measured rate; emits `chosen(Choice)` or `failed(reason)`."""
 
     chosen = pyqtSignal(object)  # Choice, on the UI thread
+    failed = pyqtSignal(str)  # the one-line reason a request could not be served, on the UI thread
     _finished = pyqtSignal(int, object)  # (request number, Choice or error text), from the worker
 
     def __init__(self, chooser: Chooser, installed: list[str], requested: str = "auto", parent: QWidget | None = None):
@@ -93,6 +96,7 @@ class ProfileGroup(QGroupBox):
         self.busy = False
         if isinstance(result, str):
             self.rate.setText(result)
+            self.failed.emit(result)
             return
         self.choice = result
         rate = f"{result.measured_fps:.1f} frames/s" if result.measured_fps is not None else "not measured"

@@ -40,6 +40,7 @@ class MainWindow(QMainWindow):
         # Profile box changes it. The live pipeline tries the smaller installed profiles first when the GPU
         # runs out of memory (LiveOptions.profile).
         self.profile = profile
+        self._start_when_chosen = False  # Start was pressed while the Profile box was still choosing
         self.settings = settings or Settings()
         self.monitor_level = monitor_level
         self.setWindowTitle("knotanim — live portrait")
@@ -111,6 +112,7 @@ class MainWindow(QMainWindow):
         s.stopped.connect(self._stopped)
         if self.profiles is not None:
             self.profiles.chosen.connect(self.use_choice)
+            self.profiles.failed.connect(lambda _message: self._start_pending())
         s.recording_failed.connect(self._recording_failed)
         s.vcam_failed.connect(self._vcam_failed)
 
@@ -174,12 +176,19 @@ class MainWindow(QMainWindow):
 
     def _start_toggled(self, on: bool) -> None:
         if not on:
+            self._start_when_chosen = False
             self.session.stop()
             return
         crop = self.reference.current_crop()
         if crop is None:
             self.show_error("Choose a portrait first (Open portrait…, drop an image, or pick an example).", dialog=True)
             self.animation.start.setChecked(False)
+            return
+        if self.profiles is not None and self.profiles.busy:
+            # The model loaded at start may be one the choice is about to rule out (the default model on a CPU,
+            # ~1 frame/s): stream the chosen one, which takes a few seconds to pick.
+            self._start_when_chosen = True
+            self.preview.view.clear("Starting… (choosing the model profile)")
             return
         self.preview.view.clear("Starting…")
         if not self.session.start(crop, self.audio.mic.currentData() or "", self.live_options()):
@@ -213,6 +222,14 @@ class MainWindow(QMainWindow):
         when = "from the next Start" if self.session.running else "now"
         self.statusBar().showMessage(f"Profile {choice.profile.name} on {choice.animator.device} ({when}): "
                                      f"{choice.message}", 15000)
+        self._start_pending()
+
+    def _start_pending(self) -> None:
+        """Start now if Start was pressed while the Profile box was choosing (and is still pressed)."""
+        if self._start_when_chosen:
+            self._start_when_chosen = False
+            if self.animation.start.isChecked() and not self.session.running:
+                self._start_toggled(True)
 
     def _stats(self, stats) -> None:
         rec = ""

@@ -31,7 +31,7 @@ def export_aoti(module: torch.nn.Module, desc: NetworkDescriptor, path: str | Pa
         program = torch.export.export(module, inputs, strict=False)
         progress(f"aoti: compiling with AOTInductor (minutes for large models) [{time.perf_counter() - t0:.0f} s]")
         out = torch._inductor.aoti_compile_and_package(program, package_path=str(path))
-    except Exception as e:  # noqa: BLE001: report any compiler failure as one clear line
+    except Exception as e:  # noqa: BLE001 - report any compiler failure as one clear line
         raise KnotAnimError(f"AOTInductor export failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
     progress(f"aoti: wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.0f} s")
     return Path(out)

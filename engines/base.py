@@ -99,7 +99,7 @@ class CompiledTorchBackend:
             try:
                 self._compiled = torch.compile(self.step, mode=self.mode, dynamic=False, fullgraph=False)
                 out = self._call(inputs)
-            except Exception as e:  # noqa: BLE001: any compiler error means "use eager", said out loud
+            except Exception as e:  # noqa: BLE001 - any compiler error means "use eager", said out loud
                 self._fall_back(e)
                 return self.step(*inputs)
             return out
@@ -132,7 +132,7 @@ class CompiledTorchBackend:
                 torch.compiler.cudagraph_mark_step_begin()
                 return self._compiled_decode(latents).clone()
             return self._compiled_decode(latents)
-        except Exception as e:  # noqa: BLE001: any compiler/capture error means "decode eagerly", said once
+        except Exception as e:  # noqa: BLE001 - any compiler/capture error means "decode eagerly", said once
             self.decode_fallback_reason = f"{self._reason(e)}; decoding eagerly"
             print(f"knotanim: compiled backend: decoder: {self.decode_fallback_reason}", file=sys.stderr)
             self._compiled_decode = None

@@ -66,7 +66,7 @@ def export_onnx(module: torch.nn.Module, desc: NetworkDescriptor, path: str | Pa
         with warnings.catch_warnings():  # tracer notes on Python-level loops/branches: shapes are static
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(module, inputs, str(path), dynamo=False, **kwargs)
-    except Exception as e:  # noqa: BLE001: try the other exporter, then report both
+    except Exception as e:  # noqa: BLE001 - try the other exporter, then report both
         progress(f"export: TorchScript exporter failed ({type(e).__name__}: {str(e)[:200]}); trying dynamo=True")
         try:
             torch.onnx.export(module, inputs, str(path), dynamo=True, **kwargs)
@@ -245,7 +245,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, progress: Callabl
         with _without_root_warnings():
             quantize_dynamic(str(staged), str(out_path), op_types_to_quantize=["MatMul"], per_channel=True,
                              reduce_range=True, weight_type=QuantType.QInt8)
-    except Exception as e:  # noqa: BLE001: any quantizer failure is one line for the user
+    except Exception as e:  # noqa: BLE001 - any quantizer failure is one line for the user
         out_path.unlink(missing_ok=True)
         raise KnotAnimError(f"int8 quantization of {fp32_path.name} failed ({type(e).__name__}: {str(e)[:200]})") from e
     finally:

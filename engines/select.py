@@ -154,7 +154,7 @@ class StepBackends:
     def prepare(self, steps_list) -> "StepBackends":
         """Build the backend for every step count in `steps_list` that is not built yet; errors propagate."""
         todo = sorted({self.count(s) for s in steps_list} - set(self._built), reverse=True)
-        if todo and self.name != "torch":
+        if todo and self.name != "torch" and self.export:  # export=False only opens ready artifacts: quick
             counts = ", ".join(str(s) for s in todo)
             self.progress(f"preparing the {self.name} backend for {counts} sampler step{'s' if todo != [1] else ''}…")
         for steps in todo:
@@ -181,15 +181,16 @@ class StepBackends:
         return self._built[count]
 
 
-def live_candidates(device: torch.device, cpu_compile: bool = False) -> list[tuple[str, bool]]:
+def live_candidates(device: torch.device) -> list[tuple[str, bool]]:
     """(name, export) pairs the live start-up measurement tries on `device`, in order of preference
     for ties. export=False: used only when its artifact is already built (TensorRT engines and
-    AOTInductor packages take minutes to build); ONNX graphs are exported (seconds to a minute, once).
-    On a GPU, ONNX Runtime is tried only when its build has a GPU provider. On a CPU, torch.compile
-    ("compiled": Inductor's C++ code, a compile of a minute or more at start) only when `cpu_compile`
-    (the lite profile asks for it: `knotanim.profiles.CPU_COMPILE_PROFILES`)."""
+    AOTInductor packages take minutes to build). On a GPU, ONNX Runtime (exported if missing) is
+    tried only when its build has a GPU provider, and torch.compile is tried. On a CPU nothing is
+    built at start, where it would hold the first frame back by a minute or more (an ONNX export and
+    its parity check, Inductor's C++ compile): eager torch, and ONNX Runtime when its graph is already
+    exported (`knotanim export`); `--backend compiled|onnxruntime` builds one on request."""
     if device.type != "cuda":
-        return [("onnxruntime", True)] + ([("compiled", True)] if cpu_compile else []) + [("torch", True)]
+        return [("onnxruntime", False), ("torch", True)]
     names = [("tensorrt", False), ("aoti", False)]
     try:
         from knotanim.engines.onnxrt import providers_for
@@ -236,7 +237,7 @@ def select_backend(name: str, animator, *, knot: bool = True, steps: int | None 
     for backend in ready:
         try:
             timings.append((measure(backend, inputs, runs=runs), backend))
-        except Exception as e:  # noqa: BLE001: a backend that fails to run is not a candidate
+        except Exception as e:  # noqa: BLE001 - a backend that fails to run is not a candidate
             skipped.append(f"{backend.name} (failed to run: {type(e).__name__}: {str(e)[:120]})")
     if not timings:
         raise BackendUnavailable("no backend could run: " + "; ".join(skipped))

@@ -185,7 +185,7 @@ if triton is not None:
         return q, row_factor, out_factor, offs_m
 
     @triton.jit
-    def _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,
+    def _store_out(O, M_OUT, L_OUT, acc, l_i, m_i, out_factor, split, b, h, pid_bh, offs_m, n_queries,  # noqa: E741
                    stride_os, stride_ob, stride_oh, stride_om, stride_od, HEAD_DIM: tl.constexpr, SPLIT: tl.constexpr):
         offs_d = tl.arange(0, HEAD_DIM)
         rows = offs_m < n_queries
@@ -243,7 +243,7 @@ if triton is not None:
         return _fold_block(acc, l_i, m_i, qk, v, row_factor, p_factor, inside, MASKED, PER_KEY_FP8, EXP16, SUM16)
 
     @triton.jit
-    def _attention_forward(Q, K, V, KS, VS, VS_MAX, O, M_OUT, L_OUT,
+    def _attention_forward(Q, K, V, KS, VS, VS_MAX, O, M_OUT, L_OUT,  # noqa: E741
                            stride_qb, stride_qh, stride_qm, stride_qd,
                            stride_kb, stride_kh, stride_kn, stride_kd,
                            stride_vb, stride_vh, stride_vn, stride_vd,

@@ -4,12 +4,18 @@ A profile is a model folder shipped in the package: `assets/default` (best quali
 (the CPU profile, docs/lite.md). `installed_profiles()` lists those present,
 best quality first. `choose_profile` loads each in turn and, through `choose_backend`, streams a
 short stretch of random audio (`measure_stream`, the code path `knotanim bench` reports) on each
-candidate backend (`engines.select.live_candidates`: ONNX Runtime and eager torch on a CPU, and
-torch.compile there too for the profiles in `CPU_COMPILE_PROFILES` (lite); ready
-TensorRT / AOTInductor artifacts, ONNX Runtime with a GPU provider, torch.compile and torch on a
-GPU; or the one named); the first profile whose fastest backend sustains the target rate (25
-frames/s) wins; when none does it keeps the fastest (profile, backend) and says so, with the rate
-it will run at. The winner is then built for every step count of the live quality ladder
+candidate backend (`engines.select.live_candidates`: on a CPU eager torch, and ONNX Runtime when its
+graph is already exported, so nothing is built before the first frame; ready TensorRT / AOTInductor
+artifacts, ONNX Runtime with a GPU provider, torch.compile and torch on a GPU; or the one named);
+the best-quality profile whose fastest backend sustains the target rate (25 frames/s) wins; when
+none does it keeps the fastest (profile, backend) and says so, with the rate it will run at.
+On a CPU ("auto") the profiles are measured cheapest first (`engines.flops.frame_flops`), and a
+profile that cannot hold the target there is not even loaded: one whose rate, extrapolated from a
+cheaper profile's measured rate by their FLOPs per frame and given `CPU_CEILING_MARGIN` of slack,
+stays below the target (the default model on a laptop CPU: ~1 frame/s, where loading, warming and
+measuring it would take longer than the whole start should). `knotanim live` and the app go further
+on a CPU with no rates cached (`quick`, `estimated_choice`): nothing is measured before the first
+frame. The winner is then built for every step count of the live quality ladder
 (`live.degrade.ladder_steps`), so the pipeline never exports or compiles mid-stream; a backend that
 cannot be built falls back to eager torch with a one-line note. On a CPU that computes bf16 natively
 (`cpu_has_native_bf16`: AVX512-BF16 or AMX-BF16), the profiles in `CPU_BF16_PROFILES` (lite) are
@@ -48,9 +54,10 @@ CACHE_FILE = "profile_speed.json"
 # 2: a bf16 animator's decoder runs in bf16 (session 7; lite compiled bf16 +14 % on 2 cores).
 RATES_VERSION = 2
 
-# Profiles whose CPU candidates include torch.compile ("compiled"): small enough that Inductor's compile at
-# start (a minute or more on a CPU) is worth it; on the lite model it is faster than eager torch on a CPU.
-CPU_COMPILE_PROFILES = ("lite",)
+# On a CPU a bigger model uses the cores better than a small one (per FLOP: the default model ran at 1.3x the
+# lite model's FLOP/s on 2 cores), so a rate extrapolated from a cheaper profile by FLOPs is pessimistic: a
+# profile is skipped only when even this many times its extrapolated rate stays below the target.
+CPU_CEILING_MARGIN = 4.0
 # Profiles also measured in bfloat16 on a CPU with native bf16 (cpu_has_native_bf16), when no dtype is asked for:
 # on the lite model bf16 is faster there (eager and compiled) and KnotBench quality equals float32 within noise.
 # Never on a CPU without native bf16, where bf16 is emulated and much slower.
@@ -348,8 +355,7 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
         raise BackendUnavailable(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     measure, build = measure or measure_profile, build or _builder(progress)
     dev = animator.device
-    cpu_compile = profile is not None and profile.name in CPU_COMPILE_PROFILES
-    names = live_candidates(dev, cpu_compile=cpu_compile) if backend == "auto" else [(backend, True)]
+    names = live_candidates(dev) if backend == "auto" else [(backend, True)]
     if backend == "auto" and only is not None:
         names = [(n, e) for n, e in names if n in only]
     if backend != "auto" and backend != "torch":
@@ -366,7 +372,7 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
         try:
             backends = build(name, animator, model_path, export)
             chunk_backend = backends(steps)
-        except Exception as e:  # noqa: BLE001: any build failure is one line, and torch remains
+        except Exception as e:  # noqa: BLE001 - any build failure is one line, and torch remains
             if backend == "auto":
                 notes.append(f"{name} skipped ({_first_line(e)})")
             else:
@@ -394,17 +400,28 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
     return _prepared(bc, animator, steps, model_path, build, lambda b: measure(animator, b, seconds)) if prepare else bc
 
 
-def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: float = 25.0, budget_s: float = 2.0, *,
+def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: float = 25.0,
+                   budget_s: float | None = None, *,
                    backend: str = "auto", steps: int | None = None, profiles: list[Profile] | None = None,
                    remeasure: bool = False, cache_path: str | Path | None = None, dtype: str | torch.dtype | None = None,
                    measure: Callable[..., float] | None = None, load: Callable[..., Any] | None = None,
-                   build: Callable[..., Any] | None = None, progress: Callable[[str], None] = _quiet) -> Choice:
+                   build: Callable[..., Any] | None = None, progress: Callable[[str], None] = _quiet,
+                   quick: bool = False, matmul: Callable[[Any], float] | None = None) -> Choice:
     """Pick the installed profile and backend that hold `target_fps` on `device`.
 
+    quick (knotanim live, the app): on a CPU with `backend` "auto", when the cache holds no rate for any
+    candidate on this device, nothing is measured before the first frame (`estimated_choice`): the
+    profile is chosen by its FLOPs per frame against this CPU's matmul rate (`matmul(device)`, default
+    `engines.flops.matmul_rate`), and runs on eager torch (bf16 where it would be measured first);
+    `remeasure=True` measures instead (and caches the rates, which later quick starts then use).
+
     requested "auto": profiles best quality first, each with its fastest backend (`choose_backend`:
-    "auto" measures every candidate, about `budget_s` seconds per profile in all, or reads the cache);
+    "auto" measures every candidate, about `budget_s` seconds per profile in all (None: 2 s on a GPU, 1 s on
+    a CPU, where the first frame waits for it), or reads the cache);
     the first profile whose fastest backend reaches `target_fps` wins; if none does, the fastest
-    (profile, backend), with a message naming the rate it will run at. A named profile is used as
+    (profile, backend), with a message naming the rate it will run at. On a CPU the profiles are
+    measured cheapest first instead, and one whose extrapolated rate (`cannot_hold`) is out of reach
+    is skipped with a note; the best-quality profile that holds still wins. A named profile is used as
     asked (still measured, so the message can warn); absent -> InputError. The chosen backend is
     built for every step count of the live quality ladder (Choice.backends).
     `dtype` None / "auto": each profile as KnotAnimator.from_pretrained loads it (float32 on a CPU), and
@@ -425,21 +442,37 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     if not candidates:
         find_profile("auto", profiles)  # raises the "nothing installed" error
     dev = resolve_device(device)
+    budget_s = budget_s if budget_s is not None else (2.0 if dev.type == "cuda" else 1.0)
     cpath = Path(cache_path) if cache_path is not None else speed_cache_path()
     cache = {} if remeasure else read_cache(cpath)
+    if (quick and not remeasure and dev.type != "cuda" and backend == "auto"
+            and not (cache and any(has_rates(p, dev, steps, cache) for p in candidates))):
+        return estimated_choice(candidates, profiles, dev, target_fps, steps=steps, dtype=want, load=load, build=build,
+                                matmul=matmul, progress=progress, requested=requested)
     best: tuple[Profile, Any, BackendChoice] | None = None
     tried: list[tuple[str, str, float]] = []
     notes: list[str] = []
+    # On a CPU, cheapest first: a cheap profile's rate tells whether a costlier one can hold target_fps at all.
+    cheapest_first = requested == "auto" and dev.type != "cuda"
+    flops = {p.name: profile_flops(p, steps) for p in candidates} if cheapest_first else {}
+    if cheapest_first:
+        candidates = sorted(candidates, key=lambda p: flops[p.name] or float("inf"))
+    measured: list[tuple[Profile, float]] = []  # (profile, its fastest rate), for cannot_hold
+    rank = {p.name: i for i, p in enumerate(profiles)}  # best quality first
     native_bf16 = dev.type != "cuda" and cpu_has_native_bf16()  # read once, not once per profile
     if want == torch.bfloat16 and dev.type != "cuda" and not native_bf16:
         notes.append("this CPU has no native bf16 (avx512_bf16 / amx_bf16): bfloat16 runs emulated, much slower "
                      "than float32")
     # bf16 changes the speed of the torch backends only (an ONNX / TensorRT / AOTI artifact has its own dtype)
     bf16_extra = want is None and native_bf16 and (backend == "auto" or backend in BF16_BACKENDS)
-    for profile in candidates:
+    for i, profile in enumerate(candidates):
+        skip = cannot_hold(profile, measured, flops, target_fps) if cheapest_first else None
+        if skip is not None:
+            notes.append(skip)
+            continue
         # On a native-bf16 CPU the bf16 candidates of a CPU_BF16_PROFILES profile are measured first (they are the
-        # faster ones there: docs/lite.md); when one holds target_fps, float32 is not measured at all, which spares
-        # the first start-up float32's compile and ONNX export. Otherwise float32 too, and the faster is kept.
+        # faster ones there: docs/lite.md); when one holds target_fps, float32 is not measured at all. Otherwise
+        # float32 too, and the faster is kept.
         bf16_pair = None
         if bf16_extra and profile.name in CPU_BF16_PROFILES:
             try:
@@ -447,7 +480,7 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
                 bc16 = choose_backend(bf16, backend, steps, target_fps=target_fps, budget_s=budget_s,
                                       profile=profile, cache=cache, cache_path=cpath, measure=measure, build=build,
                                       prepare=False, only=BF16_BACKENDS, progress=progress)
-            except Exception as e:  # noqa: BLE001: bf16 is an extra candidate; float32 remains
+            except Exception as e:  # noqa: BLE001 - bf16 is an extra candidate; float32 remains
                 notes.append(f"bf16 skipped ({_first_line(e)})")
             else:
                 tried += [(profile.name, name + " (bf16)", fps) for name, fps in bc16.tried]
@@ -465,11 +498,11 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
             notes += [n for n in bc.notes if n not in notes]
             if bf16_pair is not None and bf16_pair[1].fps > bc.fps:
                 animator, bc = bf16_pair  # the float32 animator is released
-        if bc.fps >= target_fps:
-            best = (profile, animator, bc)
-            break
-        if best is None or bc.fps > best[2].fps:
-            best = (profile, animator, bc)  # the slower animator is released when `best` moves on
+        measured.append((profile, bc.fps))
+        if best is None or _better((profile, bc.fps), (best[0], best[2].fps), target_fps, rank):
+            best = (profile, animator, bc)  # the other animator is released when `best` moves on
+        if bc.fps >= target_fps and all(rank[p.name] > rank[profile.name] for p in candidates[i + 1:]):
+            break  # it holds, and the profiles still to come are of lower quality
     assert best is not None
     profile, animator, bc = best
     # Built for every rung of the quality ladder now: exports happen at start, never mid-stream.
@@ -484,6 +517,98 @@ def choose_profile(device: Any = "auto", requested: str = "auto", target_fps: fl
     return choice
 
 
+def has_rates(profile: Profile, device: torch.device, steps: int | None, cache: dict) -> bool:
+    """Whether `cache` holds a rate of `profile` on `device` (any backend or dtype) for this torch and RATES_VERSION."""
+    first = cache_key(profile, "torch", device, steps).split("|")
+    head, tail = "|".join(first[:2]) + "|", "|" + "|".join(first[-4:])
+    return any(k.startswith(head) and k.endswith(tail) for k in cache)
+
+
+# A model on a CPU reaches at most about half the matmul rate (engines.flops.matmul_rate): the rest is attention,
+# normalisation, the decoder and smaller matrices.
+CPU_MATMUL_SHARE = 0.5
+
+
+def estimated_choice(candidates: list[Profile], profiles: list[Profile], device: torch.device, target_fps: float, *,
+                     steps: int | None = None, dtype: torch.dtype | None = None, load: Callable[..., Any] = _load,
+                     build: Callable[..., Any] | None = None, matmul: Callable[[Any], float] | None = None,
+                     progress: Callable[[str], None] = _quiet, requested: str = "auto") -> Choice:
+    """The choice without measuring (a CPU with nothing cached): each candidate's rate is estimated as
+    CPU_MATMUL_SHARE of this CPU's matmul FLOP/s over its FLOPs per frame; the best-quality one whose estimate
+    holds `target_fps` is used, else the cheapest; it is loaded (in bf16 on a CPU with native bf16 for
+    CPU_BF16_PROFILES, unless `dtype` is given) and runs on eager torch, built for the quality ladder.
+    Choice.measured_fps is None."""
+    from knotanim.engines.flops import matmul_rate
+    from knotanim.live.degrade import ladder_steps
+
+    rate = CPU_MATMUL_SHARE * (matmul or matmul_rate)(device)
+    flops = {p.name: profile_flops(p, steps) for p in candidates}
+    rank = {p.name: i for i, p in enumerate(profiles)}
+    estimate = {name: rate / f if f else None for name, f in flops.items()}
+    holding = [p for p in candidates if (estimate[p.name] or 0) >= target_fps]
+    profile = (min(holding, key=lambda p: rank[p.name]) if holding
+               else min(candidates, key=lambda p: flops[p.name] or float("inf")))
+    notes = [f"profile {p.name!r} not tried: about {estimate[p.name]:.1f} frames/s at most here "
+             f"({flops[p.name] / 1e9:.0f} GFLOP per frame; this CPU multiplies at {rate / CPU_MATMUL_SHARE / 1e9:.0f} "
+             f"GFLOP/s)" for p in candidates if p is not profile and estimate[p.name] is not None
+             and rank[p.name] < rank[profile.name]]
+    native_bf16 = cpu_has_native_bf16()
+    if dtype is None and profile.name in CPU_BF16_PROFILES and native_bf16:
+        dtype = torch.bfloat16  # measured first, and kept when it holds, by the full choice
+    elif dtype == torch.bfloat16 and not native_bf16:
+        notes.append("this CPU has no native bf16 (avx512_bf16 / amx_bf16): bfloat16 runs emulated, much slower "
+                     "than float32")
+    animator = _load_as(load, profile, device, dtype)
+    backends = (build or _builder(progress))("torch", animator, profile.path, True).prepare(ladder_steps(animator, steps))
+    dt = getattr(animator, "dtype", None)
+    name = "torch" + dtype_label(dt, device)
+    size = f": {flops[profile.name] / 1e9:.1f} GFLOP per frame" if flops[profile.name] else ""
+    how = "requested" if requested != "auto" else f"chosen by its size{size}"
+    message = (f"profile {profile.name!r} ({how}) on this CPU with {name}, not measured; --remeasure measures the "
+               "candidates once")
+    return Choice(profile, animator, backends(steps), None, message, True, False, name, [], backends, notes, dt)
+
+
+def _better(a: tuple[Profile, float], b: tuple[Profile, float], target_fps: float, rank: dict[str, int]) -> bool:
+    """Whether (profile, fps) `a` beats `b`: holding target_fps beats not holding; among those that hold, the
+    better quality; among those that do not, the faster (then the better quality)."""
+    holds_a, holds_b = a[1] >= target_fps, b[1] >= target_fps
+    if holds_a != holds_b:
+        return holds_a
+    if holds_a:
+        return rank[a[0].name] < rank[b[0].name]
+    return (a[1], -rank[a[0].name]) > (b[1], -rank[b[0].name])
+
+
+def profile_flops(profile: Profile, steps: int | None = None) -> float | None:
+    """The profile's DiT FLOPs per frame (`engines.flops.frame_flops`, from its config.json alone); None when
+    its config cannot be read."""
+    from knotanim.checkpoint import read_manifest
+    from knotanim.engines.flops import frame_flops
+
+    try:
+        return frame_flops(read_manifest(profile.path)[0], steps)
+    except Exception:  # noqa: BLE001 - a damaged folder fails later, with its own one-line error, if it is loaded
+        return None
+
+
+def cannot_hold(profile: Profile, measured: list[tuple[Profile, float]], flops: dict[str, float | None],
+                target_fps: float, margin: float = CPU_CEILING_MARGIN) -> str | None:
+    """A one-line note when `profile` cannot hold `target_fps` here: the best FLOP rate a measured, cheaper
+    profile reached (its frames/s x its FLOPs per frame), spent on `profile`'s FLOPs per frame, times `margin`,
+    stays below the target. None when it might hold (or nothing is known)."""
+    need = flops.get(profile.name)
+    known = [(p, fps, flops[p.name]) for p, fps in measured if flops.get(p.name) and flops[p.name] < (need or 0)]
+    if not need or not known:
+        return None
+    ref, fps, ref_flops = max(known, key=lambda k: k[1] * k[2])
+    expected = fps * ref_flops / need
+    if expected * margin >= target_fps:
+        return None
+    return (f"profile {profile.name!r} not tried: about {expected:.1f} frames/s expected here ({need / 1e9:.0f} GFLOP "
+            f"per frame, {need / ref_flops:.0f}x {ref.name!r}, which ran at {fps:.1f})")
+
+
 def _prepared(bc: BackendChoice, animator: Any, steps: int | None, model_path: Any, build: Callable[..., Any],
               measure_torch: Callable[[Any], float]) -> BackendChoice:
     """`bc` with its backend built for every rung of the quality ladder; if that fails, eager torch
@@ -494,7 +619,7 @@ def _prepared(bc: BackendChoice, animator: Any, steps: int | None, model_path: A
     try:
         bc.backends.prepare(counts)
         return bc
-    except Exception as e:  # noqa: BLE001: one line, and torch takes over
+    except Exception as e:  # noqa: BLE001 - one line, and torch takes over
         note = f"the {bc.backends.name} backend could not be built for the quality ladder ({_first_line(e)}): running torch"
     torch_backends = build("torch", animator, model_path, True).prepare(counts)
     chunk_backend = torch_backends(steps)

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         except BackendUnavailable as e:  # not installed / no such device here: a row that says so, not a failure
             print(f"{type(e).__name__}: {e}", file=sys.stderr)
             print(json.dumps({"backend": args.only, "unavailable": str(e)}))
-        except Exception as e:  # noqa: BLE001: the traceback to stderr (the log), one line to the parent
+        except Exception as e:  # noqa: BLE001 - the traceback to stderr (the log), one line to the parent
             import traceback
 
             traceback.print_exc()

@@ -352,7 +352,7 @@ class CudaGraphBackend:
         if self.fallback_reason is None and self._graph is None:
             try:
                 self._capture(inputs)
-            except Exception as e:  # noqa: BLE001: any capture failure means "measure eagerly", said once
+            except Exception as e:  # noqa: BLE001 - any capture failure means "measure eagerly", said once
                 torch.cuda.synchronize(self.device)
                 self._fall_back(f"capture failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
                                 f"{_where(e)})")
@@ -506,7 +506,7 @@ def measure_point(base: KnotAnimConfig, sweep: str, value: int, overrides: dict,
     try:
         point["flops"] = flops or {"formula": chunk_flops_formula(cfg),
                                    "counted": counted_chunk_flops(cfg) if count_flops else None}
-    except Exception as e:  # noqa: BLE001: a counting failure must not lose the timing
+    except Exception as e:  # noqa: BLE001 - a counting failure must not lose the timing
         point["flops"] = {"formula": chunk_flops_formula(cfg), "counted": None,
                           "counted_error": f"{type(e).__name__}: {str(e)[:300]}"}
     n = timing.long_chunks if long else timing.chunks
@@ -516,7 +516,7 @@ def measure_point(base: KnotAnimConfig, sweep: str, value: int, overrides: dict,
     except (BackendUnavailable, ConfigError) as e:
         release(device)
         return {**point, "status": "skipped", "reason": str(e)}
-    except Exception as e:  # noqa: BLE001: out of memory is a skip; anything else is recorded, not raised
+    except Exception as e:  # noqa: BLE001 - out of memory is a skip; anything else is recorded, not raised
         release(device)
         if is_out_of_memory(e):
             return {**point, "status": "skipped", "reason": f"out of memory: {str(e).splitlines()[0][:300]}"}

@@ -27,7 +27,8 @@ head, set from each layer's first keys and then fixed: one multiply per score fe
 Triton kernel, engines.triton_attention.write_fp8_keys), fp8s and fp8s-triton-h (fp8 and fp8-triton-h with each linear's activation scale calibrated
 once on two random chunks and then fixed, so its cast fuses into the kernel that made the input instead of a
 maximum and a cast of their own), fp8s-triton-f (fp8s-triton-h with the q/k RMSNorms + RoPE and the FFN's GELU +
-FP8 cast each one Triton kernel, engines/triton_fused.py; compiled around them). The cuDNN variants run only where a tiny SDPA call under that backend succeeds on the
+FP8 cast each one Triton kernel, engines/triton_fused.py; compiled around them). The cuDNN variants run only where a
+tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         rows = parity(args.model, args.image, args.device, [float(x) for x in args.noise.split(",")])
-    except Exception as e:  # noqa: BLE001: one line, exit 1
+    except Exception as e:  # noqa: BLE001 - one line, exit 1
         print(f"decode_parity: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(f"decoder bf16 vs float32, {args.model} on {args.device}, torch {torch.__version__}, image {args.image}")

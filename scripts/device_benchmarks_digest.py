@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     for part in (backends, scaling, wan):
         try:
             lines = part(out)
-        except Exception as e:  # noqa: BLE001: a digest never fails the summary
+        except Exception as e:  # noqa: BLE001 - a digest never fails the summary
             lines = [f"{part.__name__}: digest failed ({type(e).__name__}: {e})"]
         print("\n".join(lines))
     return 0

@@ -11,7 +11,8 @@ named backend, timed by `knotanim.profiles.measure_stream` (the code path the pr
 frame of audio per push, after a warm-up stream; frames/s = frames / compute time. Each row gives
 the frames streamed and the load average (1 min) before and after, since the developer machine
 is shared, and the fastest chunk as frames/s (chunk frames / its compute time): the least
-disturbed chunk, a rough upper bound that other jobs on the machine move less than the mean. Exported graphs (ONNX, int8) are made before the timing, in --artifacts (default: a
+disturbed chunk, a rough upper bound that other jobs on the machine move less than the mean. Exported graphs (ONNX,
+int8) are made before the timing, in --artifacts (default: a
 temporary folder), and the compiled backend (torch.compile of the chunk step and of the frame decoder;
 Inductor's C++ code on a CPU) is compiled before it, on sample inputs; their export / compile time is
 reported apart ("export s").

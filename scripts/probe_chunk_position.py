@@ -109,7 +109,9 @@ def flicker_split(frames: np.ndarray, mask: np.ndarray, chunk: int, control_peri
 
     a, b = fl(lum), fl(position_offset_removed(lum, chunk))
     c = fl(position_offset_removed(lum, control_period))
-    share = (lambda x: (a - x) / a if a > 0 else float("nan"))
+    def share(x):
+        return (a - x) / a if a > 0 else float("nan")
+
     return {"flicker": a, "flicker_removed": b, "share": share(b), "share_control": share(c)}
 
 
@@ -175,7 +177,8 @@ def main(argv=None) -> None:
                 print(f"{mname} {name}: AE round trip in {time.perf_counter() - t0:.0f} s", flush=True)
 
     print()
-    print("| model | clip | row | pos | app. SSIM | app. SSIM vs 3-frame mean (x1000) | PSNR (dB) | mouth PSNR (dB) | diff energy into frame | flicker at frame |")
+    print("| model | clip | row | pos | app. SSIM | app. SSIM vs 3-frame mean (x1000) | PSNR (dB) | mouth PSNR (dB) "
+          "| diff energy into frame | flicker at frame |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mname, clip, row, t in rows:
         p = t["pos"]

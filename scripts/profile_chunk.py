@@ -294,7 +294,7 @@ class _Collect(logging.Handler):
         self._seen.add(id(record))
         try:
             self.sink.append((record.name, record.levelname, record.getMessage()))
-        except Exception:  # noqa: BLE001: a message that cannot be formatted is not worth an error
+        except Exception:  # noqa: BLE001 - a message that cannot be formatted is not worth an error
             pass
 
 
@@ -307,7 +307,7 @@ def cudagraph_logger_names() -> list[str]:
     for module in CUDAGRAPH_MODULES:
         try:
             importlib.import_module(module)
-        except Exception:  # noqa: BLE001: a torch without it (or without CUDA support for it)
+        except Exception:  # noqa: BLE001 - a torch without it (or without CUDA support for it)
             pass
     names = {n for n in logging.root.manager.loggerDict
              if n.startswith("torch") and ("cudagraph" in n or n.endswith("__perf_hints"))}
@@ -334,7 +334,7 @@ class CompileWatch:
 
             self._counters = counters
             self._before = {g: collections.Counter(counters[g]) for g in COUNTER_GROUPS if g in counters}
-        except Exception as e:  # noqa: BLE001: no Dynamo here: the run goes on without the counters
+        except Exception as e:  # noqa: BLE001 - no Dynamo here: the run goes on without the counters
             self.error = f"torch._dynamo.utils.counters: {type(e).__name__}: {e}"
         for name in cudagraph_logger_names():
             lg = logging.getLogger(name)
@@ -569,7 +569,7 @@ def _profile(args, torch, watch: CompileWatch, t_start: float) -> dict:
     if args.trace:  # pass 3: under torch.profiler, no wrappers
         try:
             trace = trace_chunks(torch, stream, feed, args.trace, chunk * spf, dev, sync)
-        except Exception as e:  # noqa: BLE001: a profiler that cannot start must not lose passes 1 and 2
+        except Exception as e:  # noqa: BLE001 - a profiler that cannot start must not lose passes 1 and 2
             trace = {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}",
                      "chunks": 0, "cuda_activity": False}
     compile_info = watch.stop()
@@ -738,7 +738,7 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(REPO))
     try:
         result = profile(args)
-    except Exception as e:  # noqa: BLE001: one line, not a traceback (--debug shows it)
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback (--debug shows it)
         if args.debug:
             raise
         text = (str(e).strip().splitlines() or [""])[0]

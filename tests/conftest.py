@@ -1,10 +1,88 @@
-"""Shared fixtures. Every model in the suite is tiny and random, so the suite runs on any CPU."""
+"""Shared fixtures. Every model in the suite is tiny and random, so the suite runs on any CPU.
+
+The Debian packages some tests use (espeak-ng, PortAudio, PulseAudio, the libraries Qt draws with;
+video files go through PyAV, which brings its own ffmpeg) are optional: a test that needs one skips,
+naming the package to apt-get install, through `missing(name)` / `require(name)` /
+`@pytest.mark.needs(name)` (names: DEBIAN_PACKAGES).
+`.ci/run` installs them all. pytest-qt is loaded here, and only where Qt can draw (pyproject's
+addopts keep it from loading itself: without Qt's libraries it fails the whole session).
+"""
+import functools
+import importlib
+import importlib.util
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from knotanim import tiny_config
 from knotanim.animator import KnotAnimator
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the README's command on a machine without a display
+
+
+def _imports(*modules: str) -> bool:
+    try:
+        for m in modules:
+            importlib.import_module(m)
+    except (ImportError, OSError):  # OSError: sounddevice without PortAudio
+        return False
+    return True
+
+
+def _espeak() -> bool:
+    from knotanim.data.speech import espeak_available
+
+    return espeak_available()
+
+
+# name -> (the Debian packages that provide it, a probe that is True when it is there, the Python module
+# that wraps it: when that is absent, the test extra is not installed and apt-get would not help)
+DEBIAN_PACKAGES = {
+    "espeak-ng": ("espeak-ng libespeak-ng1", _espeak, None),
+    "portaudio": ("libportaudio2", lambda: _imports("sounddevice"), "sounddevice"),
+    "pulseaudio": ("pulseaudio pulseaudio-utils libasound2-plugins",
+                   lambda: all(shutil.which(t) for t in ("pulseaudio", "pactl", "paplay")), None),
+    "qt": ("libegl1 libgl1 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3",
+           lambda: _imports("PyQt6.QtGui", "PyQt6.QtWidgets", "PyQt6.QtTest"), "PyQt6"),
+}
+
+
+@functools.cache
+def missing(name: str) -> str | None:
+    """None when `name` (a DEBIAN_PACKAGES key) is usable here, else the skip reason naming its packages."""
+    packages, present, module = DEBIAN_PACKAGES[name]
+    if present():
+        return None
+    if module is not None and importlib.util.find_spec(module) is None:
+        return f"needs {name}: pip install -e '.[test]' (the {module} package is not installed)"
+    return f"needs {name}: apt-get install {packages}"
+
+
+def require(name: str) -> None:
+    """Skip the calling test, fixture or (at module level) module when `name` is missing."""
+    reason = missing(name)
+    if reason is not None:
+        pytest.skip(reason, allow_module_level=True)
+
+
+if missing("qt") is None:
+    pytest_plugins = ["pytestqt.plugin"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(name, ...): skip unless these Debian packages are installed "
+                                       "(names: tests/conftest.py DEBIAN_PACKAGES)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """@pytest.mark.needs(name): skipped at collection, so the report names the test, not this file."""
+    for item in items:
+        for name in (n for mark in item.iter_markers("needs") for n in mark.args):
+            if missing(name) is not None:
+                item.add_marker(pytest.mark.skip(reason=missing(name)))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,6 +112,7 @@ def eval_corpus(tmp_path_factory):
     eval` does; KnotBench tests read their speech from it (reproducible, unlike espeak-ng within a process)."""
     from knotanim.data.corpus import build_corpus
 
+    require("espeak-ng")
     path = tmp_path_factory.mktemp("corpus") / "speech_eval.npz"
     build_corpus(path, minutes=0.15, split="eval", seed=0)
     return path

@@ -7,7 +7,9 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-pytest.importorskip("PyQt6")
+from conftest import require  # noqa: E402
+
+require("qt")
 pytest.importorskip("pytestqt")
 
 from PyQt6.QtCore import QSettings  # noqa: E402

@@ -6,7 +6,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-pytest.importorskip("PyQt6")
+from conftest import require  # noqa: E402
+
+require("qt")
 pytest.importorskip("pytestqt")
 
 from PyQt6.QtCore import QSettings  # noqa: E402
@@ -111,3 +113,50 @@ def test_app_tiny_with_a_named_backend_builds_it_before_the_window(anim, tmp_pat
     backends, notes = model_backends(parse_args(["--tiny", "--backend", "onnxruntime"]), anim)
     assert backends.name == "onnxruntime" and backends.prepared == (2, 1) and backends.animator is anim
     assert len(notes) == 1 and notes[0].startswith("backend onnxruntime[CPU]: ")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_start_pressed_while_choosing_streams_the_chosen_profile(qtbot, tmp_path, fails):
+    """The model loaded at start (auto: the best-quality profile, ~1 frame/s on a CPU) is not streamed when the
+    choice is still running: Start waits for it, then streams the chosen animator (or, if the choice fails, the
+    loaded one)."""
+    from knotanim.frontends.audio_io import load_audio
+    from knotanim.live.sources import ArraySource
+
+    loaded, chosen = (KnotAnimator.from_config(tiny_config(), seed=s) for s in (0, 1))
+    release = threading.Event()
+
+    def chooser(requested):
+        release.wait(10)
+        if fails:
+            raise ValueError("damaged model folder")
+        return Choice(Profile("lite", tmp_path, "l"), chosen, None, 30.0, "lite holds 25 fps", holds=True)
+
+    speech = load_audio("assets/examples/speech.wav", 16000)
+    group = ProfileGroup(chooser, ["default", "lite"], "auto")
+    w = MainWindow(loaded, settings=Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)),
+                   monitor_level=False, model_name="default profile", profiles=group, profile="default",
+                   source_factory=lambda name: ArraySource(speech, loop=True, name="fake mic"))
+    qtbot.addWidget(w)
+    assert w.reference.load_path("assets/examples/avatar.png")
+    group.request("auto")
+    w.animation.start.setChecked(True)
+    assert group.busy and not w.session.running  # waiting for the choice
+    release.set()
+    qtbot.waitUntil(lambda: w.session.running, timeout=10_000)
+    assert w.session.pipeline.animator is (loaded if fails else chosen)
+    qtbot.waitUntil(lambda: w.preview.view.frames_painted >= 1, timeout=10_000)
+    w.session.shutdown()
+
+
+def test_the_window_outlives_create_window_without_a_qapplication_before_it():
+    """knotanim-gui's main() calls create_window with no QApplication yet: the one made there must live on
+    (collected on return, it deleted the window, and main() failed on its first use)."""
+    import subprocess
+    import sys
+
+    code = ("import gc; from knotanim.app.main import create_window; w = create_window(['--tiny', '--device', 'cpu']); "
+            "gc.collect(); print('visible', w.isVisible()); w.close()")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and "visible True" in r.stdout, r.stderr[-2000:]

@@ -8,9 +8,9 @@ from knotanim.cli.main import main as cli_main
 from knotanim.data import SpeechCorpus, make_clip
 from knotanim.data.audio_augment import augment_audio
 from knotanim.data.corpus import EVAL_LANGS, TRAIN_LANGS, build_corpus
-from knotanim.data.speech import espeak_available, synthesize_speech
+from knotanim.data.speech import synthesize_speech
 
-needs_espeak = pytest.mark.skipif(not espeak_available(), reason="libespeak-ng.so.1 not installed (apt-get install espeak-ng)")
+needs_espeak = pytest.mark.needs("espeak-ng")
 
 
 @needs_espeak

@@ -94,6 +94,7 @@ def test_photo_clip_has_no_ground_truth_metrics():
     assert "appearance_drift_pct" in s.scalars
 
 
+@pytest.mark.needs("espeak-ng")  # held-out speech, synthesised live
 def test_real_clips_score_a_high_ceiling_and_zero_for_copy():
     from knotanim.data import make_clip
     from knotanim.eval.speech import EvalSpeech
@@ -165,6 +166,7 @@ def check_report(report, out_dir, models=("tiny",), variants=("default",)):
     assert list(out_dir.glob("strip_*.png")) and list(out_dir.glob("series_*.png"))
 
 
+@pytest.mark.needs("espeak-ng")  # held-out speech, synthesised live
 def test_run_knotbench_tiny(tmp_path, anim):
     from knotanim.eval import run_knotbench
 
@@ -179,6 +181,7 @@ def test_run_knotbench_tiny(tmp_path, anim):
     assert "copy-reference" in table and "tiny:no-knot" in table
 
 
+@pytest.mark.needs("espeak-ng")  # held-out speech, synthesised live
 def test_long_stream_reports_drift(tmp_path, anim):
     from knotanim.eval import run_knotbench
 
@@ -190,6 +193,7 @@ def test_long_stream_reports_drift(tmp_path, anim):
     assert (tmp_path / "over_time_long.png").exists()
 
 
+@pytest.mark.needs("espeak-ng")  # held-out speech, synthesised live
 def test_cli_prints_a_table(tmp_path, anim, capsys):
     from knotanim.cli.main import main
 
@@ -206,6 +210,7 @@ def test_cli_prints_a_table(tmp_path, anim, capsys):
     assert main(["eval", "--model", str(model), "--variants", "bogus", "--out", str(out)]) == 2
 
 
+@pytest.mark.needs("espeak-ng")  # held-out speech, synthesised live
 def test_reference_rows_split_a_run_without_changing_scores(tmp_path, anim):
     """A long run split over processes: each scores some rows, and every row scores as in a whole run."""
     from knotanim.eval import run_knotbench

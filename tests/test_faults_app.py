@@ -8,7 +8,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-pytest.importorskip("PyQt6")
+from conftest import require  # noqa: E402
+
+require("qt")
 pytest.importorskip("pytestqt")
 
 from PyQt6.QtCore import QSettings  # noqa: E402

@@ -1,5 +1,6 @@
 """Virtual camera (through a pyvirtualcam backend of our own), its diagnostics, and `knotanim live`."""
 import threading
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -112,12 +113,27 @@ def test_live_cli_sends_to_camera_and_records(test_backend, tmp_path, capsys):
     with av.open(str(out)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         assert abs(float(v.duration * v.time_base) - float(a.duration * a.time_base)) < 0.05
-        assert v.codec_context.width == 64
+        assert v.codec_context.width == 64 and a.start_time == 0 and v.average_rate == 25
+        times = [f.pts * f.time_base for f in c.decode(video=0)]
+    assert times == [Fraction(k, 25) for k in range(len(times))]  # frame k shown at k/25 s
 
 
 def test_live_cli_errors_are_one_line(capsys, tmp_path):
     assert cli_main(["live", "--tiny", "--image", "assets/examples/avatar.png"]) == 2
     assert "nothing to output" in capsys.readouterr().err
     assert cli_main(["live", "--tiny", "--image", str(tmp_path / "missing.png"), "--seconds", "1"]) == 2
+
+
+@pytest.mark.needs("portaudio")
+def test_live_lists_devices(capsys):
     assert cli_main(["live", "--list-devices"]) == 0
     assert "Input devices" in capsys.readouterr().out
+
+
+def test_live_lists_devices_without_portaudio_in_one_line(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # what `import sounddevice` does without PortAudio: fail
+    assert cli_main(["live", "--list-devices"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "apt-get install libportaudio2" in err and "Traceback" not in err

@@ -1,7 +1,6 @@
 """The real microphone path: a private PulseAudio daemon with a null sink, speech played into it with
 paplay, its monitor captured through sounddevice/PortAudio and the live pipeline."""
 import os
-import shutil
 import subprocess
 import time
 
@@ -9,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from conftest import require
 from knotanim import tiny_config
 from knotanim.animator import KnotAnimator
 from knotanim.frontends.audio_io import load_audio, write_wav
@@ -26,10 +26,9 @@ def _pactl(*args, env=None, check=True):
 @pytest.fixture()
 def pulse(tmp_path, monkeypatch):
     """A PulseAudio daemon of our own (killed by pid afterwards) whose default source is a null sink's monitor."""
-    for tool in ("pulseaudio", "pactl", "paplay"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install pulseaudio pulseaudio-utils libasound2-plugins)")
-    sd = pytest.importorskip("sounddevice", reason="sounddevice/PortAudio is not installed")
+    require("pulseaudio")
+    require("portaudio")
+    import sounddevice as sd
     runtime = tmp_path / "pulse"
     runtime.mkdir()
     monkeypatch.setenv("PULSE_RUNTIME_PATH", str(runtime))

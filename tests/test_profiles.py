@@ -128,7 +128,7 @@ def test_cache_hit_miss_and_remeasure(both, cache_dir, monkeypatch):
                             "lite": {"onnxruntime": 40.0, "compiled": 35.0, "torch": 30.0}}, calls)
     build = fake_build([])
     first = P.choose_profile("cpu", profiles=both, measure=measure, build=build)
-    measured = ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/compiled", "lite/torch"]
+    measured = ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/torch"]
     assert calls == measured and not first.cached and (cache_dir / P.CACHE_FILE).is_file()
     second = P.choose_profile("cpu", profiles=both, measure=measure, build=build)
     assert calls == measured and second.cached and second.profile.name == "lite"  # every backend's rate cached
@@ -136,7 +136,7 @@ def test_cache_hit_miss_and_remeasure(both, cache_dir, monkeypatch):
     P.choose_profile("cpu", profiles=both, measure=measure, build=build, remeasure=True)
     assert calls == measured * 2
     P.choose_profile("cpu", profiles=both, measure=measure, build=build, steps=1)  # another variant: another key
-    assert len(calls) == 15
+    assert len(calls) == 12
     monkeypatch.delenv("KNOTANIM_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir / "xdg"))
     assert P.speed_cache_path() == cache_dir / "xdg" / "knotanim" / P.CACHE_FILE
@@ -147,29 +147,33 @@ def test_auto_picks_the_fastest_backend_that_holds_and_says_so(both):
     log, calls = [], []
     rates = {"default": {"onnxruntime": 12.0, "torch": 4.0}, "lite": {"onnxruntime": 31.0, "compiled": 27.0, "torch": 20.0}}
     c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, calls), build=fake_build(log))
-    # torch.compile is a CPU candidate for the lite profile only (CPU_COMPILE_PROFILES)
-    assert calls == ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/compiled", "lite/torch"]
+    # a CPU builds nothing at start: ONNX Runtime only from a graph already exported (the fake build has one), no
+    # torch.compile
+    assert calls == ["default/onnxruntime", "default/torch", "lite/onnxruntime", "lite/torch"]
     assert c.profile.name == "lite" and c.holds and c.measured_fps == 31.0 and c.backend_name == "onnxruntime[CPU]"
-    assert c.message == ("profile 'lite' (holds 25 fps) on this CPU: 31.0 frames/s with onnxruntime[CPU] "
-                         "(compiled 27.0, torch 20.0)")
+    assert c.message == "profile 'lite' (holds 25 fps) on this CPU: 31.0 frames/s with onnxruntime[CPU] (torch 20.0)"
     assert c.backends.name == "onnxruntime" and c.backends.animator is c.animator
     assert c.backends.prepared == (2, 1)  # built for the quality ladder (tiny: 2 steps, then 1) at start
     assert [entry for entry in log if entry[2] == "prepare"] == [("lite", "onnxruntime", "prepare", (2, 1))]
-    assert ("default", "onnxruntime", "build", True) in log  # ONNX graphs are exported to be measured
+    assert [e for e in log if e[2] == "build"] == [("default", "onnxruntime", "build", False), ("default", "torch", "build", True),
+                                                  ("lite", "onnxruntime", "build", False), ("lite", "torch", "build", True)]
     assert c.tried == [("default", "onnxruntime[CPU]", 12.0), ("default", "torch", 4.0),
-                       ("lite", "onnxruntime[CPU]", 31.0), ("lite", "compiled", 27.0), ("lite", "torch", 20.0)]
+                       ("lite", "onnxruntime[CPU]", 31.0), ("lite", "torch", 20.0)]
 
 
-def test_lite_on_a_cpu_picks_compiled_when_it_is_fastest_and_prepares_it_for_the_ladder(both):
+def test_a_cpu_compiles_only_when_asked_and_then_prepares_compiled_for_the_ladder(both):
     log, calls = [], []
     rates = {"default": {"onnxruntime": 3.0, "torch": 2.0}, "lite": {"onnxruntime": 14.0, "compiled": 26.0, "torch": 19.0}}
     c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, calls), build=fake_build(log))
-    assert "default/compiled" not in calls and "lite/compiled" in calls
-    assert c.profile.name == "lite" and c.holds and c.backend_name == "compiled" and c.measured_fps == 26.0
+    assert not any("compiled" in call for call in calls) and not any(e[1] == "compiled" for e in log)
+    assert c.profile.name == "lite" and c.backend_name == "torch" and not c.holds
+    log, calls = [], []
+    c = P.choose_profile("cpu", "lite", profiles=both, backend="compiled", measure=fake_measure(rates, calls),
+                         build=fake_build(log))
+    assert calls == ["lite/compiled"] and c.holds and c.backend_name == "compiled" and c.measured_fps == 26.0
     assert c.backends.name == "compiled" and c.backends.prepared == (2, 1)
     assert ("lite", "compiled", "build", True) in log
-    assert c.message == ("profile 'lite' (holds 25 fps) on this CPU: 26.0 frames/s with compiled "
-                         "(onnxruntime[CPU] 14.0, torch 19.0)")
+    assert c.message == "profile 'lite' (requested) on this CPU: 26.0 frames/s with compiled"
 
 
 @pytest.mark.parametrize("rates, backend, fps", [
@@ -189,7 +193,7 @@ def test_none_holds_runs_the_fastest_profile_and_backend_and_says_the_rate(both)
     c = P.choose_profile("cpu", profiles=both, measure=fake_measure(rates, []), build=fake_build([]))
     assert c.profile.name == "lite" and c.backend_name == "onnxruntime[CPU]" and not c.holds
     assert c.message == ("no installed profile holds 25 fps on this CPU; running 'lite' at 12.0 frames/s with "
-                         "onnxruntime[CPU] (compiled 10.0, torch 9.0) (the app will repeat frames). An NVIDIA GPU or fewer --steps helps")
+                         "onnxruntime[CPU] (torch 9.0) (the app will repeat frames). An NVIDIA GPU or fewer --steps helps")
 
 
 def test_a_backend_that_cannot_be_built_falls_back_to_torch_with_one_line(both):
@@ -214,17 +218,21 @@ def test_a_backend_that_cannot_be_built_falls_back_to_torch_with_one_line(both):
 
 
 def test_choose_backend_real_onnxruntime_build_is_prepared_for_the_ladder(assets, tmp_path, monkeypatch):
-    """No fakes but the rates: auto really exports the ONNX graphs (into $KNOTANIM_CACHE) for every rung."""
+    """No fakes but the rates: auto on a CPU exports nothing; the named backend really exports the ONNX graphs
+    (into $KNOTANIM_CACHE) for every rung, and from then on auto measures them."""
     from knotanim import KnotAnimator
 
-    monkeypatch.setattr(P, "CPU_COMPILE_PROFILES", ())  # no real torch.compile here (tests/test_engines.py has it)
-
     anim = KnotAnimator.from_pretrained(assets / "lite", device="cpu")
-    bc = P.choose_backend(anim, "auto", profile=P.Profile("lite", assets / "lite", ""),
-                          measure=lambda a, b, s: {"torch": 10.0}.get(b.name, 20.0))
+    lite = P.Profile("lite", assets / "lite", "")
+    rate = lambda a, b, s: {"torch": 10.0}.get(b.name, 20.0)  # noqa: E731
+    bc = P.choose_backend(anim, "auto", profile=lite, measure=rate)
+    assert bc.backend.name == "torch" and bc.tried == [("torch", 10.0)]
+    assert bc.notes[0].startswith("onnxruntime skipped (no exported ONNX graph")
+    bc = P.choose_backend(anim, "onnxruntime", profile=lite, measure=rate)
     assert bc.backend.name == "onnxruntime[CPU]" and bc.backends.prepared == (2, 1) and bc.fps == 20.0
-    assert bc.backends(1, build=False).name == "onnxruntime[CPU]" and bc.tried == [("onnxruntime[CPU]", 20.0),
-                                                                                   ("torch", 10.0)]
+    assert bc.backends(1, build=False).name == "onnxruntime[CPU]" and bc.tried == [("onnxruntime[CPU]", 20.0)]
+    bc = P.choose_backend(anim, "auto", profile=lite, measure=rate)
+    assert bc.backend.name == "onnxruntime[CPU]" and bc.tried == [("onnxruntime[CPU]", 20.0), ("torch", 10.0)]
 
 
 def test_measure_profile_streams_the_real_path(assets):
@@ -281,17 +289,31 @@ def test_live_cli_measures_and_runs_the_chosen_profile(cli_profiles, tmp_path, c
     assert loaded == ["default"] and "(cached; --remeasure" in err and "-> default on cpu with torch" in err
 
 
-def test_live_cli_auto_backend_runs_the_fastest_measured(cli_profiles, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(P, "CPU_COMPILE_PROFILES", ())  # no real torch.compile of the lite model at start here
+def test_live_cli_auto_on_a_cpu_starts_unmeasured_and_uses_rates_measured_on_request(cli_profiles, tmp_path, capsys):
     loaded = cli_profiles({"default", "lite"}, {"default": {"onnxruntime": 3.0, "torch": 2.0},
-                                                "lite": {"onnxruntime": 30.0, "torch": 20.0}})
+                                                "lite": {"onnxruntime": 40.0, "torch": 30.0}})
     img, wav = _inputs(tmp_path)
-    rc = main(["live", "--image", img, "--audio-file", wav, "--seconds", "0.5", "--device", "cpu", "--no-face-detect"])
+    base = ["live", "--image", img, "--audio-file", wav, "--seconds", "0.5", "--device", "cpu", "--no-face-detect"]
+    rc = main(base)  # nothing cached: nothing measured or built before the first frame
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert loaded == ["default", "lite"] and "Traceback" not in err
-    assert "profile: profile 'lite' (holds 25 fps) on this CPU: 30.0 frames/s with onnxruntime[CPU] (torch 20.0)" in err
-    # the first rung is built to be measured, the ladder's other step count before streaming starts
+    assert loaded == ["default"] and "measuring" not in err and "Traceback" not in err  # tiny: both could hold
+    assert "(chosen by its size: " in err and "not measured; --remeasure measures the candidates once" in err
+    assert "-> default on cpu with torch" in err and "first frame: " in err
+    loaded.clear()
+    assert main(base + ["--remeasure"]) == 0  # measured on request, without building anything
+    err = capsys.readouterr().err
+    assert loaded == ["default", "lite"] and "export" not in err.replace("exported", "")
+    assert "note: onnxruntime skipped (no exported ONNX graph" in err
+    assert "profile: profile 'lite' (holds 25 fps) on this CPU: 30.0 frames/s with torch" in err
+    loaded.clear()
+    assert main(base) == 0  # the rates are cached now: the measured choice, at once
+    err = capsys.readouterr().err
+    assert loaded == ["default", "lite"] and "measuring" not in err and "(cached; --remeasure" in err
+    assert "-> lite on cpu with torch" in err
+    # asked by name: exported, and built for every rung of the ladder before streaming starts
+    assert main(base + ["--backend", "onnxruntime", "--profile", "lite"]) == 0
+    err = capsys.readouterr().err
     assert "preparing the onnxruntime backend for 2 sampler steps" in err
     assert err.index("preparing the onnxruntime backend for 1 sampler step…") < err.index("live: ")
     assert "-> lite on cpu with onnxruntime[CPU]" in err
@@ -363,31 +385,30 @@ def test_lite_is_measured_in_bf16_first_on_a_native_bf16_cpu_and_float32_not_at_
                          load=recording_load(loads))
     assert loads == [("default", None), ("lite", torch.bfloat16)]  # never the default profile in bf16
     # bf16 with the torch backends only (an ONNX graph is float32 whatever the model's dtype); it holds 25 fps,
-    # so lite's float32 candidates are never built (no compile, no ONNX export at the first start-up)
-    assert calls == ["default/onnxruntime", "default/torch", "lite/compiled bf16", "lite/torch bf16"]
-    assert c.profile.name == "lite" and c.holds and c.measured_fps == 34.9 and c.dtype == torch.bfloat16
+    # so lite's float32 candidates are never measured
+    assert calls == ["default/onnxruntime", "default/torch", "lite/torch bf16"]
+    assert c.profile.name == "lite" and c.holds and c.measured_fps == 25.9 and c.dtype == torch.bfloat16
     assert c.animator.dtype == torch.bfloat16 and c.backends.animator is c.animator
-    assert c.backend_name == "compiled (bf16)" and c.backends.name == "compiled" and c.backends.prepared == (2, 1)
-    assert c.tried[2:] == [("lite", "compiled (bf16)", 34.9), ("lite", "torch (bf16)", 25.9)]
-    assert c.message == ("profile 'lite' (holds 25 fps) on this CPU: 34.9 frames/s with compiled (bf16) "
-                         "(torch (bf16) 25.9)")
+    assert c.backend_name == "torch (bf16)" and c.backends.name == "torch" and c.backends.prepared == (2, 1)
+    assert c.tried[2:] == [("lite", "torch (bf16)", 25.9)]
+    assert c.message == "profile 'lite' (holds 25 fps) on this CPU: 25.9 frames/s with torch (bf16)"
 
 
 def test_bf16_below_the_target_measures_float32_too_and_keeps_the_faster(both, native_bf16):
-    rates = {"lite": {"onnxruntime": 20.0, "compiled": 21.0, "torch": 18.0, "compiled bf16": 23.0, "torch bf16": 19.0}}
+    rates = {"lite": {"onnxruntime": 20.0, "torch": 18.0, "torch bf16": 23.0}}
     calls, loads = [], []
     c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, calls), build=fake_build([]),
                          load=recording_load(loads))
     assert loads == [("lite", torch.bfloat16), ("lite", None)]
-    assert calls == ["lite/compiled bf16", "lite/torch bf16", "lite/onnxruntime", "lite/compiled", "lite/torch"]
-    assert c.backend_name == "compiled (bf16)" and c.animator.dtype == torch.bfloat16 and not c.holds
+    assert calls == ["lite/torch bf16", "lite/onnxruntime", "lite/torch"]
+    assert c.backend_name == "torch (bf16)" and c.animator.dtype == torch.bfloat16 and not c.holds
 
 
 def test_bf16_slower_keeps_float32_and_lists_the_bf16_rates(both, native_bf16):
     rates = {"lite": {"onnxruntime": 30.0, "compiled": 26.0, "torch": 20.0, "compiled bf16": 12.0, "torch bf16": 9.0}}
     c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, []), build=fake_build([]))
     assert c.backend_name == "onnxruntime[CPU]" and c.dtype == torch.float32 and c.animator.dtype == torch.float32
-    assert c.message.endswith("(compiled (bf16) 12.0, torch (bf16) 9.0, compiled 26.0, torch 20.0)")
+    assert c.message.endswith("(torch (bf16) 9.0, torch 20.0)")
 
 
 def test_bf16_is_never_measured_without_native_bf16_or_when_a_dtype_is_given(both, monkeypatch):
@@ -397,17 +418,17 @@ def test_bf16_is_never_measured_without_native_bf16_or_when_a_dtype_is_given(bot
         calls, loads = [], []
         c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, calls), build=fake_build([]),
                              load=recording_load(loads), dtype=dtype, remeasure=True)
-        assert calls == ["lite/onnxruntime", "lite/compiled", "lite/torch"] and not any("bf16" in n for n in calls)
+        assert calls == ["lite/onnxruntime", "lite/torch"] and not any("bf16" in n for n in calls)
         assert loads == [("lite", None if dtype != "float32" else torch.float32)]
-        assert c.backend_name == "compiled" and "bf16" not in c.message and c.notes == []
+        assert c.backend_name == "onnxruntime[CPU]" and "bf16" not in c.message and c.notes == []
     # bf16 asked for: only bf16 (every candidate), and said; without native bf16 a note warns it is slow
     monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: False)
     rates["lite"]["onnxruntime bf16"] = 5.0
     calls = []
     c = P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(rates, calls), build=fake_build([]),
                          dtype="bfloat16", remeasure=True)
-    assert calls == ["lite/onnxruntime bf16", "lite/compiled bf16", "lite/torch bf16"]
-    assert c.backend_name == "compiled (bf16)" and c.animator.dtype == torch.bfloat16
+    assert calls == ["lite/onnxruntime bf16", "lite/torch bf16"]
+    assert c.backend_name == "torch (bf16)" and c.animator.dtype == torch.bfloat16
     assert c.notes[0].startswith("this CPU has no native bf16")
     with pytest.raises(InputError):
         P.choose_profile("cpu", "lite", profiles=both, dtype="float16")
@@ -430,15 +451,15 @@ def test_bf16_rates_are_cached_under_their_own_keys(both, native_bf16, cache_dir
     calls = []
     measure, build = dtype_measure(LITE_RATES, calls), fake_build([])
     P.choose_profile("cpu", "lite", profiles=both, measure=measure, build=build)
-    assert len(calls) == 2  # bf16 holds 25 fps: float32 not measured
+    assert len(calls) == 1  # bf16 holds 25 fps: float32 not measured
     keys = sorted(json.loads((cache_dir / P.CACHE_FILE).read_text()))
-    assert len(keys) == 2 and all("|bfloat16|" in k for k in keys)
+    assert len(keys) == 1 and all("|bfloat16|" in k for k in keys)
     c = P.choose_profile("cpu", "lite", profiles=both, measure=measure, build=build)
-    assert len(calls) == 2 and c.cached and c.backend_name == "compiled (bf16)" and c.measured_fps == 34.9
-    slow = {"lite": dict(LITE_RATES["lite"], **{"compiled bf16": 20.0, "torch bf16": 15.0})}  # below: float32 too
+    assert len(calls) == 1 and c.cached and c.backend_name == "torch (bf16)" and c.measured_fps == 25.9
+    slow = {"lite": dict(LITE_RATES["lite"], **{"torch bf16": 15.0})}  # below: float32 too
     P.choose_profile("cpu", "lite", profiles=both, measure=dtype_measure(slow, calls), build=build, remeasure=True)
     keys = sorted(json.loads((cache_dir / P.CACHE_FILE).read_text()))
-    assert len(keys) == 5 and sum("|bfloat16|" in k for k in keys) == 2 and sum("|float32|" in k for k in keys) == 3
+    assert len(keys) == 3 and sum("|bfloat16|" in k for k in keys) == 1 and sum("|float32|" in k for k in keys) == 2
     lite = both[1]
     dev = torch.device("cpu")
     assert P.cache_key(lite, "torch", dev, None, torch.bfloat16) != P.cache_key(lite, "torch", dev, None, torch.float32)
@@ -477,3 +498,95 @@ def test_render_cli_dtype_reaches_the_animator(cli_profiles, tmp_path, monkeypat
     assert main(base + ["-o", str(tmp_path / "a.mp4")]) == 0
     assert main(base + ["-o", str(tmp_path / "b.mp4"), "--dtype", "bfloat16"]) == 0
     assert dtypes == [None, torch.bfloat16]
+
+
+# --- the start-up decision on a CPU with the shipped profiles (their real configs; tiny stand-in weights) ----
+def test_cpu_auto_never_loads_exports_or_compiles_the_default_model_before_the_first_frame(tmp_path):
+    """The default model needs ~21x lite's FLOPs per frame: from lite's measured rate on a CPU it cannot hold
+    25 fps, so it is not even loaded (the first start used to export and parity-check its ONNX graph, then
+    measure it: minutes on 2 cores before the first frame). Nothing is exported or compiled."""
+    from knotanim import KnotAnimator, tiny_config
+
+    shipped = P.installed_profiles()
+    assert [p.name for p in shipped] == ["default", "lite"]
+    loads, log, calls = [], [], []
+
+    def load(profile, device, dtype=None):
+        loads.append(profile.name)
+        return KnotAnimator.from_config(dataclasses.replace(tiny_config(), name=profile.name), device=device)
+
+    for lite_fps, default_loaded in ((18.0, False), (1000.0, True)):  # a 2-core laptop; a CPU 50x faster
+        loads.clear(), log.clear(), calls.clear()
+        rates = {"lite": {"onnxruntime": lite_fps, "torch": lite_fps}, "default": {"onnxruntime": 20.0, "torch": 20.0}}
+        c = P.choose_profile("cpu", profiles=shipped, measure=fake_measure(rates, calls), build=fake_build(log),
+                             load=load, cache_path=tmp_path / f"speed{lite_fps}.json")
+        assert loads == (["lite", "default"] if default_loaded else ["lite"])  # cheapest first
+        assert not any(export for _, name, what, export in log if what == "build" and name != "torch")
+        assert not any(name == "compiled" for _, name, *_ in log)
+        assert c.profile.name == "lite" and c.holds == (lite_fps >= 25)
+    loads.clear()
+    c = P.choose_profile("cpu", profiles=shipped, measure=fake_measure({"lite": 18.0}, []), build=fake_build([]),
+                         load=load, cache_path=tmp_path / "again.json", backend="torch")
+    assert loads == ["lite"] and c.notes == [
+        "profile 'default' not tried: about 0.9 frames/s expected here (130 GFLOP per frame, 21x 'lite', which ran at "
+        "18.0)"]
+    # asked for by name, the default profile is loaded and measured as asked
+    c = P.choose_profile("cpu", "default", profiles=shipped, measure=fake_measure({"default": 1.0}, []),
+                         build=fake_build([]), load=load, cache_path=tmp_path / "named.json", backend="torch")
+    assert loads[-1] == "default" and c.profile.name == "default" and not c.holds
+
+
+def test_frame_flops_match_the_counted_flops_of_the_chunk_step():
+    """engines.flops.frame_flops against torch's FLOP counter on the real ChunkStep (meta tensors)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from knotanim import tiny_config
+    from knotanim.checkpoint import read_manifest
+    from knotanim.engines.descriptors import chunk_step_descriptor
+    from knotanim.engines.flops import frame_flops, matmul_rate
+    from knotanim.model.dit import KnotDiT
+    from knotanim.stream.step import ChunkStep
+
+    for cfg in (tiny_config(), read_manifest(P.installed_profiles()[-1].path)[0]):  # tiny, lite
+        meta = torch.device("meta")
+        with meta:
+            model = KnotDiT(cfg)
+        step = ChunkStep(model, cfg.stream.chunk, cfg.sampler.steps, cfg.sampler.shift)
+        inputs = [torch.empty(s.shape, dtype=s.dtype, device=meta) for s in chunk_step_descriptor(cfg).inputs]
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            step(*inputs)
+        counted = counter.get_total_flops() / cfg.stream.chunk
+        assert 0.9 * counted <= frame_flops(cfg) <= counted  # the embeddings are left out
+    state = torch.random.get_rng_state()
+    assert 1e8 < matmul_rate("cpu", seconds=0.02) < 1e15  # any CPU multiplies faster than 0.1 GFLOP/s
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("matmul_flops, chosen", [(40e9, "lite"), (20e12, "default")])
+def test_quick_cpu_start_with_nothing_cached_measures_nothing(tmp_path, native_bf16, matmul_flops, chosen):
+    """knotanim live / the app on a CPU with an empty cache: no measurement, no export, no compile before the
+    first frame; the profile comes from its FLOPs per frame against the CPU's matmul rate (a 2-core laptop: lite,
+    in bf16 on a CPU with native bf16; a CPU 500x faster: the default model)."""
+    from knotanim import KnotAnimator, tiny_config
+
+    loads, log = [], []
+
+    def load(profile, device, dtype=None):
+        loads.append((profile.name, dtype))
+        return KnotAnimator.from_config(dataclasses.replace(tiny_config(), name=profile.name), device=device,
+                                        dtype=dtype or torch.float32)
+
+    def measure(*_):
+        raise AssertionError("measured before the first frame")
+
+    c = P.choose_profile("cpu", profiles=P.installed_profiles(), measure=measure, build=fake_build(log), load=load,
+                         cache_path=tmp_path / "speed.json", quick=True, matmul=lambda device: matmul_flops)
+    dtype = torch.bfloat16 if chosen == "lite" else None
+    assert loads == [(chosen, dtype)] and c.profile.name == chosen and c.measured_fps is None
+    assert [e for e in log if e[2] == "build"] == [(chosen, "torch", "build", True)] and c.backends.prepared == (2, 1)
+    assert c.message.startswith(f"profile {chosen!r} (chosen by its size: ") and "not measured" in c.message
+    if chosen == "lite":
+        assert c.backend_name == "torch (bf16)" and c.notes == [
+            "profile 'default' not tried: about 0.2 frames/s at most here (130 GFLOP per frame; this CPU multiplies "
+            "at 40 GFLOP/s)"]
+    assert not (tmp_path / "speed.json").exists()

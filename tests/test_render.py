@@ -46,6 +46,14 @@ def _probe(path):
     return size, rate, frames, has_audio, audio_s
 
 
+def _timing(path):
+    """(every video frame's presentation time, the audio stream's start), in seconds, as Fractions."""
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        start = a.start_time * a.time_base
+        return [f.pts * f.time_base for f in c.decode(video=0)], start
+
+
 def test_mp4_full_frame(animator, inputs, tmp_path):
     out = tmp_path / "out.mp4"
     seen = []
@@ -55,6 +63,8 @@ def test_mp4_full_frame(animator, inputs, tmp_path):
     assert size == (96, 80) == (s.width, s.height)  # original 97x81 cropped to even
     assert rate == 25 and frames == 50 and has_audio
     assert abs(audio_s - frames / 25) <= 1 / 25  # within one frame
+    times, audio_start = _timing(out)
+    assert times == [Fraction(k, 25) for k in range(50)] and audio_start == 0
     assert [p.frames for p in seen] == list(range(1, 51)) and seen[-1].total_frames == 50
     assert "50 frames" in s.line() and str(out) in s.line()
 
@@ -65,6 +75,8 @@ def test_crop_only_webm_at_other_fps(animator, inputs, tmp_path):
     size, rate, frames, has_audio, audio_s = _probe(out)
     assert size == (64, 64) and rate == 30 and frames == s.frames == 60 and has_audio
     assert abs(audio_s - 2.0) < 1 / 30
+    times, audio_start = _timing(out)  # WebM counts milliseconds: k/30 s rounded
+    assert [round(float(t) * 1000) for t in times] == [round(k * 1000 / 30) for k in range(60)] and audio_start == 0
 
 
 def test_png_sequence_output(animator, inputs, tmp_path):

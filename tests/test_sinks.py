@@ -122,3 +122,30 @@ def test_disk_full_is_an_output_error():
             for img in _frames(60, 64, 64):
                 sink.write(img)
                 sink.write_audio(np.zeros(640, np.float32))
+
+
+@pytest.mark.parametrize("fmt, audio_rate", [("mp4", 48000), ("mp4", 44100), ("webm", 48000)])
+def test_frame_k_is_presented_at_k_over_fps_and_audio_starts_with_it(tmp_path, fmt, audio_rate):
+    """Every frame's timestamp is exactly k/25 s (several fragments), the audio stream starts at 0 and a
+    tone that starts with frame 10's audio is heard at 0.4 s."""
+    from fractions import Fraction
+
+    path = tmp_path / f"t.{fmt}"
+    spf = audio_rate // 25
+    with VideoFileSink(path, 64, 64, 25, container_format=fmt, audio_rate=audio_rate, gop_seconds=1.0) as sink:
+        for k in range(80):
+            sink.write(np.full((64, 64, 3), 3 * k, np.uint8))
+            tone = np.sin(np.arange(spf) * 2 * np.pi * 1000 / audio_rate).astype(np.float32) * 0.5
+            sink.write_audio(tone if k >= 10 else np.zeros(spf, np.float32))
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.average_rate, v.guessed_rate) == (25, 25)  # ffprobe's avg_frame_rate and r_frame_rate
+        assert a.start_time * a.time_base == 0 and v.start_time * v.time_base == 0
+        times = [f.pts * f.time_base for f in c.decode(video=0)]
+    assert times == [Fraction(k, 25) for k in range(80)]
+    with av.open(str(path)) as c:
+        frames = list(c.decode(audio=0))
+    assert frames[0].pts * frames[0].time_base == 0
+    x = np.concatenate([f.to_ndarray()[0] for f in frames])
+    onset = np.argmax(np.abs(x) > 0.1) / frames[0].sample_rate
+    assert abs(onset - 0.4) < 0.002

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     params = anim.parameter_count()
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()} CPU, {torch.get_num_threads()} threads"
     line = (f"{name}: {fps:.1f} frames/s (compute), chunk latency median {np.median(lat):.1f} ms / p95 "
-            f"{np.percentile(lat, 95):.1f} ms, time to first frame {first * 1000:.0f} ms (compute; audio pushed faster than real time), {frames} frames in {total:.1f} s wall; "
+            f"{np.percentile(lat, 95):.1f} ms, time to first frame {first * 1000:.0f} ms (compute; audio pushed faster "
+            f"than real time), {frames} frames in {total:.1f} s wall; "
             f"device {dev_name}, dtype {str(dtype).replace('torch.', '')}, frame {cfg.frame_size}², {cfg.tokens_per_frame} tokens/frame, "
             f"chunk {cfg.stream.chunk}+{cfg.stream.knot}, window {cfg.stream.window}, steps {args.steps or cfg.sampler.steps}, "
             f"DiT {params['dit'] / 1e6:.1f}M + AE {params['autoencoder'] / 1e6:.1f}M params, torch {torch.__version__}")

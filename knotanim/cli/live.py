@@ -7,6 +7,7 @@ out of memory (CPU fallback, noted); Ctrl+C and SIGTERM finalise the recording b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -28,16 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="play the microphone on this output device delayed by the video latency (lip sync in calls)")
     p.add_argument("--model", help="checkpoint folder (overrides --profile)")
     p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
-                   help="installed model profile (auto: the best quality that holds 25 fps here, measured at start "
-                   "and cached; lite: docs/lite.md)")
+                   help="installed model profile (auto: the best quality that holds 25 fps here: measured at start "
+                   "on a GPU, chosen by size on a CPU until --remeasure, cached; lite: docs/lite.md)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="inference backend (auto: the fastest measured at start, with the profile; ONNX Runtime on a CPU, "
-                   "torch.compile / TensorRT on a GPU; --tiny: torch). Built for every quality step at start; "
-                   "one that cannot be built falls back to torch with a note")
+                   help="inference backend (auto: the fastest measured at start, with the profile: torch.compile / "
+                   "TensorRT on a GPU; on a CPU eager torch, or an ONNX graph already exported; --tiny: torch). A named "
+                   "one is built for every quality step at start; one that cannot be built falls back to torch with a note")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="model weights' dtype (auto: float32 on a CPU, bf16 on a GPU; on a CPU with native bf16 "
                    "(AVX512-BF16 / AMX) the lite profile is measured in bf16 too and the faster kept)")
-    p.add_argument("--remeasure", action="store_true", help="measure the profiles' speed again (ignore the cache)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the profiles' speed at start (ignore the cache; on a CPU the rates are used from then on)")
     p.add_argument("--tiny", action="store_true", help="the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's; lowered automatically when too slow)")
@@ -182,7 +184,7 @@ def _load_model(args: argparse.Namespace, device, names: list[str], chosen: list
         names.append(args.model)
         return KnotAnimator.from_pretrained(args.model, device=device, dtype=parse_dtype(args.dtype))
     choice = choose_profile(device, args.profile, backend=args.backend, steps=args.steps, remeasure=args.remeasure,
-                            dtype=args.dtype, progress=_say)
+                            dtype=args.dtype, progress=_say, quick=True)
     for note in choice.notes:
         _say(f"note: {note}")
     _say(f"profile: {choice.message}")
@@ -212,16 +214,36 @@ def backends_for_model(args: argparse.Namespace, anim):
     return bc.backends
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc), None where unknown."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _status_loop(pipeline, seconds: float | None, interrupts) -> None:
     """Print a one-line status every 0.5 s until `seconds` pass, the pipeline fails, or Ctrl+C / SIGTERM
-    (KeyboardInterrupt, raised again by interrupts.check() if the signal handler's was lost)."""
+    (KeyboardInterrupt, raised again by interrupts.check() if the signal handler's was lost); and once,
+    when the first frame has been sent, how long after the process started (time to first frame)."""
     start = time.monotonic()
     tty = sys.stderr.isatty()
     last_message = ""
     warned: set[str] = set()
+    first_said = False
     while seconds is None or time.monotonic() - start < seconds:
         time.sleep(0.5)
         interrupts.check()
+        if not first_said and pipeline.first_frame_at is not None:
+            first_said = True
+            age = process_age()
+            if age is not None:  # the pipeline's clock is time.monotonic, like the status loop's
+                age -= time.monotonic() - pipeline.first_frame_at
+                sys.stderr.write(("\n" if tty else "") + f"first frame: {age:.1f} s after knotanim started\n")
         s = pipeline.stats()
         lat = f"{s.latency * 1000:.0f} ms" if s.latency is not None else "-"
         line = (f"{time.monotonic() - start:6.1f} s  {s.fps_shown:4.1f} fps shown ({s.fps_generated:4.1f} generated)  "

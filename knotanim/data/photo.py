@@ -108,7 +108,8 @@ class PhotoRenderer:
         below = np.clip((y1 - yy) / max(y1 - my, 1), 0, 1)
         dy = np.where(yy > my, 0.75 * gap * bx * below, -0.25 * gap * bx * np.clip(1 - (my - yy) / (0.8 * hw), 0, 1))
         dx = (xx - mx) * (-0.12 * w) * bx * np.exp(-((yy - my) / (0.5 * hw)) ** 2)
-        out = cv2.remap(self.mbase, (xx - dx - self.mbox[0]).astype(np.float32), (yy - dy - self.mbox[1]).astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out = cv2.remap(self.mbase, (xx - dx - self.mbox[0]).astype(np.float32), (yy - dy - self.mbox[1]).astype(np.float32),
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if gap > 0.5:
             inner = np.zeros(out.shape[:2], np.uint8)
             c = (int((mx - self.mbox[0]) * 16), int((my + 0.25 * gap - self.mbox[1]) * 16))

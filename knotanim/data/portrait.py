@@ -245,7 +245,8 @@ def render_static(spec: FaceSpec, rng: np.random.Generator, plate: np.ndarray) -
     skin = skin * (1 + 0.025 * spec.realism * fractal_noise(tex_rng, s, 3, 6.0))
     for side in (-1, 1):  # cheek blush, eye-socket shadow
         skin = skin * (1 - 0.08 * _gauss(s, spec.px(side * 0.27, spec.nose_y + 0.05), (0.1 * f, 0.07 * f))[..., None] * np.array([0, 0.5, 0.45]))
-        skin = skin * (1 - 0.12 * shade_amt * _gauss(s, spec.px(side * spec.eye_dx, spec.eye_y - 0.02), (spec.eye_w * 1.4 * f, spec.eye_h * 2.5 * f))[..., None])
+        skin = skin * (1 - 0.12 * shade_amt * _gauss(s, spec.px(side * spec.eye_dx, spec.eye_y - 0.02),
+                                                     (spec.eye_w * 1.4 * f, spec.eye_h * 2.5 * f))[..., None])
     # nostrils and a soft under-nose shadow
     for side in (-1, 1):
         skin = skin * (1 - 0.55 * _gauss(s, spec.px(side * spec.nose_w * 0.45, spec.nose_y + 0.01), (0.022 * f, 0.012 * f))[..., None])

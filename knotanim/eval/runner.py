@@ -155,7 +155,7 @@ class EvalBackends:
             backend, entry["reason"] = self._build(self.name, anim, knot, steps, model_path)
             try:
                 _warm_up(anim, backend, knot, steps)
-            except Exception as e:  # noqa: BLE001: e.g. CUDA-graph capture failing after the compile succeeded
+            except Exception as e:  # noqa: BLE001 - e.g. CUDA-graph capture failing after the compile succeeded
                 fall_back = getattr(backend, "_fall_back", None)  # CompiledTorchBackend: eager, said out loud
                 if fall_back is None or backend.name != "compiled":
                     raise

@@ -144,6 +144,7 @@ class LivePipeline:
         self.skipped = 0
         self.repeated = 0
         self.drained = 0  # frames dropped by the pacer to drain a standing backlog
+        self.first_frame_at: float | None = None  # clock() when the pacer sent the first frame
         self.error: str | None = None  # fatal: the stream stopped
         self.failed_outputs: list[tuple[Any, str]] = []  # (output, message): detached, the stream went on
         self.memory_fallbacks: list[str] = []  # one message per switch after the GPU ran out of memory
@@ -511,6 +512,8 @@ class LivePipeline:
             tick += 1
             last = item
             now = self.clock()
+            if self.first_frame_at is None:
+                self.first_frame_at = now
             if not item.repeated:
                 self.sent_latency.add(now - item.captured_at)
             self.shown_rate.add(1, now)

@@ -49,8 +49,8 @@ def _sounddevice():
         import sounddevice as sd
     except (ImportError, OSError) as e:  # OSError: PortAudio library missing
         raise BackendUnavailable(
-            f"microphone input needs sounddevice and PortAudio ({e}); install them with "
-            "`pip install sounddevice` and `sudo apt-get install libportaudio2`") from None
+            f"audio devices (microphones, --list-devices, --delayed-output) need sounddevice and PortAudio ({e}); "
+            "install them with `pip install sounddevice` and `sudo apt-get install libportaudio2`") from None
     return sd
 
 

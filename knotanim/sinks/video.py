@@ -1,15 +1,20 @@
 """Video file sink (PyAV): H.264 + AAC in (fragmented) MP4, or VP9 + Opus in WebM.
 
-* MP4 is written fragmented (`frag_keyframe+empty_moov+default_base_moof`, a keyframe every
+* MP4 is written fragmented (`frag_keyframe+delay_moov+default_base_moof`, a keyframe every
   `gop_seconds`): a render that stops early, even without close(), leaves a playable file of
   every completed fragment, and close() (also on Ctrl-C) finalises the rest.
+* Timing: frame k is presented at exactly k / fps s and the audio's first sample with frame 0.
+  The AAC encoder's priming (its first packet starts 1024 samples before 0) is cut by an edit
+  list, which `delay_moov` lets the muxer write (the moov goes out with the first fragment, once
+  the start times are known); `empty_moov` cannot carry one, so the muxer would shift both streams
+  by the priming and stretch the first frame instead. WebM carries Opus's pre-skip itself.
 * H.264 and VP9 in yuv420p need even sizes: an odd width or height is cropped by one pixel on the
   right / bottom (`VideoFileSink.width/height` are the written, even, sizes).
 * Audio: float32 samples at `audio_rate`, (n,) mono or (channels, n), are encoded as they come
   (AAC 160 kb/s or Opus 128 kb/s; Opus always runs at 48 kHz, AAC at 44.1 kHz or more: sources
   below 44.1 kHz are upsampled to 48 kHz so the encoder's 1024-sample priming stays under 25 ms).
-* H.264 is encoded without B-frames: fragmented MP4 has no edit list, and B-frames would start the
-  video one or two frames after the audio.
+* H.264 is encoded without B-frames: each frame's packet leaves the encoder as the frame goes in,
+  with its decode time equal to its presentation time.
 """
 from __future__ import annotations
 
@@ -86,7 +91,7 @@ class VideoFileSink(SinkBase):
             check_output_file(self.path)
         options = {}
         if self.format == "mp4" and self.fragmented:
-            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+            options["movflags"] = "frag_keyframe+delay_moov+default_base_moof"
             options["flush_packets"] = "1"  # whole fragments reach the disk as they complete
         try:
             self._container = av.open(self._target(), mode="w", format=self.format, options=options)
