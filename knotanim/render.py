@@ -304,15 +304,19 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
     mux_rate = info.sample_rate if fmt == "png" and info.sample_rate > 0 else output_audio_rate(fmt, info.sample_rate)
     expected = math.floor(info.duration * float(out_fps) + 0.5) if info.duration else None  # half up, like n below
 
-    if opts.crop_only:
-        paste = None
-    elif animator.renders_from_reference:  # the photo's own pixels, moved at its own resolution
-        native = NativePaster(image, face, mask=opts.mask, feather=opts.feather)
-        paste = lambda f: native(f.image, f.motion)  # noqa: E731
-    else:
-        paster = Paster(image, face, reference_crop=crop, mask=opts.mask, feather=opts.feather,
-                        colour_match=opts.colour_match)
-        paste = lambda f: paster(f.image)  # noqa: E731
+    pasters: dict[str, Any] = {}
+
+    def paste(f) -> np.ndarray:
+        """A frame with a warp codec's motion: the photo's own pixels moved at its own resolution;
+        otherwise the model's crop pasted back."""
+        if f.motion is not None:
+            if "native" not in pasters:
+                pasters["native"] = NativePaster(image, face, mask=opts.mask, feather=opts.feather)
+            return pasters["native"](f.image, f.motion)
+        if "crop" not in pasters:
+            pasters["crop"] = Paster(image, face, reference_crop=crop, mask=opts.mask, feather=opts.feather,
+                                     colour_match=opts.colour_match)
+        return pasters["crop"](f.image)
     height, width = crop.shape[:2] if opts.crop_only else image.shape[:2]
     sink = _make_sink(fmt, output, width, height, out_fps, opts.crf, mux_rate, channels)
     if fmt != "png":
@@ -344,7 +348,7 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
         images = []
         for f in model_frames:
             if composed["index"] != f.index:
-                composed["index"], composed["image"] = f.index, (f.image if paste is None else paste(f))
+                composed["index"], composed["image"] = f.index, (f.image if opts.crop_only else paste(f))
             images.append(composed["image"])
         writer.submit(lambda: write(images, audio_to_end))
 
