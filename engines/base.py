@@ -1,51 +1,21 @@
-"""The one backend interface the stream uses, and the two torch backends (eager, compiled).
+"""The backends beyond eager torch start here: the compiled torch backend, and timing helpers.
 
-A backend runs one ChunkStep: the same twelve tensors in, the same four out (see
-`knotanim.stream.step.ChunkStep` for every shape). `KnotStream` calls `backend.run(...)` once per
-chunk and never looks inside. A backend may also decode: when its `decode` attribute is not None,
-`KnotStream` decodes the committed latents with `backend.decode(latents)` instead of
-`animator.decode(latents)` (the compiled backend's torch.compile of the frame decoder).
+The contract every backend keeps (`ChunkBackend`) and the eager `TorchBackend` belong to the stream
+(knotanim.stream.backend); they are re-exported here so `knotanim.engines` names every backend.
 """
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable
 
 import torch
 
 from knotanim.model.warp import WarpCodec
+from knotanim.stream.backend import ChunkBackend, StepOutputs, TorchBackend
 from knotanim.stream.step import ChunkStep
 
-StepOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-@runtime_checkable
-class ChunkBackend(Protocol):
-    """Runs one chunk. Returns (committed [B, C, c, h, w], next_knot [B, c, h, w],
-    new_k [Lyr, B, H, C*P, Dh], new_v [Lyr, B, H, C*P, Dh]) on `device`.
-
-    Optional (not part of the runtime check): `decode`, latents [N, c, h, w] -> float frames
-    [N, 3, H, W] in [-1, 1] as `KnotAnimator.decode` returns them; absent or None: the stream
-    decodes with the animator."""
-
-    name: str
-    device: torch.device
-
-    def run(self, ref_k, ref_v, hist_k, hist_v, hist_pos, hist_valid, knot, knot_mask, ref_pos, audio, noise,
-            motion) -> StepOutputs: ...
-
-
-class TorchBackend:
-    """Eager PyTorch: calls the ChunkStep directly (the reference every other backend is checked against)."""
-
-    name = "torch"
-
-    def __init__(self, step: ChunkStep, device: torch.device | str = "cpu"):
-        self.step, self.device = step, torch.device(device)
-
-    def run(self, *inputs: torch.Tensor) -> StepOutputs:
-        return self.step(*inputs)
+__all__ = ["ChunkBackend", "CompiledTorchBackend", "StepOutputs", "TorchBackend", "measure", "synchronize"]
 
 
 class CompiledTorchBackend:

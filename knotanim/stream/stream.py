@@ -11,24 +11,44 @@ Nothing grows with the length of the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from knotanim.config import KnotAnimConfig
 from knotanim.errors import BackendUnavailable, InputError
 from knotanim.frontends.audio_features import StreamingAudioFeatures
 from knotanim.frontends.audio_io import clean_samples
 from knotanim.model.autoencoder import tensor_to_frames
 from knotanim.model.layout import RunAhead
-from knotanim.model.warp import FrameMotion, composite, frame_motions
+from knotanim.model.warp import FrameMotion, WarpParts, composite, frame_motions
+from knotanim.stream.backend import TorchBackend
 from knotanim.stream.caches import ReferenceCache
 from knotanim.stream.rollout import ChunkLoop
 from knotanim.stream.sampler import share_noise
+from knotanim.stream.step import ChunkStep
 
-if TYPE_CHECKING:
-    from knotanim.animator import KnotAnimator
-    from knotanim.config import KnotAnimConfig
+class StreamModel(Protocol):
+    """What a stream needs of its model (KnotAnimator is one): the stream is handed these parts and
+    never reaches past them.
+
+    config, device, dtype: the model's. chunk_step(steps) -> ChunkStep. reference_cache(image uint8
+    [H, W, 3]) -> ReferenceCache. decode(latents [N, c, h, w]) -> float frames [N, 3, H, W] in [-1, 1]
+    (codecs that decode from latents alone). render_parts(latents, ReferenceCache) -> WarpParts (a warp
+    codec, whose ReferenceCache.render is not None)."""
+
+    config: KnotAnimConfig
+    device: torch.device
+    dtype: torch.dtype
+
+    def chunk_step(self, steps: int | None = None) -> ChunkStep: ...
+
+    def reference_cache(self, reference: np.ndarray) -> ReferenceCache: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def render_parts(self, latents: torch.Tensor, reference: ReferenceCache) -> WarpParts: ...
 
 
 @dataclass
@@ -66,7 +86,7 @@ def chunk_noise(generator: torch.Generator, frames: int, channels: int, size: in
     return share_noise(torch.randn((1, frames, channels, size, size), generator=generator), correlation, 1, generator)
 
 
-def noise_correlation_map(config: "KnotAnimConfig") -> torch.Tensor:
+def noise_correlation_map(config: KnotAnimConfig) -> torch.Tensor:
     """float32 [latent_size, latent_size]: config.sampler.noise_correlation on every latent cell except the
     mouth's (cells whose centre lies in the crop geometry's mouth area, `mouth_area_box`), which keep their
     own noise per frame: shared there, the noise held the mouth still (KnotBench moving6 lip-sync 0.60 ->
@@ -82,7 +102,7 @@ class KnotStream:
     """A live stream for one portrait. Between pushes, `head_motion` (0..1) may be set and
     `set_reference` / `set_steps` called; each takes effect from the next chunk."""
 
-    def __init__(self, animator: "KnotAnimator", reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5,
+    def __init__(self, animator: StreamModel, reference: np.ndarray, *, seed: int = 0, head_motion: float = 0.5,
                  knot: bool = True, run_ahead: bool = True, steps: int | None = None, backend=None,
                  backend_factory=None):
         cfg = animator.config
@@ -97,9 +117,7 @@ class KnotStream:
         self.backend_factory = backend_factory
         if backend is None and backend_factory is not None:
             backend = backend_factory(steps)
-        if backend is None:  # eager torch; any knotanim.engines.ChunkBackend runs the same step
-            from knotanim.engines.base import TorchBackend
-
+        if backend is None:  # eager torch; any ChunkBackend (knotanim.stream.backend) runs the same step
             backend = TorchBackend(self.step, self.device)
         self.backend = backend
         schedule = RunAhead.from_config(cfg.stream, self.knot_enabled, enabled=run_ahead)
@@ -122,8 +140,6 @@ class KnotStream:
         take over between chunks: eager torch makes the step at once; another backend needs the
         stream's `backend_factory` (a compiled or exported backend has its step count built in).
         Raises BackendUnavailable (and changes nothing) when there is no backend for `steps`."""
-        from knotanim.engines.base import TorchBackend
-
         if self.backend_factory is not None:
             backend = self.backend_factory(steps)  # may raise BackendUnavailable: then nothing changed
         elif isinstance(self.backend, TorchBackend):
