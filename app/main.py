@@ -77,7 +77,7 @@ def load_animator_with_notes(args: argparse.Namespace):
     KnotAnimError with a one-line reason."""
     from knotanim.animator import KnotAnimator
     from knotanim.config import tiny_config
-    from knotanim.live.loading import load_for_live
+    from knotanim.loading import load_for_live
 
     if args.tiny:
         anim, notes = load_for_live(lambda d: KnotAnimator.from_config(tiny_config(), device=d), args.device)
@@ -135,7 +135,7 @@ def create_window(argv: list[str] | None = None):
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("knotanim")
     from knotanim.errors import InputError, KnotAnimError
-    from knotanim.live.loading import check_device, first_line
+    from knotanim.loading import check_device, first_line
 
     try:
         check_device(args.device)

@@ -16,7 +16,7 @@ stays below the target (the default model on a laptop CPU: ~1 frame/s, where loa
 measuring it would take longer than the whole start should). `knotanim live` and the app go further
 on a CPU with no rates cached (`quick`, `estimated_choice`): nothing is measured before the first
 frame. The winner is then built for every step count of the live quality ladder
-(`live.degrade.ladder_steps`), so the pipeline never exports or compiles mid-stream; a backend that
+(`knotanim.ladder.ladder_steps`), so the pipeline never exports or compiles mid-stream; a backend that
 cannot be built falls back to eager torch with a one-line note. On a CPU that computes bf16 natively
 (`cpu_has_native_bf16`: AVX512-BF16 or AMX-BF16), the profiles in `CPU_BF16_PROFILES` (lite) are
 loaded in bfloat16 first and measured with the torch backends ("compiled", "torch"; an ONNX graph is
@@ -344,7 +344,7 @@ def choose_backend(animator: Any, backend: str = "auto", steps: int | None = Non
     a name: that one, falling back to torch with a note when it cannot be built), each measured for
     about `budget_s / candidates` seconds of streaming at `steps` (or read from the cache when
     `profile` names a model folder). With `prepare`, the winner is then built for every step count
-    of the live quality ladder (`live.degrade.ladder_steps`), so nothing is built mid-stream; if that
+    of the live quality ladder (`knotanim.ladder.ladder_steps`), so nothing is built mid-stream; if that
     fails, torch with a note. `only`: with "auto", measure only these of the candidates.
     `measure(animator, chunk_backend, seconds)` and
     `build(name, animator, model_path, export) -> StepBackends` are injectable for tests."""
@@ -539,7 +539,7 @@ def estimated_choice(candidates: list[Profile], profiles: list[Profile], device:
     CPU_BF16_PROFILES, unless `dtype` is given) and runs on eager torch, built for the quality ladder.
     Choice.measured_fps is None."""
     from knotanim.engines.flops import matmul_rate
-    from knotanim.live.degrade import ladder_steps
+    from knotanim.ladder import ladder_steps
 
     rate = CPU_MATMUL_SHARE * (matmul or matmul_rate)(device)
     flops = {p.name: profile_flops(p, steps) for p in candidates}
@@ -613,7 +613,7 @@ def _prepared(bc: BackendChoice, animator: Any, steps: int | None, model_path: A
               measure_torch: Callable[[Any], float]) -> BackendChoice:
     """`bc` with its backend built for every rung of the quality ladder; if that fails, eager torch
     (its rate measured now unless it was measured already) with a one-line note."""
-    from knotanim.live.degrade import ladder_steps
+    from knotanim.ladder import ladder_steps
 
     counts = ladder_steps(animator, steps)
     try:

@@ -24,7 +24,7 @@ callback finalises the output (mp4 is fragmented, so the file stays playable) an
 GPU out of memory mid-render: `render_to_file` finalises and keeps what it wrote and raises
 `RenderOutOfMemory`. `FallbackRenderer` (used by `knotanim render`) then says so in one line and
 renders the same file again from the start on the first fallback that works, as the live pipeline
-chooses them (`knotanim.live.loading.gpu_memory_fallbacks`: each installed profile smaller than the
+chooses them (`knotanim.loading.gpu_memory_fallbacks`: each installed profile smaller than the
 one in use on the same GPU, then the model copied to the CPU), with eager torch. The new render goes
 to a hidden file beside the output (`.NAME.retry.mp4`; a folder for PNG) and replaces the output only
 once it is complete, so the output path always holds a playable file: the partial one, then the
@@ -379,7 +379,7 @@ def render_to_file(animator: "KnotAnimator", image_path: str | os.PathLike, audi
     except KeyboardInterrupt:
         raise RenderInterrupted(summary(True)) from None
     except BaseException as e:
-        from knotanim.live.loading import first_line, is_out_of_memory
+        from knotanim.loading import first_line, is_out_of_memory
 
         if not is_out_of_memory(e):
             if created and not finished:
@@ -453,7 +453,7 @@ class FallbackRenderer:
 
     def render(self, image_path: str | os.PathLike, audio_path: str | os.PathLike, output_path: str | os.PathLike,
                options: RenderOptions | None = None) -> RenderSummary:
-        from knotanim.live.loading import first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
+        from knotanim.loading import first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
 
         opts = options or RenderOptions()
         start = time.monotonic()

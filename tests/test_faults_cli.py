@@ -12,7 +12,7 @@ import torch
 from faults_helpers import FillingGpu, probe_recording, sigterm_when_ready
 from knotanim import KnotAnimator, tiny_config
 from knotanim.cli.main import main
-from knotanim.live.loading import load_for_live
+from knotanim.loading import load_for_live
 
 AVATAR, SPEECH = "assets/examples/avatar.png", "assets/examples/speech.wav"
 
@@ -131,7 +131,7 @@ def test_unknown_device_is_one_line_and_render_without_a_gpu_falls_back_to_the_c
 
 
 def test_live_cli_gpu_oom_mid_stream_falls_back_to_the_cpu_and_says_so(tmp_path, capsys, monkeypatch):
-    import knotanim.live.loading as loading
+    import knotanim.loading as loading
 
     gpu = FillingGpu(KnotAnimator.from_config(tiny_config(), device="cpu", seed=0), chunks_before_full=15)
     monkeypatch.setattr(loading, "load_for_live", lambda load, device: (gpu, []))  # "loaded on the GPU"

@@ -11,7 +11,7 @@ from faults_helpers import (FillingGpu, UnpluggableMic, full_disk_sink, longest_
                            wait_until)
 from knotanim.errors import CheckpointError
 from knotanim.live import LiveOptions, LivePipeline
-from knotanim.live.loading import MemoryFallback, animator_on_cpu, gpu_memory_fallbacks, is_out_of_memory
+from knotanim.loading import MemoryFallback, animator_on_cpu, gpu_memory_fallbacks, is_out_of_memory
 from knotanim.live.outputs import FrameSlot, RecorderOutput
 from knotanim.live.resilient import ResilientSource
 from knotanim.profiles import Profile

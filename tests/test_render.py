@@ -294,7 +294,7 @@ def test_gpu_out_of_memory_with_nothing_to_fall_back_to_keeps_what_was_rendered(
 def test_gpu_out_of_memory_tries_each_fallback_in_turn(animator, inputs, tmp_path):
     from faults_helpers import FillingGpu
     from knotanim.errors import CheckpointError
-    from knotanim.live.loading import MemoryFallback
+    from knotanim.loading import MemoryFallback
     from knotanim.render import FallbackRenderer
 
     def damaged():

@@ -85,7 +85,7 @@ def _run_live(args: argparse.Namespace) -> int:
     from knotanim.frontends.face import crop_face
     from knotanim.frontends.image import load_image
     from knotanim.live.compose import parse_colour
-    from knotanim.live.loading import load_for_live
+    from knotanim.loading import load_for_live
     from knotanim.live.outputs import RecorderOutput
     from knotanim.live.pipeline import LiveOptions, LivePipeline
     from knotanim.live.sources import ArraySource, MicrophoneSource

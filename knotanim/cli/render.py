@@ -225,7 +225,7 @@ def _load_animator(args):
     """The model on the requested device; no GPU, or no room on it for the model: the CPU, with a
     `note:` line saying so (as `knotanim live` does)."""
     from knotanim.animator import KnotAnimator
-    from knotanim.live.loading import load_for_live
+    from knotanim.loading import load_for_live
     from knotanim.profiles import parse_dtype
 
     path = _model_path(args)

@@ -1,6 +1,6 @@
 """Graceful degradation: when generation is slower than real time, step down the quality ladder.
 
-The ladder is a list of `Profile`s, best first: the chosen model at its steps, then fewer sampler
+The ladder is a list of `Rung`s (knotanim.ladder), best first: the chosen model at its steps, then fewer sampler
 steps, then (optionally) a smaller fallback model. `DegradeController.observe` is told how long
 each chunk took; when the real-time factor (compute seconds per second of video) stays above 1
 for `patience` chunks (or any one chunk is 3x too slow), it moves one rung down. Below the last rung nothing else can be switched:
@@ -14,41 +14,7 @@ as long before the next try, up to `recover_max_s`; a rung that holds for `probe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One rung: which animator to use and with how many sampler steps."""
-
-    name: str  # shown to the user, e.g. "default, 2 steps"
-    animator: Any  # KnotAnimator
-    steps: int
-
-
-def build_ladder(animator: Any, steps: int | None = None, fallback: Any = None, name: str = "model") -> list[Profile]:
-    """Profiles for `animator` from `steps` (default: its config's) halving down to 1, then `fallback`."""
-    start = int(steps or animator.config.sampler.steps)
-    ladder, s = [], start
-    while True:
-        ladder.append(Profile(f"{name}, {s} step{'s' if s != 1 else ''}", animator, s))
-        if s == 1:
-            break
-        s = max(1, s // 2)
-    if fallback is not None:
-        fb_steps = min(start, int(fallback.config.sampler.steps))
-        ladder.append(Profile(f"fallback {fallback.config.name}, {fb_steps} step{'s' if fb_steps != 1 else ''}",
-                              fallback, fb_steps))
-    return ladder
-
-
-def ladder_steps(animator: Any, steps: int | None = None) -> list[int]:
-    """Every sampler step count a live stream of `animator` may use, most first: the ladder from
-    `steps` and the ladder from the model's own steps (the app's quality menu starts from either:
-    the model's steps, half of them, or 1). Backends are built for these at start."""
-    counts = {p.steps for p in build_ladder(animator, steps)} | {p.steps for p in build_ladder(animator)}
-    return sorted(counts, reverse=True)
+from knotanim.ladder import Rung
 
 
 class DegradeController:
@@ -61,7 +27,7 @@ class DegradeController:
     holding, and the longest wait the doubling reaches (module docstring).
     """
 
-    def __init__(self, ladder: list[Profile], fps: float, threshold: float = 0.95, patience: int = 3,
+    def __init__(self, ladder: list[Rung], fps: float, threshold: float = 0.95, patience: int = 3,
                  enabled: bool = True, recover_after_s: float = 30.0, recover_max_s: float = 600.0,
                  probe_s: float = 10.0):
         if not ladder:
@@ -79,7 +45,7 @@ class DegradeController:
         self.repeating = False  # on the last rung and still too slow
 
     @property
-    def profile(self) -> Profile:
+    def profile(self) -> Rung:
         return self.ladder[self.level]
 
     def observe(self, frames: int, seconds: float) -> bool:

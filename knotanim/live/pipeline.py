@@ -21,7 +21,7 @@ head motion stays continuous) instead of falling further behind.
 GPU out of memory mid-stream: the inference thread frees what the failed stream held, then rebuilds
 the stream (same reference, seed, head motion and requested steps) on the first fallback that works:
 a smaller installed profile on the same GPU, else the model on the CPU (`LiveOptions.memory_fallbacks`,
-default `knotanim.live.loading.gpu_memory_fallbacks`). The outputs stay attached (the pacer repeats
+default `knotanim.loading.gpu_memory_fallbacks`). The outputs stay attached (the pacer repeats
 the last frame meanwhile) and stats() says what happened; with nothing left to fall back to, the
 stream stops with a one-line error.
 
@@ -39,8 +39,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from knotanim.live.compose import Composer
-from knotanim.live.degrade import DegradeController, Profile, build_ladder
-from knotanim.live.loading import MemoryFallback, first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
+from knotanim.ladder import Rung, build_ladder
+from knotanim.live.degrade import DegradeController
+from knotanim.loading import MemoryFallback, first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
 from knotanim.live.ring import AudioRing
 from knotanim.live.timing import DropOldestQueue, LatencyMeter, Pacer, RateMeter
 
@@ -303,7 +304,7 @@ class LivePipeline:
     def _prepare_backends(self, backends: Any) -> Any:
         """`backends` built for every step count of the ladder (and the model's own ladder, which the app's
         quality menu starts from); None (eager torch, with a note) when that fails."""
-        from knotanim.live.degrade import ladder_steps
+        from knotanim.ladder import ladder_steps
 
         if backends is None or getattr(backends, "name", "torch") == "torch":
             return None
@@ -410,7 +411,7 @@ class LivePipeline:
                 self.controller = self._new_controller()
                 self._use_profile(self.controller.profile)
 
-    def _use_profile(self, profile: Profile) -> None:
+    def _use_profile(self, profile: Rung) -> None:
         if profile.animator is self.stream.animator and _swap_steps(self.stream, profile.steps):
             pass  # same model: only the sampler changed, the stream (and its motion) carries on
         else:

@@ -1,4 +1,5 @@
-"""Loading a model for live use: fall back (a smaller model on the GPU, then the CPU) instead of failing.
+"""Loading a model for use (live, render, the app): fall back (a smaller model on the GPU, then the CPU)
+instead of failing.
 
 `load_for_live(load, device)` tries, in order: `load(gpu)`, then `smaller(gpu)` when given, then
 `load("cpu")`. A GPU attempt counts as failed when loading it, or running one chunk of silence on
