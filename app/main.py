@@ -8,22 +8,14 @@ import argparse
 import signal
 import sys
 
-from knotanim.config import BACKENDS
+from knotanim.request import add_model_arguments
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="knotanim-gui", description="Animate a portrait from your microphone, live.")
-    p.add_argument("--model", help="checkpoint folder (overrides --profile)")
-    p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
-                   help="model profile (auto: the best that holds 25 fps here, chosen in the background: measured on "
-                   "a GPU, by size on a CPU until --remeasure)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="inference backend (auto: the fastest measured with the profile; --tiny: torch); built for every "
-                   "quality step before streaming, torch with a note if it cannot be")
+    add_model_arguments(p, flags=("model", "profile", "backend", "device", "tiny"), purpose="live")
     p.add_argument("--remeasure", action="store_true",
                    help="measure the profiles' speed at start (ignore the cache; on a CPU the rates are used from then on)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--tiny", action="store_true", help="use the tiny random test model (fast, meaningless pictures)")
     p.add_argument("--image", help="portrait to open at start")
     return p.parse_args(argv)
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from knotanim.config import BACKENDS
+from knotanim.request import ModelRequest, add_model_arguments
 from knotanim.errors import ConfigError
 
 
@@ -17,8 +17,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(plus the held-out real portrait), scored against ground truth and against two reference rows "
         "(copy-reference and audio-zeroed). Writes report.json, report.md and plots to --out.",
     )
-    p.add_argument("--model", action="append", default=None, metavar="PATH",
-                   help="checkpoint folder; repeat to compare models (default: the embedded default model)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a few short clips (CI / CPU); no long stream by default")
     size.add_argument("--spec", metavar="JSON", help="a KnotBench spec file (BenchSpec JSON) instead of quick/full")
@@ -34,17 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated reference rows to score beside the variants (default: all three), or none; "
                    "a long run can be split over processes, each scoring some rows")
     p.add_argument("--out", default="knotbench", metavar="DIR", help="report folder (default: ./knotbench)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
-                   help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="inference backend of every model stream (default torch: eager; compiled: torch.compile, "
-                   "CUDA graphs on a GPU; onnxruntime/tensorrt/aoti export on first use, see knotanim export; auto: "
-                   "the fastest already built). One backend per model and knot/steps variant, compiled or exported "
-                   "and warmed up before the first clip (not counted in frames/s) and reused by every clip; the "
-                   "report names the backend actually used (compiled->torch: compilation failed, ran eagerly)")
-    p.add_argument("--engine-dir", metavar="DIR", help="where exported graphs/engines live (default: the knotanim cache)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's config)")
+    add_model_arguments(p, flags=("model", "device", "dtype", "backend", "engine-dir", "steps"), several_models=True,
+                        backend_default="torch")
     p.add_argument("--seed", type=int, default=0, help="stream seed")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
@@ -75,13 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     variants = parse_variants(args.variants)
     refs = parse_reference_rows(args.reference_rows)
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError("--steps must be >= 1")
-    dtype = None
-    if args.dtype:
-        import torch
-
-        dtype = getattr(torch, args.dtype)
+    dtype = ModelRequest.from_args(args).torch_dtype()
     corpus = None
     if args.corpus:
         from knotanim.eval.speech import EvalSpeech

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from knotanim.config import BACKENDS
+from knotanim.request import add_model_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,22 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="OUT.mp4", help="record video + microphone audio to this mp4")
     p.add_argument("--delayed-output", metavar="DEVICE",
                    help="play the microphone on this output device delayed by the video latency (lip sync in calls)")
-    p.add_argument("--model", help="checkpoint folder (overrides --profile)")
-    p.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
-                   help="installed model profile (auto: the best quality that holds 25 fps here: measured at start "
-                   "on a GPU, chosen by size on a CPU until --remeasure, cached; lite: docs/lite.md)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="inference backend (auto: the fastest measured at start, with the profile: torch.compile / "
-                   "TensorRT on a GPU; on a CPU eager torch, or an ONNX graph already exported; --tiny: torch). A named "
-                   "one is built for every quality step at start; one that cannot be built falls back to torch with a note")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="model weights' dtype (auto: float32 on a CPU, bf16 on a GPU; on a CPU with native bf16 "
-                   "(AVX512-BF16 / AMX) the lite profile is measured in bf16 too and the faster kept)")
+    add_model_arguments(p, flags=("model", "profile", "backend", "dtype", "device", "steps", "tiny"), purpose="live",
+                        steps_help="sampler steps (default: the model's; lowered automatically when too slow)")
     p.add_argument("--remeasure", action="store_true",
                    help="measure the profiles' speed at start (ignore the cache; on a CPU the rates are used from then on)")
-    p.add_argument("--tiny", action="store_true", help="the tiny random test model (fast, meaningless pictures)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's; lowered automatically when too slow)")
     p.add_argument("--no-degrade", action="store_true", help="never lower the quality when the machine is too slow")
     p.add_argument("--head-motion", type=float, default=0.5, help="0..1 (default 0.5)")
     p.add_argument("--background", help="flat background colour #rrggbb (default: keep the generated one)")

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from knotanim.config import BACKENDS
+from knotanim.request import add_model_arguments
 from knotanim.errors import InputError, OutputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jp2", ".ppm", ".pgm", ".heic"}
@@ -65,19 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--face-index", type=int, default=0, metavar="N", help="which face, by size (0 = largest)")
     v.add_argument("--no-face-detect", action="store_true", help="animate the whole image (centre square crop)")
     m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="PATH", help="checkpoint folder (overrides --profile)")
-    m.add_argument("--profile", choices=("auto", "default", "lite"), default="auto",
-                   help="installed model profile (auto: the best-quality one installed; render is offline, so it "
-                   "does not need to hold 25 fps; lite: docs/lite.md)")
-    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    m.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="model weights' dtype (auto: float32 on a CPU, bf16 on a GPU; bfloat16 on a CPU is fast only "
-                   "with native bf16, AVX512-BF16 / AMX)")
-    m.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="inference backend (auto: the fastest already exported/built, else torch; "
-                   "onnxruntime/tensorrt/aoti export on first use; see knotanim export)")
-    m.add_argument("--engine-dir", metavar="DIR", help="where exported graphs/engines live (default: the knotanim cache)")
-    m.add_argument("--steps", type=_positive_int, help="sampler steps per chunk (default: the model's)")
+    add_model_arguments(m, flags=("model", "profile", "device", "dtype", "backend", "engine-dir", "steps"))
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--head-motion", type=_unit_float, default=0.5, metavar="0..1")
     m.add_argument("--no-knot", action="store_true", help="ablation: disable the knot between chunks")
