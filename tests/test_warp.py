@@ -228,3 +228,23 @@ def test_render_keeps_the_photo_outside_the_face_and_at_its_own_size(tmp_path):
     # The centre square crop spans columns 40..280: the bars beside it are the photo's.
     assert np.abs(gray(frame[:, :30]) - gray(photo[:, :30])).mean() < 2
     assert np.abs(gray(frame) - gray(photo)).mean() < 6
+
+
+@pytest.mark.parametrize("where", ["left edge", "corner", "big photo"])
+def test_native_paste_handles_faces_at_the_border_and_large_photos(where):
+    """A crop that reaches past the photo's edge (a face at the border), or a large photo: a full frame
+    of the photo's size, the photo's own pixels where nothing moves, no crash."""
+    from knotanim.frontends.face import FaceBox, face_crop_for_box
+    from knotanim.frontends.native_paste import NativePaster
+
+    h, w = (1500, 2000) if where == "big photo" else (240, 320)
+    photo = _photo(h, w, seed=7)
+    box = {"left edge": FaceBox(0, 80, 70, 70), "corner": FaceBox(250, 170, 70, 70),
+           "big photo": FaceBox(900, 600, 300, 300)}[where]
+    fc = face_crop_for_box(photo.shape, box, tiny_config().crop, 64, angle=-15.0)
+    paste = NativePaster(photo, fc)
+    out = paste(np.zeros((64, 64, 3), np.uint8), _motion(64))
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - photo).max() <= 1
+    moved = paste(np.zeros((64, 64, 3), np.uint8), _motion(64, (3.0, -2.0)))
+    assert np.abs(moved.astype(int) - photo).mean() > 0  # the face region moved
