@@ -137,3 +137,34 @@ def test_live_lists_devices_without_portaudio_in_one_line(capsys, monkeypatch):
     assert cli_main(["live", "--list-devices"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "apt-get install libportaudio2" in err and "Traceback" not in err
+
+
+def test_output_set_detaches_a_failing_output_and_finalises_it():
+    import threading
+
+    from knotanim.live.output_set import OutputSet
+
+    class Out:
+        def __init__(self, name, fail_at=None):
+            self.name, self.fail_at, self.sent, self.closed = name, fail_at, [], threading.Event()
+
+        def send(self, frame):
+            if frame == self.fail_at:
+                raise OSError("disk full\nmore detail")
+            self.sent.append(frame)
+
+        def close(self):
+            self.closed.set()
+
+    good, bad = Out("preview"), Out("recorder", fail_at=2)
+    outputs = OutputSet()
+    outputs.add(good)
+    outputs.add(bad)
+    for frame in range(4):
+        outputs.send(frame)
+    outputs.wait_closed()
+    assert good.sent == [0, 1, 2, 3] and bad.sent == [0, 1]
+    assert bad.closed.is_set() and not good.closed.is_set()
+    assert outputs.failed == [(bad, "recorder stopped: disk full")] and len(outputs) == 1
+    outputs.close_all()
+    assert good.closed.is_set() and len(outputs) == 0

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from knotanim.live.compose import Composer
+from knotanim.live.output_set import OutputSet
 from knotanim.ladder import Rung, build_ladder
 from knotanim.live.degrade import DegradeController
 from knotanim.loading import MemoryFallback, first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
@@ -134,8 +135,7 @@ class LivePipeline:
         self.composer = Composer(opts.output_size or cfg.frame_size, opts.background)
         self.controller = self._new_controller()
         self.reference = np.ascontiguousarray(reference)
-        self._outputs: list[Any] = []
-        self._lock = threading.Lock()
+        self.outputs = OutputSet()
         self._pending: dict[str, Any] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -147,9 +147,7 @@ class LivePipeline:
         self.drained = 0  # frames dropped by the pacer to drain a standing backlog
         self.first_frame_at: float | None = None  # clock() when the pacer sent the first frame
         self.error: str | None = None  # fatal: the stream stopped
-        self.failed_outputs: list[tuple[Any, str]] = []  # (output, message): detached, the stream went on
         self.memory_fallbacks: list[str] = []  # one message per switch after the GPU ran out of memory
-        self._closers: list[threading.Thread] = []  # threads finalising detached outputs
         self.running = False
         self._segments: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
         self._stream_samples = 0
@@ -192,17 +190,7 @@ class LivePipeline:
                 t.join(timeout=60)  # a chunk in progress cannot be interrupted (seconds on a slow CPU)
         self._threads = []
         self.running = False
-        with self._lock:
-            outputs, self._outputs = self._outputs, []
-        for o in outputs:
-            self._close_output(o)
-        self.wait_closed()
-
-    def wait_closed(self, timeout: float = 60.0) -> None:
-        """Wait until every output detached after a failure is closed (its recording finalised)."""
-        for t in list(self._closers):
-            if t is not threading.current_thread():
-                t.join(timeout)
+        self.outputs.close_all()
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -215,35 +203,22 @@ class LivePipeline:
                 self._stop.set()
         return run
 
-    # --- outputs ------------------------------------------------------------------------------------
+    # --- outputs (knotanim.live.outputs.OutputSet) ---------------------------------------------------------
     def add_output(self, output: Any) -> None:
         """Attach an output (has send(LiveFrame) and close()); it receives every paced frame."""
-        with self._lock:
-            self._outputs = [*self._outputs, output]
+        self.outputs.add(output)
 
     def remove_output(self, output: Any, close: bool = True) -> None:
-        with self._lock:
-            self._outputs = [o for o in self._outputs if o is not output]
-        if close:
-            self._close_output(output)
+        self.outputs.remove(output, close)
 
-    def _close_output(self, output: Any) -> None:
-        try:
-            output.close()
-        except Exception as e:  # noqa: BLE001 - e.g. the disk filled up while finalising a recording
-            self._output_failed(output, f"closing: {str(e).splitlines()[0] if str(e) else type(e).__name__}", close=False)
+    @property
+    def failed_outputs(self) -> list[tuple[Any, str]]:
+        """(output, message) for each output detached after a failure; the stream went on."""
+        return self.outputs.failed
 
-    def _output_failed(self, output: Any, message: str, close: bool = True) -> None:
-        """Detach a failing output (closing it, which finalises a recording) and keep streaming."""
-        name = getattr(output, "name", type(output).__name__)
-        with self._lock:
-            self._outputs = [o for o in self._outputs if o is not output]
-        if close:  # on its own thread: finalising a recording must not stall the pacer (the preview)
-            closer = threading.Thread(target=self._close_output, args=(output,), name="knotanim-close", daemon=True)
-            closer.start()  # started before it is listed, so wait_closed never joins an unstarted thread
-            self._closers.append(closer)
-        # reported last: whoever sees the failure can wait_closed() on its closer at once
-        self.failed_outputs.append((output, f"{name} stopped: {message}"))
+    def wait_closed(self, timeout: float = 60.0) -> None:
+        """Wait until every output detached after a failure is closed (its recording finalised)."""
+        self.outputs.wait_closed(timeout)
 
     # --- controls (applied by the inference thread between chunks) --------------------------------------
     def set_reference(self, reference: np.ndarray) -> None:
@@ -518,8 +493,4 @@ class LivePipeline:
             if not item.repeated:
                 self.sent_latency.add(now - item.captured_at)
             self.shown_rate.add(1, now)
-            for output in self._outputs:
-                try:
-                    output.send(item)
-                except Exception as e:  # noqa: BLE001 - a failing output is detached, the others go on
-                    self._output_failed(output, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self.outputs.send(item)
