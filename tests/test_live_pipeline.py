@@ -392,3 +392,34 @@ def test_live_cli_tiny_on_onnxruntime_builds_at_start_and_streams(tmp_path, monk
     with av.open(str(out)) as c:
         v = c.streams.video[0]
         assert v.duration is not None and float(v.duration * v.time_base) > 0.2
+
+
+def test_switch_after_out_of_memory_skips_what_cannot_take_over():
+    """Alone, without a pipeline: each candidate that runs out of memory too, has other timing or cannot be
+    loaded is skipped with its reason; the note names them all; nothing left is one line."""
+    from types import SimpleNamespace
+
+    from knotanim.errors import BackendUnavailable, CheckpointError
+    from knotanim.live.memory import switch_after_out_of_memory
+    from knotanim.loading import MemoryFallback
+
+    def model(fps, device="cpu"):
+        return SimpleNamespace(config=SimpleNamespace(fps=fps, audio=SimpleNamespace(sample_rate=16000),
+                                                      samples_per_frame=16000 // fps), device=device)
+
+    def oom():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    def damaged():
+        raise CheckpointError("model.safetensors is damaged")
+
+    candidates = [MemoryFallback("lite", "lite", oom), MemoryFallback("odd", None, lambda: model(30)),
+                  MemoryFallback("broken", None, damaged), MemoryFallback("default", "default", lambda: model(25))]
+    switched = switch_after_out_of_memory(candidates, lambda a: ("stream of", a), (25, 16000, 640), "default on cuda:0",
+                                          "CUDA out of memory")
+    assert switched.model_name == "default" and switched.stream == ("stream of", switched.animator)
+    assert switched.note == ("GPU out of memory with default on cuda:0; lite ran out of memory too; odd cannot take "
+                             "over (30 fps, 16000 Hz audio); broken cannot be loaded (model.safetensors is damaged): "
+                             "switched to default on the CPU (slower)")
+    with pytest.raises(BackendUnavailable, match="nothing left to fall back to"):
+        switch_after_out_of_memory(candidates[:1], lambda a: None, (25, 16000, 640), "lite on cuda:0", "oom")

@@ -42,6 +42,7 @@ from knotanim.live.compose import Composer
 from knotanim.live.output_set import OutputSet
 from knotanim.ladder import Rung, build_ladder
 from knotanim.live.degrade import DegradeController
+from knotanim.live.memory import switch_after_out_of_memory
 from knotanim.loading import MemoryFallback, first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
 from knotanim.live.ring import AudioRing
 from knotanim.live.timing import DropOldestQueue, LatencyMeter, Pacer, RateMeter
@@ -319,56 +320,25 @@ class LivePipeline:
         ladder = build_ladder(self.animator, self._requested_steps, self._ladder_fallback, self.model_name)
         return DegradeController(ladder, self.fps, enabled=self.options.degrade)
 
-    def _try_fallback(self, fallback: MemoryFallback, head_motion: float) -> tuple[Any, Any] | str:
-        """(animator, stream) on `fallback`, or why it cannot be used (it ran out of memory too, or
-        its timing differs, or its model folder cannot be loaded). Other errors propagate."""
-        from knotanim.errors import KnotAnimError
-
-        try:
-            animator = fallback.load()
-            cfg = animator.config
-            if (cfg.fps, cfg.audio.sample_rate, cfg.samples_per_frame) != (self.fps, self.sample_rate, self.spf):
-                return f"{fallback.model_name} cannot take over ({cfg.fps} fps, {cfg.audio.sample_rate} Hz audio)"
-            stream = self._new_stream(animator, self._requested_steps, head_motion)  # the new ladder's first rung
-        except KnotAnimError as e:  # e.g. a damaged smaller profile: the next fallback may still work
-            return f"{fallback.model_name} cannot be loaded ({first_line(e)})"
-        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest propagates
-            if not is_out_of_memory(e):
-                raise
-            return f"{fallback.model_name} ran out of memory too"
-        return animator, stream
-
     def _fall_back(self, reason: str) -> None:
         """The GPU ran out of memory (`reason`: torch's message): drop the failed stream, free the GPU's
-        cached memory, and carry on with the first fallback that works; BackendUnavailable when none does."""
-        from knotanim.errors import BackendUnavailable
-
+        cached memory, and carry on with the first fallback that works (knotanim.live.memory)."""
         failed = f"{self.model_name} on {getattr(self.animator, 'device', 'cpu')}"
         head_motion = self.stream.head_motion if self.stream is not None else self.options.head_motion
         self.stream = None  # the failed stream's caches are released before anything new is allocated
         free_gpu_memory()
         choose = self.options.memory_fallbacks or gpu_memory_fallbacks
-        problems: list[str] = []
-        for fallback in choose(self.animator, self.model_name, self.profile):
-            result = self._try_fallback(fallback, head_motion)
-            if isinstance(result, str):
-                problems.append(result)
-                free_gpu_memory()
-                continue
-            self.animator, self.stream = result
-            self.model_name, self.profile = fallback.model_name, fallback.profile
-            self._ladder_fallback = None  # it was chosen for the old device and model
-            self._segments.clear()
-            self._stream_samples = 0
-            device = self.animator.device
-            where = "the CPU (slower)" if str(device) == "cpu" else str(device)
-            tried = "".join(f"; {p}" for p in problems)
-            note = f"GPU out of memory with {failed}{tried}: switched to {fallback.model_name} on {where}"
-            self.controller = self._new_controller()
-            self.memory_fallbacks.append(note)  # a warning: the CLI prints it once, the app's status bar shows it
-            return
-        tried = "".join(f"; {p}" for p in problems)
-        raise BackendUnavailable(f"GPU out of memory with {failed}{tried}; nothing left to fall back to ({reason})")
+        switched = switch_after_out_of_memory(
+            choose(self.animator, self.model_name, self.profile), lambda a: self._new_stream(a, self._requested_steps,
+                                                                                             head_motion),
+            (self.fps, self.sample_rate, self.spf), failed, reason)
+        self.animator, self.stream = switched.animator, switched.stream
+        self.model_name, self.profile = switched.model_name, switched.profile
+        self._ladder_fallback = None  # it was chosen for the old device and model
+        self._segments.clear()
+        self._stream_samples = 0
+        self.controller = self._new_controller()
+        self.memory_fallbacks.append(switched.note)  # a warning: the CLI prints it once, the app's status bar shows it
 
     # --- threads --------------------------------------------------------------------------------------
     def _apply_pending(self) -> None:
