@@ -423,3 +423,32 @@ def test_switch_after_out_of_memory_skips_what_cannot_take_over():
                              "switched to default on the CPU (slower)")
     with pytest.raises(BackendUnavailable, match="nothing left to fall back to"):
         switch_after_out_of_memory(candidates[:1], lambda a: None, (25, 16000, 640), "lite on cuda:0", "oom")
+
+
+def test_paced_frames_repeat_the_last_and_drain_a_standing_backlog():
+    from knotanim.live.pipeline import LiveFrame
+    from knotanim.live.timing import DropOldestQueue, PacedFrames
+
+    queue = DropOldestQueue(8)
+    frames = PacedFrames(queue, drain_ticks=3)
+    assert frames.next() is None  # nothing generated yet: nothing to show
+    queue.put(LiveFrame(np.zeros((2, 2, 3), np.uint8), 0, 0, 0.0))
+    first = frames.next()
+    again = frames.next()
+    assert first.source_index == 0 and not first.repeated and again.source_index == 0 and again.repeated
+    assert frames.repeated == 1
+    for i in range(1, 9):  # generation one frame ahead of the pacer, for good
+        queue.put(LiveFrame(np.zeros((2, 2, 3), np.uint8), i, 0, 0.0))
+    shown = [frames.next().source_index for _ in range(4)]
+    assert frames.drained == 1 and shown == [1, 2, 4, 5]  # after 3 ticks with a frame waiting, one is dropped
+
+
+def test_push_log_maps_stream_samples_back_to_the_ring_across_a_skip():
+    from knotanim.live.timing import PushLog
+
+    log = PushLog()
+    log.pushed(1000, 640)  # stream samples 0..639 came from ring 1000..1639
+    log.pushed(9000, 640)  # the pipeline skipped ahead: stream 640.. came from ring 9000..
+    assert log.ring_position(0) == 1000 and log.ring_position(639) == 1639 and log.ring_position(700) == 9060
+    log.forget_before(640)
+    assert log.ring_position(700) == 9060 and log.stream_samples == 1280

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -45,7 +44,7 @@ from knotanim.live.degrade import DegradeController
 from knotanim.live.memory import switch_after_out_of_memory
 from knotanim.loading import MemoryFallback, first_line, free_gpu_memory, gpu_memory_fallbacks, is_out_of_memory
 from knotanim.live.ring import AudioRing
-from knotanim.live.timing import DropOldestQueue, LatencyMeter, Pacer, RateMeter
+from knotanim.live.timing import DropOldestQueue, LatencyMeter, PacedFrames, Pacer, PushLog, RateMeter
 
 
 @dataclass(frozen=True)
@@ -150,8 +149,7 @@ class LivePipeline:
         self.error: str | None = None  # fatal: the stream stopped
         self.memory_fallbacks: list[str] = []  # one message per switch after the GPU ran out of memory
         self.running = False
-        self._segments: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
-        self._stream_samples = 0
+        self.pushes = PushLog()  # which ring audio each stream sample came from
         self.stream: Any = None
         self.backend_notes: list[str] = []  # a backend that could not be built or prepared: torch instead
         self.backends = self._prepare_backends(opts.backend)
@@ -335,8 +333,7 @@ class LivePipeline:
         self.animator, self.stream = switched.animator, switched.stream
         self.model_name, self.profile = switched.model_name, switched.profile
         self._ladder_fallback = None  # it was chosen for the old device and model
-        self._segments.clear()
-        self._stream_samples = 0
+        self.pushes.clear()
         self.controller = self._new_controller()
         self.memory_fallbacks.append(switched.note)  # a warning: the CLI prints it once, the app's status bar shows it
 
@@ -361,22 +358,11 @@ class LivePipeline:
             pass  # same model: only the sampler changed, the stream (and its motion) carries on
         else:
             self.stream = self._new_stream(profile.animator, profile.steps, self.stream.head_motion)
-            self._segments.clear()
-            self._stream_samples = 0
-
-    def _ring_position(self, stream_sample: int) -> int:
-        """Absolute ring position of a stream sample (the stream's audio may have skipped ahead)."""
-        start, ring_start = self._segments[0]
-        for s, r in self._segments:
-            if s > stream_sample:
-                break
-            start, ring_start = s, r
-        return ring_start + (stream_sample - start)
+            self.pushes.clear()
 
     def _inference_loop(self) -> None:
         cursor = self.ring.position
-        self._segments.clear()
-        self._stream_samples = 0
+        self.pushes.clear()
         while not self._stop.is_set():
             try:
                 cursor = self._infer_next(cursor)
@@ -408,55 +394,36 @@ class LivePipeline:
             available -= jump
         n = min(available, max_push)
         block = self.ring.read(cursor, n)
-        self._segments.append((self._stream_samples, cursor))
+        self.pushes.pushed(cursor, n)
         t0 = time.perf_counter()
         frames = self.stream.push_audio(block)
         compute = time.perf_counter() - t0
         cursor += n
-        self._stream_samples += n
         if not frames:
             return cursor
         if self.controller.observe(len(frames), compute):
             self._use_profile(self.controller.profile)
         self.generated_rate.add(len(frames))
         for f in frames:
-            pos = self._ring_position(f.index * spf)
+            pos = self.pushes.ring_position(f.index * spf)
             captured = self.ring.capture_time(pos + spf)
             self.queue.put(LiveFrame(self.composer(f.image), f.index, pos,
                                      captured if captured is not None else self.clock()))
-        # Forget push records the stream can no longer emit frames for.
-        done = self.stream.frames_emitted * spf
-        while len(self._segments) > 1 and self._segments[1][0] <= done:
-            self._segments.popleft()
+        self.pushes.forget_before(self.stream.frames_emitted * spf)  # the stream emits no frames for those
         return cursor
 
     def _pacer_loop(self) -> None:
         pacer = Pacer(self.fps, clock=self.clock, sleep=self.sleep)
-        last: LiveFrame | None = None
+        frames = PacedFrames(self.queue, drain_ticks=self.options.drain_seconds * self.fps)
         tick = 0
-        spare_ticks = 0  # consecutive ticks after which a frame was still waiting in the queue
         while not self._stop.is_set():
             pacer.wait()
-            item = self.queue.get(0)
+            item = frames.next()
+            self.repeated, self.drained = frames.repeated, frames.drained
             if item is None:
-                spare_ticks = 0
-                if last is None:
-                    continue
-                item = replace(last, repeated=True)
-                self.repeated += 1
-            else:
-                # A frame left waiting at every tick for `drain_seconds` is backlog that generation and
-                # pacing, both at fps, would carry for ever (latency up one frame per hiccup): drop one.
-                spare_ticks = spare_ticks + 1 if len(self.queue) else 0
-                if spare_ticks >= self.options.drain_seconds * self.fps:
-                    newer = self.queue.get(0)
-                    if newer is not None:
-                        item = newer
-                        self.drained += 1
-                    spare_ticks = 0
+                continue
             item.tick = tick
             tick += 1
-            last = item
             now = self.clock()
             if self.first_frame_at is None:
                 self.first_frame_at = now

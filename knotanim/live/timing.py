@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Callable, Generic, TypeVar
 
 import numpy as np
@@ -128,3 +129,72 @@ class LatencyMeter:
     @property
     def value(self) -> float | None:
         return float(np.median(self._values)) if self._values else None
+
+
+class PacedFrames:
+    """Which frame the pacer shows at each tick: the next one generated, else the last one again.
+
+    `next()` takes the oldest waiting frame from `queue` (a DropOldestQueue of LiveFrames); with none
+    waiting it repeats the last frame (a copy marked repeated; None before the first). A frame left
+    waiting at every tick for `drain_ticks` ticks is backlog that generation and pacing, both at fps,
+    would carry for ever (latency up one frame per hiccup): then one frame is dropped. `repeated` and
+    `drained` count both."""
+
+    def __init__(self, queue, drain_ticks: float):
+        self.queue, self.drain_ticks = queue, drain_ticks
+        self.last = None
+        self.repeated = self.drained = 0
+        self._spare_ticks = 0  # consecutive ticks after which a frame was still waiting
+
+    def next(self):
+        item = self.queue.get(0)
+        if item is None:
+            self._spare_ticks = 0
+            if self.last is None:
+                return None
+            self.repeated += 1
+            self.last = replace(self.last, repeated=True)
+            return self.last
+        self._spare_ticks = self._spare_ticks + 1 if len(self.queue) else 0
+        if self._spare_ticks >= self.drain_ticks:
+            newer = self.queue.get(0)
+            if newer is not None:
+                item = newer
+                self.drained += 1
+            self._spare_ticks = 0
+        self.last = item
+        return item
+
+
+class PushLog:
+    """Where each stream sample came from in the audio ring.
+
+    The stream's audio is the ring's with gaps: when generation falls behind, the pipeline skips ahead
+    to the newest audio, and the stream carries on as if nothing was skipped. `pushed(ring_position, n)`
+    records each push; `ring_position(stream_sample)` maps back (the capture time of a frame's audio,
+    hence its latency); `forget_before(stream_sample)` drops records no frame can need any more."""
+
+    def __init__(self) -> None:
+        self._starts: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
+        self.stream_samples = 0
+
+    def clear(self) -> None:
+        self._starts.clear()
+        self.stream_samples = 0
+
+    def pushed(self, ring_position: int, n: int) -> None:
+        self._starts.append((self.stream_samples, ring_position))
+        self.stream_samples += n
+
+    def ring_position(self, stream_sample: int) -> int:
+        start, ring_start = self._starts[0]
+        for s, r in self._starts:
+            if s > stream_sample:
+                break
+            start, ring_start = s, r
+        return ring_start + (stream_sample - start)
+
+    def forget_before(self, stream_sample: int) -> None:
+        while len(self._starts) > 1 and self._starts[1][0] <= stream_sample:
+            self._starts.popleft()
+
