@@ -63,7 +63,7 @@ CPU_CEILING_MARGIN = 4.0
 # Never on a CPU without native bf16, where bf16 is emulated and much slower.
 CPU_BF16_PROFILES = ("lite",)
 BF16_BACKENDS = ("compiled", "torch")  # the backends whose speed depends on the model's dtype
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype choices (knotanim.request)
+DTYPES = ("auto", "float32", "bfloat16")  # the --dtype values a profile runs in (float16: eval and bench only)
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     named = {"auto": None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+             "bf16": torch.bfloat16}
     if dtype not in named:
         raise InputError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
     return named[dtype]
