@@ -17,8 +17,8 @@ never leave the chip (online softmax, exp2). Two storage modes:
 and sum, merged afterwards: with 4,680 queries and 12 heads there are 444 query blocks of 128, which fill 132
 multiprocessors in 3.4 waves (the last a third full); splitting the keys evens the waves out.
 
-Used by scripts/bench_wan_shape.py (the triton, fp8-triton, fp8-triton-h and fp8s-triton-h variants) and timed
-alone by scripts/bench_attention.py. Without Triton or a CUDA device, `unavailable()` says why and nothing else runs.
+Used by benchmarks/bench_wan_shape.py (the triton, fp8-triton, fp8-triton-h and fp8s-triton-h variants) and timed
+alone by benchmarks/bench_attention.py. Without Triton or a CUDA device, `unavailable()` says why and nothing else runs.
 tests/test_triton_attention.py checks it against float32 attention in Triton's CPU interpreter.
 """
 from __future__ import annotations

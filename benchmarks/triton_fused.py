@@ -1,4 +1,4 @@
-"""Fused pointwise and normalisation kernels in Triton for the FP8 step of a Wan-shaped DiT (scripts/bench_wan_shape.py).
+"""Fused pointwise and normalisation kernels in Triton for the FP8 step of a Wan-shaped DiT (benchmarks/bench_wan_shape.py).
 
 Two places where the compiled step spent several times the memory traffic's time (docs/benchmarks.md, session 12):
 
