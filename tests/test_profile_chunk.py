@@ -42,7 +42,7 @@ def _check(result: dict, chunks: int = 6) -> None:
 
 
 def test_profile_chunk_from_an_uninstalled_checkout_without_pyav(tmp_path):
-    python, env = device_like(tmp_path, SCRIPT)
+    python, env = device_like(tmp_path, str(SCRIPT))
     out = tmp_path / "out" / "profile.json"
     r = subprocess.run([*python, *ARGS, "--json", str(out)], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path, env=env)

@@ -194,7 +194,7 @@ def _load_model(args: argparse.Namespace, device, names: list[str], chosen: list
 def backends_for_model(args: argparse.Namespace, anim):
     """The backend for --model / --tiny (a profile's comes with its choice): --backend, measured at start
     (auto with --tiny: eager torch, not measured). Returns StepBackends, or None for eager torch.
-    Reads args.backend, args.tiny, args.model, args.remeasure and args.steps (scripts/soak.py passes its own)."""
+    Reads args.backend, args.tiny, args.model, args.remeasure and args.steps (`knotanim soak --mode live` passes its own)."""
     from pathlib import Path
 
     from knotanim.profiles import Profile, choose_backend, read_cache, speed_cache_path
