@@ -1,10 +1,19 @@
 """Shared fixtures. Every model in the suite is tiny and random, so the suite runs on any CPU."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from knotanim import tiny_config
 from knotanim.animator import KnotAnimator
+
+# scripts/ is no package and is not installed: its tests import its tools by module name (bench_render,
+# lite_speed, ...) with the folder on sys.path, as `python scripts/<tool>.py` has it.
+SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
 
 
 @pytest.fixture(scope="session", autouse=True)
