@@ -125,8 +125,7 @@ def time_ms(fn, q, k, v, iters: int, warmup: int, reps: int = 10) -> float:
     """Milliseconds per call: the median over `iters` samples, each `reps` calls back to back between two CUDA
     events, divided by reps. Back to back, the host queues the next call while the GPU runs this one, so a
     call's own launch time (Python, Triton's launcher) is not in the figure unless the kernels are shorter than
-    it. Session 10's sweeps timed single calls: the same FP8 call took 1.66 ms there and ~1.34 ms inside the
-    Wan stream's CUDA graph (docs/benchmarks.md)."""
+    it (timed singly, an FP8 call that takes ~1.34 ms inside the Wan stream's CUDA graph measured 1.66 ms)."""
     for _ in range(warmup):
         fn(q, k, v)
     if q.device.type != "cuda":

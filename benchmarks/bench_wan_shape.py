@@ -242,7 +242,7 @@ def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: floa
     the output comes back in q's dtype. `dtype` float32 or bfloat16 checks the algebra on a CPU; float8_e4m3fn is
     the GPU variant, with `quantize` and `attend` each compiled on its own: compiled as one function, Inductor
     fuses the cast into FlexAttention's inputs, and torch 2.11's FlexAttention lowering on CUDA rejects such an
-    input ("convert FlexibleLayout to FixedLayout first", session 9's lease)."""
+    input ("convert FlexibleLayout to FixedLayout first")."""
     if attend is None:
         from torch.nn.attention.flex_attention import flex_attention as attend
     q8, k8, v8, qk_scale, sv = quantize(q, k, v, dtype, max_value)
@@ -744,7 +744,7 @@ def main(argv=None):
     ap.add_argument("--calibration-margin", type=float, default=4.0,
                     help="the fp8s variants: activation scale = margin x the calibrated maximum / 448 (inputs beyond it "
                          "saturate; on the H200 1 gave 1.5e-1 relative error against eager, 4 gave 7.5e-2, the dynamic "
-                         "scales' own, docs/benchmarks.md session 11)")
+                         "scales' own)")
     ap.add_argument("--breakdown", action="store_true",
                     help="profile each run's last chunk once more: GPU time in attention, matmul and other kernels")
     ap.add_argument("--iters", type=int, default=10)

@@ -45,7 +45,7 @@ CACHE_FILE = "profile_speed.json"
 
 # Part of every cached rate's key: raise it when a change makes the rates measured before it stale (the same
 # model, backend, dtype and torch now stream at another speed), so every machine measures once more.
-# 2: a bf16 animator's decoder runs in bf16 (session 7; lite compiled bf16 +14 % on 2 cores).
+# 2: a bf16 animator's decoder runs in bf16.
 RATES_VERSION = 2
 
 # Profiles whose CPU candidates include torch.compile ("compiled"): small enough that Inductor's compile at
