@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint folder (default: the embedded default model)")
     p.add_argument("--config", help="a config YAML/JSON to benchmark with random weights instead of a checkpoint")
     p.add_argument("--tiny", action="store_true", help="benchmark the tiny test config with random weights")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--backend", choices=BACKENDS, action="append", metavar="NAME",
                    help=f"inference backend, as `knotanim render --backend` ({', '.join(BACKENDS)}; default torch, "
@@ -50,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--append", metavar="MD", help="append the result as table rows to this Markdown file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one backend, print its JSON result
     p.set_defaults(run=run)
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda or cuda:N")
 
 
 def _positive_float(text: str) -> float:

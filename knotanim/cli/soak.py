@@ -30,14 +30,15 @@ T0 = time.monotonic()  # the command's start, near enough: --max-wall-s counts f
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("soak", help="long-run reliability test: memory, chunk time, drift, queue depths",
-                       description=__doc__.split("\n\n")[0].split(": ", 1)[1] + "\n\n" + __doc__.split("\n\n", 1)[1],
+                       description="Soak test: " + __doc__.split("\n\n", 1)[0].split(": ", 1)[1] + "\n\n"
+                       + __doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("stream", "live"), default="stream")
     p.add_argument("--stream-hours", type=_positive_float, default=2.0, help="stream mode: hours of stream time")
     p.add_argument("--minutes", type=_positive_float, default=3.0, help="live mode: minutes of real time")
     p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded default model)")
     p.add_argument("--tiny", action="store_true", help="tiny random model (tiny_config + randomize_zero_init)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="the model's dtype (auto: bf16 on CUDA, float32 on a CPU; bfloat16: lite on a CPU with "
                    "native bf16, as the start-up choice picks it)")
@@ -63,6 +64,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "count); the count walks every object, tens of ms with torch.compile loaded")
     p.add_argument("--progress", type=int, default=30, help="print every N samples (0: quiet)")
     p.set_defaults(run=run)
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda or cuda:N")
 
 
 def _positive_float(text: str) -> float:
