@@ -177,6 +177,7 @@ def test_lite_speed_script_times_a_config_through_measure_stream(tmp_path, capsy
 def test_lite_speed_script_compiles_before_timing_and_reports_the_compile_seconds(tmp_path, capsys):
     """--backends compiled: torch.compile of the step and the decoder happens in the build (its seconds in the
     "export s" column), not in the timed stream; the row names "compiled" (not "compiled->torch": no fallback)."""
+    torch._dynamo.reset()  # another test of this process may have compiled the same tiny step already
     r, _, rows = _lite_speed_tiny(tmp_path, capsys, "compiled")
     assert len(rows) == 1, r.out
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
