@@ -53,14 +53,10 @@ def model_backends(args: argparse.Namespace, animator) -> tuple[object, list[str
     (a profile's backend comes with the Profile box's choice). --tiny with auto: torch, not measured."""
     if not (args.model or args.tiny) or args.backend == "torch" or (args.tiny and args.backend == "auto"):
         return None, []
-    from pathlib import Path
+    from knotanim.profiles import backend_for_model
 
-    from knotanim.profiles import Profile, choose_backend, read_cache, speed_cache_path
-
-    profile = Profile("model", Path(args.model), args.model) if args.model else None
-    cache = {} if args.remeasure or profile is None else read_cache(speed_cache_path())
-    bc = choose_backend(animator, args.backend, profile=profile, cache=cache,
-                        progress=lambda m: print(m, file=sys.stderr, flush=True))
+    bc = backend_for_model(animator, args.backend, model=args.model, tiny=args.tiny, remeasure=args.remeasure,
+                           progress=lambda m: print(m, file=sys.stderr, flush=True))
     return bc.backends, bc.notes + [f"backend {bc.backend.name}: {bc.fps:.1f} frames/s"]
 
 

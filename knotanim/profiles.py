@@ -51,7 +51,7 @@ CACHE_FILE = "profile_speed.json"
 
 # Part of every cached rate's key: raise it when a change makes the rates measured before it stale (the same
 # model, backend, dtype and torch now stream at another speed), so every machine measures once more.
-# 2: a bf16 animator's decoder runs in bf16 (session 7; lite compiled bf16 +14 % on 2 cores).
+# 2: a bf16 animator's decoder runs in bf16.
 RATES_VERSION = 2
 
 # On a CPU a bigger model uses the cores better than a small one (per FLOP: the default model ran at 1.3x the
@@ -654,3 +654,16 @@ def choice_message(choice: Choice, profiles: list[Profile], device: torch.device
     elif device.type != "cuda":
         tail += ". An NVIDIA GPU or fewer --steps helps"
     return head + tail
+
+
+def backend_for_model(animator: Any, backend: str, *, model: str | None = None, tiny: bool = False,
+                      steps: int | None = None, remeasure: bool = False,
+                      progress: Callable[[str], None] = lambda message: None) -> "BackendChoice | None":
+    """The backend for a model given by --model / --tiny (an installed profile's comes with its choice):
+    `backend` measured at start (auto with --tiny: eager torch, not measured), the measurement cached
+    for a --model folder unless `remeasure`. None for eager torch."""
+    if backend == "torch" or (tiny and backend == "auto"):
+        return None
+    profile = Profile("model", Path(model), model) if model else None
+    cache = {} if remeasure or profile is None else read_cache(speed_cache_path())
+    return choose_backend(animator, backend, steps, profile=profile, cache=cache, progress=progress)

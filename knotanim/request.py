@@ -102,15 +102,19 @@ class ModelRequest:
         model = getattr(args, "model", None)
         models = tuple(model) if isinstance(model, list) else (model,) if model else ()
         dtype = getattr(args, "dtype", None) or "auto"
+        backend = getattr(args, "backend", None) or "auto"
+        backend = backend[0] if isinstance(backend, list) else backend  # bench: the first of those compared
         return cls(model=models, profile=getattr(args, "profile", "auto"), device=getattr(args, "device", "auto"),
-                   dtype=dtype, backend=getattr(args, "backend", "auto"), steps=getattr(args, "steps", None),
+                   dtype=dtype, backend=backend, steps=getattr(args, "steps", None),
                    engine_dir=getattr(args, "engine_dir", None), tiny=bool(getattr(args, "tiny", False)))
 
 
 def add_model_arguments(parser, *, flags: tuple[str, ...] = FLAGS, purpose: str = "offline", backend_default: str = "auto",
-                        several_models: bool = False, steps_help: str = "sampler steps per chunk (default: the model's)"):
+                        several_models: bool = False, several_backends: bool = False,
+                        steps_help: str = "sampler steps per chunk (default: the model's)"):
     """Add the model flags in `flags` to `parser` (or an argument group), with the same choices everywhere.
-    purpose: "offline" or "live" (what --profile auto optimises). several_models: --model may repeat (eval)."""
+    purpose: "offline" or "live" (what --profile auto optimises). several_models: --model may repeat (eval).
+    several_backends: --backend may repeat, default torch (bench compares them)."""
     unknown = set(flags) - set(FLAGS)
     if unknown:
         raise ValueError(f"unknown model flags: {sorted(unknown)}")
@@ -127,7 +131,11 @@ def add_model_arguments(parser, *, flags: tuple[str, ...] = FLAGS, purpose: str 
                             help="where the model runs (auto: a CUDA GPU when there is one)")   # opens: one line
     if "dtype" in flags:
         parser.add_argument("--dtype", choices=DTYPES, default="auto", help=_DTYPE_HELP[purpose])
-    if "backend" in flags:
+    if "backend" in flags and several_backends:
+        parser.add_argument("--backend", choices=BACKENDS, action="append", metavar="NAME",
+                            help=f"inference backend ({', '.join(BACKENDS)}; default torch, eager; {_BACKEND_HELP[purpose]}); "
+                            "repeat it to compare several, each in its own process")
+    elif "backend" in flags:
         parser.add_argument("--backend", choices=BACKENDS, default=backend_default,
                             help=f"inference backend (default {backend_default}; {_BACKEND_HELP[purpose]})")
     if "engine-dir" in flags:

@@ -22,7 +22,7 @@
 # scripts/scaling_summary.py writes the summary and keeps compile's cost out of the rate: the first
 # compile takes the first ~40 steps, and every layout (knot, running ahead, lead phase) or grad mode (the
 # listening gap's no-grad pass) met later compiles again, making single logged intervals 4-6x slower at
-# any step (the x2 run of session 4: 0.5-1.1 steps/s among 3.6 ones). steps/s is the median of the logged
+# any step (the first x2 run: 0.5-1.1 steps/s among 3.6 ones). steps/s is the median of the logged
 # per-interval rates (log_every 10) after the warm-up (WARM_STEPS if set, else the first 20% of the steps
 # or the first compile, whichever is later) with those recompile intervals left out and counted; the
 # window mean (recompiles included) stands beside it, and the loss table compares each arm's mean logged

@@ -8,7 +8,7 @@
 #   call 1:  OUT=$OUT bash scripts/device_soak.sh start   > $OUT/soak_start.txt 2>&1
 #   call 2:  OUT=$OUT bash scripts/device_soak.sh collect > $OUT/soak_collect.txt 2>&1   (within 30 s)
 #
-# start    launches scripts/soak.py (SOAK_ARGS, default: --mode stream --backend compiled --stream-hours 2
+# start    launches `knotanim soak` (SOAK_ARGS, default: --mode stream --backend compiled --stream-hours 2
 #          --device cuda) in a new session with its outputs in SOAK_DIR (default /tmp/knotanim_soak), then
 #          stays WAIT_S seconds (default 560) so the machine is held while it runs, and copies what the soak
 #          has written so far into $OUT/soak_partial.tar.gz (a safety net should the machine be lost).
@@ -51,10 +51,10 @@ case "${1:-}" in
     if running; then echo "device_soak: a soak is already running (pid $(cat "$PIDFILE"))" >&2; exit 2; fi
     rm -rf "$SOAK_DIR" && mkdir -p "$SOAK_DIR"
     # shellcheck disable=SC2086  # SOAK_ARGS is a list of words
-    PYTHONPATH=$ROOT PYTHONUNBUFFERED=1 setsid "$PY" "$ROOT"/scripts/soak.py $SOAK_ARGS --out "$SOAK_DIR" \
+    PYTHONPATH=$ROOT PYTHONUNBUFFERED=1 setsid "$PY" -m knotanim.cli.main soak $SOAK_ARGS --out "$SOAK_DIR" \
       > "$SOAK_DIR/soak.txt" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"
-    echo "started soak.py (pid $(cat "$PIDFILE"), its own session) at $(date -u +%H:%M:%SZ): $SOAK_ARGS --out $SOAK_DIR"
+    echo "started knotanim soak (pid $(cat "$PIDFILE"), its own session) at $(date -u +%H:%M:%SZ): $SOAK_ARGS --out $SOAK_DIR"
     wait_for_exit "$WAIT_S" && echo "the soak ended within this call"
     tail -n 3 "$SOAK_DIR/soak.txt"
     pack soak_partial.tar.gz

@@ -12,6 +12,8 @@ import importlib
 import importlib.util
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,12 @@ import torch
 
 from knotanim import tiny_config
 from knotanim.animator import KnotAnimator
+
+# scripts/ is no package and is not installed: its tests import its tools by module name (bench_render,
+# lite_speed, ...) with the folder on sys.path, as `python scripts/<tool>.py` has it.
+SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the README's command on a machine without a display
 

@@ -2,19 +2,12 @@
 stage is counted, the patched methods are put back, and the JSON says what ran. No timing assertions."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import wave
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_render", Path(__file__).resolve().parents[1] / "scripts" / "bench_render.py")
-br = importlib.util.module_from_spec(_spec)
-sys.modules["bench_render"] = br
-_spec.loader.exec_module(br)
+import bench_render as br  # scripts/ is on sys.path (conftest.py)
 
 
 def test_render_is_timed_stage_by_stage_and_the_methods_are_put_back(tmp_path):

@@ -2,12 +2,12 @@
 the accelerator machine (an uninstalled checkout: python -S, PYTHONPATH=<repository>, no PyAV) and in-process."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 from pathlib import Path
 
+import profile_chunk  # scripts/ is on sys.path (conftest.py)
 from device_like import device_like
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def _check(result: dict, chunks: int = 6) -> None:
 
 
 def test_profile_chunk_from_an_uninstalled_checkout_without_pyav(tmp_path):
-    python, env = device_like(tmp_path, SCRIPT)
+    python, env = device_like(tmp_path, str(SCRIPT))
     out = tmp_path / "out" / "profile.json"
     r = subprocess.run([*python, *ARGS, "--json", str(out)], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path, env=env)
@@ -54,13 +54,6 @@ def test_profile_chunk_from_an_uninstalled_checkout_without_pyav(tmp_path):
     for name in STAGES:
         assert f"| {STAGES.index(name) + 1} {name} |" in table
     assert "| un-instrumented |" in table and "frames/s" in table and "torch.get_num_threads() = 1" in table
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("profile_chunk_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_profile_chunk_in_process_leaves_the_stream_classes_unwrapped(tmp_path, capsys):
@@ -75,7 +68,7 @@ def test_profile_chunk_in_process_leaves_the_stream_classes_unwrapped(tmp_path, 
     originals = (KnotStream._run_chunk, ChunkLoop.advance, StreamingAudioFeatures.pop, TorchBackend.run,
                  KnotAnimator.decode)
     threads = torch.get_num_threads()
-    mod = _load_script()
+    mod = profile_chunk
     out = tmp_path / "p.json"
     try:
         assert mod.main([*ARGS, "--threads", "1", "--json", str(out)]) == 0
@@ -90,7 +83,7 @@ def test_profile_chunk_in_process_leaves_the_stream_classes_unwrapped(tmp_path, 
 
 
 def test_profile_chunk_errors_are_one_line_and_exit_1(tmp_path, capsys):
-    mod = _load_script()
+    mod = profile_chunk
     assert mod.main(["--model", str(tmp_path / "missing"), "--backend", "torch", "--device", "cpu",
                      "--chunks", "1", "--warmup", "0"]) == 1
     err = capsys.readouterr().err.strip()
@@ -102,7 +95,7 @@ def test_instrument_changes_no_frame_and_removes_its_wrappers(anim, ref):
     chunk gets its five stages, and afterwards no instance keeps a wrapper."""
     import numpy as np
 
-    mod = _load_script()
+    mod = profile_chunk
     audio = (np.random.default_rng(1).standard_normal(anim.config.samples_per_frame * 12) * 0.1).astype(np.float32)
     plain = anim.stream(ref, seed=3).push_audio(audio)
     stream = anim.stream(ref, seed=3)
@@ -127,7 +120,7 @@ def test_profile_chunk_times_the_compiled_decoder_or_not(tmp_path, capsys):
     JSON and the table say so; --no-compiled-decode times animator.decode instead. The wrappers come off."""
     import torch
 
-    mod = _load_script()
+    mod = profile_chunk
     threads = torch.get_num_threads()
     args = ["--tiny", "--backend", "compiled", "--device", "cpu", "--chunks", "2", "--warmup", "1", "--threads", "1"]
     results = {}
@@ -156,7 +149,7 @@ def test_instrument_wraps_the_backends_decoder_and_puts_it_back(anim, ref):
 
     from knotanim.engines.base import CompiledTorchBackend
 
-    mod = _load_script()
+    mod = profile_chunk
     backend = CompiledTorchBackend(anim.chunk_step(), "cpu", autoencoder=anim.autoencoder)
     backend.fallback_reason = backend.decode_fallback_reason = "test: eager"
     backend._compiled, backend.name = backend.step, "compiled->torch"
@@ -188,7 +181,7 @@ def test_profile_chunk_trace_on_the_cpu(tmp_path, capsys):
     the Markdown."""
     import torch
 
-    mod = _load_script()
+    mod = profile_chunk
     threads = torch.get_num_threads()
     out = tmp_path / "trace.json"
     try:
@@ -229,7 +222,7 @@ def test_compile_watch_counts_graphs_breaks_and_cudagraph_skips():
 
     from torch._dynamo.utils import counters
 
-    mod = _load_script()
+    mod = profile_chunk
     saved = {g: collections.Counter(counters[g]) for g in ("stats", "graph_break", "inductor")}
     log = logging.getLogger("torch._inductor.cudagraph_utils.__cudagraphs")
     try:
@@ -255,7 +248,7 @@ def test_compile_watch_counts_graphs_breaks_and_cudagraph_skips():
 
 
 def test_interval_union():
-    mod = _load_script()
+    mod = profile_chunk
     assert mod.interval_union_us([]) == 0
     assert mod.interval_union_us([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
     assert mod.LAUNCH.match("cudaLaunchKernel") and mod.LAUNCH.match("cuLaunchKernelEx")
@@ -266,7 +259,7 @@ def test_interval_union():
 def test_compile_mode_reaches_the_compiled_backend_before_it_compiles(anim):
     """--compile-mode sets the mode the compiled backend compiles with at its first chunk; without it the
     backend keeps its own (default on the CPU)."""
-    mod = _load_script()
+    mod = profile_chunk
     for flag, mode in (([], "default"), (["--compile-mode", "max-autotune"], "max-autotune")):
         args = mod.parse_args(["--backend", "compiled", "--device", "cpu", *flag])
         backend, _ = mod.build(args, anim, None)

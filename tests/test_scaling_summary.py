@@ -4,20 +4,14 @@ marked, the scaling efficiency, and the loss comparison's means, standard errors
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "scaling_summary", Path(__file__).resolve().parents[1] / "scripts" / "scaling_summary.py")
-ss = importlib.util.module_from_spec(_spec)
-sys.modules["scaling_summary"] = ss  # dataclasses look the module up
-_spec.loader.exec_module(ss)
+import scaling_summary as ss  # scripts/ is on sys.path (conftest.py)
 
 
 def _rows(rates: list[float], losses: list[float] | None = None, log_every: int = 10, t0: float = 80.0) -> list[dict]:

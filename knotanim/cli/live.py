@@ -182,18 +182,14 @@ def _load_model(args: argparse.Namespace, device, names: list[str], chosen: list
 
 
 def backends_for_model(args: argparse.Namespace, anim):
-    """The backend for --model / --tiny (a profile's comes with its choice): --backend, measured at start
-    (auto with --tiny: eager torch, not measured). Returns StepBackends, or None for eager torch.
-    Reads args.backend, args.tiny, args.model, args.remeasure and args.steps (scripts/soak.py passes its own)."""
-    from pathlib import Path
+    """The backend for --model / --tiny (a profile's comes with its choice), said on stderr: StepBackends,
+    or None for eager torch (knotanim.profiles.backend_for_model)."""
+    from knotanim.profiles import backend_for_model
 
-    from knotanim.profiles import Profile, choose_backend, read_cache, speed_cache_path
-
-    if args.backend == "torch" or (args.tiny and args.backend == "auto"):
+    bc = backend_for_model(anim, args.backend, model=args.model, tiny=args.tiny, steps=args.steps,
+                           remeasure=args.remeasure, progress=_say)
+    if bc is None:
         return None
-    profile = Profile("model", Path(args.model), args.model) if args.model else None
-    cache = {} if args.remeasure or profile is None else read_cache(speed_cache_path())
-    bc = choose_backend(anim, args.backend, args.steps, profile=profile, cache=cache, progress=_say)
     for note in bc.notes:
         _say(f"note: {note}")
     others = ", ".join(f"{n} {f:.1f}" for n, f in bc.tried if n != bc.backend.name)

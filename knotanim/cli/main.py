@@ -8,7 +8,7 @@ import sys
 from knotanim.errors import KnotAnimError
 
 # Subcommand modules, in the order `--help` lists them. Each exposes add_parser(subparsers) and run(args).
-SUBCOMMANDS = ("render", "live", "eval", "train", "export", "bench", "data", "info")
+SUBCOMMANDS = ("render", "live", "eval", "train", "export", "bench", "soak", "data", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.add_parser(sub)
     return parser
+
+
+def command_line(args: argparse.Namespace, leave_out: tuple[str, ...] = ()) -> str:
+    """The `knotanim COMMAND ...` line that repeats a parsed command (options left at None / False omitted;
+    `leave_out`: options not worth repeating, such as output files), for the records a command writes."""
+    import shlex
+
+    words = ["knotanim", args.command]
+    for key, value in vars(args).items():
+        if key in ("run", "command", "debug", *leave_out) or value is None or value is False or value == {}:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):  # a repeated option
+            words += [w for v in value for w in (flag, str(v))]
+        elif isinstance(value, dict):  # NAME=VALUE pairs
+            words += [flag, ",".join(f"{k}={v:g}" for k, v in value.items())]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,8 @@ exactly.
 
 The arithmetic is numpy's, single-threaded: the stream computes a few frames' features per chunk,
 and torch's intra-op pool (one thread per core) spin-waits after every small op it parallelises.
-On the 32-core GPU machine a compiled stream of the default model used ~200 ms of process CPU time
-per 11 ms chunk (docs/reliability.md, the H200 soak); features done in numpy keep that pool idle.
+On a 32-core GPU host a compiled stream of the default model once burnt ~20 times its chunks' wall
+time in process CPU (docs/reliability.md, the H200 soak); features done in numpy keep that pool idle.
 The matrix product with the mel filters is an einsum, not a BLAS call, for the same reason (BLAS
 threads spin too).
 """

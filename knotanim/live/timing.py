@@ -178,6 +178,9 @@ class PushLog:
         self._starts: deque[tuple[int, int]] = deque()  # (stream sample, ring position) where pushes began
         self.stream_samples = 0
 
+    def __len__(self) -> int:
+        return len(self._starts)
+
     def clear(self) -> None:
         self._starts.clear()
         self.stream_samples = 0

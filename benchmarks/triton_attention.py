@@ -17,8 +17,8 @@ never leave the chip (online softmax, exp2). Two storage modes:
 and sum, merged afterwards: with 4,680 queries and 12 heads there are 444 query blocks of 128, which fill 132
 multiprocessors in 3.4 waves (the last a third full); splitting the keys evens the waves out.
 
-Used by scripts/bench_wan_shape.py (the triton, fp8-triton, fp8-triton-h and fp8s-triton-h variants) and timed
-alone by scripts/bench_attention.py. Without Triton or a CUDA device, `unavailable()` says why and nothing else runs.
+Used by benchmarks/bench_wan_shape.py (the triton, fp8-triton, fp8-triton-h and fp8s-triton-h variants) and timed
+alone by benchmarks/bench_attention.py. Without Triton or a CUDA device, `unavailable()` says why and nothing else runs.
 tests/test_triton_attention.py checks it against float32 attention in Triton's CPU interpreter.
 """
 from __future__ import annotations
@@ -342,7 +342,7 @@ def write_fp8_keys(cache: Fp8Keys, k: torch.Tensor, v: torch.Tensor, start: torc
 
 def default_blocks(fp8: bool) -> dict:
     """Block sizes, warps and pipeline stages: the fastest of bench_attention.py's sweep on the H200 at head_dim 128
-    (docs/benchmarks.md, session 10): bf16 128x128, 8 warps, 3 stages; FP8 64x128, 4 warps, 3 stages (with
+    (docs/benchmarks.md): bf16 128x128, 8 warps, 3 stages; FP8 64x128, 4 warps, 3 stages (with
     key_splits 1: its 888 programs at the Wan shape already fill the waves, and splitting lost 5-50 %)."""
     plain = {"QK_AHEAD": False, "EXP16": False, "SUM16": False}
     if fp8:
@@ -354,7 +354,7 @@ def parse_blocks(text: str) -> dict:
     """'128x64w4s3' -> BLOCK_M 128, BLOCK_N 64, 4 warps, 3 stages (bench_attention.py's --configs), with optional
     letters after it: 'a' issues each block's q k^T one block ahead (QK_AHEAD), 'h' takes exp2 in half precision
     (EXP16, _fold_block), 'f' with 'h' also sums each block's rows in half precision (SUM16), e.g. 64x128w4s3ahf.
-    On the H200 every letter lost to the plain default (docs/benchmarks.md, session 12); they stay for other GPUs."""
+    On the H200 every letter lost to the plain default (docs/benchmarks.md); they stay for other GPUs."""
     found = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)([ahf]*)", text.strip())
     if not found:
         raise ValueError(f"kernel config {text!r}: expected BLOCK_MxBLOCK_NwWARPSsSTAGES[a][h][f], e.g. 128x64w4s3")
@@ -385,8 +385,8 @@ def attention(q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | 
     benchmarks; a stream keeps its cache in FP8) in FP8.
     key_splits: an int, or "auto" (auto_key_splits: whole waves on this GPU). Returns [B, H, M, D] in q's dtype
     (unsplit: a view of [B, M, H, D] memory, the heads side by side as an output projection reads them).
-    (Measured slower on the H200 and removed: a version loading k and v through TMA descriptors, docs/benchmarks.md,
-    session 10; rescaling the output only when a row maximum grew past a threshold, session 11, commit 9980f45.)"""
+    (Measured slower on the H200 and removed: a version loading k and v through TMA descriptors, git history;
+    rescaling the output only when a row maximum grew past a threshold, commit 9980f45.)"""
     if fp8 and fp8_keys is None:
         fp8_keys = quantize_keys(k, v, per_key=fp8 != "per-head")
     B, H, M, D = q.shape

@@ -2,10 +2,10 @@
 # Issue #7: the three GPU benchmarks of docs/benchmarks.md in one device call (one H200, < 9.5 minutes), and
 # issue #10's lite-profile speed on 4 of the machine's CPU cores.
 #
-#   OUT=$OUT bash scripts/device_benchmarks.sh > $OUT/bench.txt 2>&1
+#   OUT=$OUT bash benchmarks/device_benchmarks.sh > $OUT/bench.txt 2>&1
 #
 # Parts, in this order (PARTS, default "backends scaling lite wan"; the order is the priority):
-#   backends  scripts/bench_backends.py on the default model (assets/default): eager torch, torch.compile
+#   backends  `knotanim bench --backend ...` on the default model (assets/default): eager torch, torch.compile
 #             (reduce-overhead: CUDA graphs) and ONNX Runtime, each in its own child process, stopped after
 #             BACKEND_TIMEOUT_S (default 100) each; frames/s, chunk latency, time to first frame, peak GPU
 #             memory; BACKENDS_SECONDS (default 3) seconds of audio per timed stream, except where
@@ -15,7 +15,7 @@
 #             CPU parity check come first, and each of its chunks takes a large part of a second, hence its
 #             1 s of audio (the last run's 3 s did not finish in the old 150 s budget).
 #             -> backends.json (rewritten after each backend)
-#   scaling   scripts/bench_scaling.py --device cuda --backend SCALING_BACKEND: per-chunk time against window,
+#   scaling   benchmarks/bench_scaling.py --device cuda --backend SCALING_BACKEND: per-chunk time against window,
 #             chunk length, frame size, and one long stream stopped after SCALING_LONG_BUDGET_S (default 35)
 #             seconds. SCALING_BACKEND: default graphs on cuda (each point's eager ChunkStep captured in one
 #             CUDA graph: the sweep measures compute, with the GPU replay time per step, not the ~90 ms of
@@ -26,7 +26,7 @@
 #             LITE_THREADS (default 4) threads, pinned to as many cores with taskset where it exists,
 #             backends LITE_BACKENDS (default torch,onnxruntime), LITE_FRAMES (default 96) frames each.
 #             -> its table in summary.txt (and lite.log in the logs tarball); no file of its own
-#   wan       scripts/bench_wan_shape.py: the Wan2.1-1.3B-shaped same-work benchmark, variants WAN_VARIANTS
+#   wan       benchmarks/bench_wan_shape.py: the Wan2.1-1.3B-shaped same-work benchmark, variants WAN_VARIANTS
 #             (default eager,compile,graphs,fp8,cudnn,fp8-cudnn: cudnn and fp8-cudnn are graphs and fp8 with
 #             cuDNN's fused attention, skipped with a reason where it does not run), WAN_ITERS (default 3)
 #             timed rounds after WAN_WARMUP (1). -> wan.json (rewritten after each variant and workload)
@@ -130,7 +130,7 @@ outputs() {  # the files in $OUT a part writes
 
 summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
   {
-    echo "scripts/device_benchmarks.sh: device $DEVICE, parts: $PARTS; budgets (s): backends $BACKENDS_S," \
+    echo "benchmarks/device_benchmarks.sh: device $DEVICE, parts: $PARTS; budgets (s): backends $BACKENDS_S," \
       "scaling $SCALING_S, lite $LITE_S, wan $WAN_S; scaling backend $SCALING_BACKEND; $(($(date +%s) - T0)) s so far"
     echo
     printf '%-9s %-5s %-10s %8s %8s %14s %18s  %s\n' part exit outcome wall_s limit_s load1_at_start \
@@ -151,7 +151,7 @@ summarise() {  # summary.txt and bench_logs.tar.gz from what has run so far
       echo "WARNING: $ncontended part(s) started on a contended machine (1-minute load above half of $NCPU cores):" \
         "their timings are suspect"
     fi
-    "$PY" "$ROOT"/scripts/device_benchmarks_digest.py "$OUT" 2>&1 || true
+    "$PY" "$ROOT"/benchmarks/device_benchmarks_digest.py "$OUT" 2>&1 || true
     if [ -f "$LOGS/lite.log" ]; then  # lite_speed.py prints its own Markdown table
       echo; echo "lite (scripts/lite_speed.py, CPU):"; grep -E '^(\| |20[0-9][0-9]-)' "$LOGS/lite.log" || echo "  no table"
     fi
@@ -165,10 +165,11 @@ for part in $PARTS; do
   case $part in
     backends) budget=$BACKENDS_S
       # shellcheck disable=SC2086  # *_ARGS are lists of words
-      cmd=("$PY" "$ROOT"/scripts/bench_backends.py --device "$DEVICE" --backends "$BACKENDS" --seconds "$BACKENDS_SECONDS"
-           --seconds-for "$BACKENDS_SECONDS_FOR" --timeout-s "$BACKEND_TIMEOUT_S" --artifacts "$LOGS/artifacts" --json "$OUT/backends.json" ${BACKENDS_ARGS:-}) ;;
+      cmd=("$PY" -m knotanim.cli.main bench --device "$DEVICE" $(printf -- '--backend %s ' ${BACKENDS//,/ })
+           --seconds "$BACKENDS_SECONDS" --seconds-for "$BACKENDS_SECONDS_FOR" --timeout-s "$BACKEND_TIMEOUT_S"
+           --engine-dir "$LOGS/artifacts" --json "$OUT/backends.json" ${BACKENDS_ARGS:-}) ;;
     scaling) budget=$SCALING_S
-      cmd=("$PY" "$ROOT"/scripts/bench_scaling.py --device "$DEVICE" --backend "$SCALING_BACKEND" --out "$OUT"
+      cmd=("$PY" "$ROOT"/benchmarks/bench_scaling.py --device "$DEVICE" --backend "$SCALING_BACKEND" --out "$OUT"
            --long-budget-s "$SCALING_LONG_BUDGET_S" ${SCALING_ARGS:-}) ;;
     lite) budget=$LITE_S
       pin=()  # the thread count pinned to as many cores, where taskset exists and the machine has them
@@ -177,7 +178,7 @@ for part in $PARTS; do
            --backends "$LITE_BACKENDS" --threads "$LITE_THREADS" --frames "$LITE_FRAMES" --artifacts "$LOGS/lite_artifacts"
            ${LITE_ARGS:-}) ;;
     wan) budget=$WAN_S
-      cmd=("$PY" "$ROOT"/scripts/bench_wan_shape.py --device "$DEVICE" --variants "$WAN_VARIANTS" --iters "$WAN_ITERS"
+      cmd=("$PY" "$ROOT"/benchmarks/bench_wan_shape.py --device "$DEVICE" --variants "$WAN_VARIANTS" --iters "$WAN_ITERS"
            --warmup "$WAN_WARMUP" --out "$OUT/wan.json" ${WAN_ARGS:-}) ;;
   esac
   deadline=$((deadline + budget))

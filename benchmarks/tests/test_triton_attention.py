@@ -1,10 +1,10 @@
-"""engines.triton_attention: the torch-side pieces on the CPU always; the kernel itself in Triton's CPU interpreter
+"""triton_attention: the torch-side pieces on the CPU always; the kernel itself in Triton's CPU interpreter
 where Triton is installed (not in CI's CPU torch; the GPU figures and errors are bench_attention.py's)."""
 import pytest
 import torch
 from triton_interpreter import needs_triton, run_interpreted
 
-from engines import triton_attention as ta
+import triton_attention as ta
 
 
 def attention_fp32(q, k, v):
@@ -79,7 +79,7 @@ def test_the_kernel_matches_float32_attention_in_tritons_interpreter():
     # float32 inputs: the interpreter's bf16 and float8 dot products are not what the GPU computes
     run_interpreted("""
         import torch
-        from engines import triton_attention as ta
+        import triton_attention as ta
         g = torch.Generator().manual_seed(3)
         small = dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
         # (the loop with each block's q k^T issued one block ahead, too: one block, two, a tail, slices of each)

@@ -1,5 +1,5 @@
-"""engines.triton_fused in Triton's CPU interpreter where Triton is installed (not in CI's CPU torch; on the GPU
-they run inside scripts/bench_wan_shape.py's fp8s-triton-f variant, whose error against eager is in its table)."""
+"""triton_fused in Triton's CPU interpreter where Triton is installed (not in CI's CPU torch; on the GPU
+they run inside benchmarks/bench_wan_shape.py's fp8s-triton-f variant, whose error against eager is in its table)."""
 from triton_interpreter import needs_triton, run_interpreted
 
 
@@ -7,7 +7,7 @@ from triton_interpreter import needs_triton, run_interpreted
 def test_rms_norm_rope_matches_the_norm_then_the_rotation():
     run_interpreted("""
         import torch
-        from engines.triton_fused import rms_norm_rope
+        from triton_fused import rms_norm_rope
         g = torch.Generator().manual_seed(0)
         n, width, half = 11, 48, 4  # 6 heads of 8 channels; 24 pairs: the kernel pads them to 32
         qkv = torch.randn(n, 3 * width, generator=g) * 3
@@ -31,7 +31,7 @@ def test_gelu_tanh_fp8_is_the_tanh_gelu_at_the_scale_saturated():
     run_interpreted("""
         import torch
         import torch.nn.functional as F
-        from engines.triton_fused import gelu_tanh_fp8
+        from triton_fused import gelu_tanh_fp8
         g = torch.Generator().manual_seed(1)
         x = torch.cat([torch.randn(5000, generator=g) * 4, torch.tensor([-1e4, -30.0, 0.0, 30.0, 1e4])])
         scale = torch.tensor(0.05)

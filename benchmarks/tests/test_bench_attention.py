@@ -1,16 +1,9 @@
-"""scripts/bench_attention.py on the CPU: rows for what runs here, a reason for what cannot, the JSON and table."""
-import importlib.util
+"""benchmarks/bench_attention.py on the CPU: rows for what runs here, a reason for what cannot, the JSON and table."""
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_attention", Path(__file__).resolve().parents[1] / "scripts" / "bench_attention.py")
-ba = importlib.util.module_from_spec(_spec)
-sys.modules["bench_attention"] = ba
-_spec.loader.exec_module(ba)
+import bench_attention as ba  # benchmarks/ is on sys.path (conftest.py)
 
 
 def test_flops_count_both_products():
@@ -35,7 +28,7 @@ def test_cli_on_the_cpu_times_sdpa_and_skips_the_gpu_kernel(tmp_path, capsys):
 
 
 def test_compiled_kernels_are_read_from_tritons_caches_or_none(monkeypatch):
-    from engines import triton_attention as ta
+    import triton_attention as ta
 
     class Compiled:  # what Triton keeps per compiled specialization, once launched
         n_regs, n_spills = 168, 0

@@ -1,6 +1,6 @@
-"""Fused pointwise and normalisation kernels in Triton for the FP8 step of a Wan-shaped DiT (scripts/bench_wan_shape.py).
+"""Fused pointwise and normalisation kernels in Triton for the FP8 step of a Wan-shaped DiT (benchmarks/bench_wan_shape.py).
 
-Two places where the compiled step spent several times the memory traffic's time (docs/benchmarks.md, session 12):
+Two places where the compiled step spent several times the memory traffic's time (docs/benchmarks.md):
 
 - `rms_norm_rope`: the q and k RMSNorm over the whole width, then the interleaved-pair rotary embedding, of both
   from the q, k, v projection, in one kernel: a program holds whole rows (one read, one write; Inductor's reduction

@@ -20,15 +20,15 @@ cuDNN attention), fp8-flex (fp8 linears + the self-attention in FP8 through a co
 cast to float8_e4m3 with per-tensor scales computed on the device each call, the scales applied to the scores
 (score_mod) and the output; the text cross-attention stays bf16 SDPA; its error against eager is in the
 table), fp8-flex16 (the same with q, k and v in bf16: FlexAttention's own speed against SDPA's, apart from FP8's), triton
-(graphs with the self-attention through our Triton kernel, engines/triton_attention.py, in bf16), fp8-triton (fp8
+(graphs with the self-attention through our Triton kernel, benchmarks/triton_attention.py, in bf16), fp8-triton (fp8
 linears, the KV cache stored in FP8 with a scale per key, written once per pass as each chunk's keys enter it, and
 the Triton kernel's FP8 path: q quantized in the kernel, p @ v in FP8), fp8-triton-h (the same with one scale per
 head, set from each layer's first keys and then fixed: one multiply per score fewer; the cache written by one fused
-Triton kernel, engines.triton_attention.write_fp8_keys), fp8s and fp8s-triton-h (fp8 and fp8-triton-h with each linear's activation scale calibrated
+Triton kernel, triton_attention.write_fp8_keys), fp8s and fp8s-triton-h (fp8 and fp8-triton-h with each linear's activation scale calibrated
 once on two random chunks and then fixed, so its cast fuses into the kernel that made the input instead of a
 maximum and a cast of their own), fp8s-triton-f (fp8s-triton-h with the q/k RMSNorms + RoPE and the FFN's GELU +
-FP8 cast each one Triton kernel, engines/triton_fused.py; compiled around them). The cuDNN variants run only where a
-tiny SDPA call under that backend succeeds on the
+FP8 cast each one Triton kernel, benchmarks/triton_fused.py; compiled around them). The cuDNN variants run only
+where a tiny SDPA call under that backend succeeds on the
 device; elsewhere (CPU, an older GPU or torch, the backend raising) they are listed as skipped with the
 reason. Switching the attention backend clears torch.compile's caches (torch._dynamo.reset): the compiled
 code does not guard on the backend, so it would otherwise reuse the previous variant's kernels.
@@ -36,7 +36,7 @@ code does not guard on the backend, so it would otherwise reuse the previous var
 Each run records the 1-minute load average at its start (LOADAVG_FILE, default /proc/loadavg) and the
 CPU count, so a run timed on a busy machine can be told apart.
 
-  python scripts/bench_wan_shape.py --out $OUT/wan.json
+  python benchmarks/bench_wan_shape.py --out $OUT/wan.json
 """
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ FP8_VARIANTS = ("fp8", "fp8-cudnn", "fp8-flex", "fp8-flex16", "fp8-triton", "fp8
                 "fp8s-triton-f")  # the block linears through torch._scaled_mm
 # activation scales calibrated once (calibrate_activation_scales)
 STATIC_SCALE_VARIANTS = ("fp8s", "fp8s-triton-h", "fp8s-triton-f")
-# the q/k norms + RoPE and the GELU + FP8 cast through engines.triton_fused (fused_pre_attn, fused_post_attn)
+# the q/k norms + RoPE and the GELU + FP8 cast through triton_fused (fused_pre_attn, fused_post_attn)
 FUSED_VARIANTS = ("fp8s-triton-f",)
-# the self-attention through engines.triton_attention (its default blocks; key splits "auto" in bf16, 1 in FP8):
+# the self-attention through triton_attention (its default blocks; key splits "auto" in bf16, 1 in FP8):
 # its KV cache in bf16 (None) or in FP8 with a scale per key or per head
 TRITON_VARIANTS = {"triton": None, "fp8-triton": "per key", "fp8-triton-h": "per head", "fp8s-triton-h": "per head",
                    "fp8s-triton-f": "per head"}
@@ -243,7 +243,7 @@ def quantized_flex_attention(q, k, v, dtype=torch.float8_e4m3fn, max_value: floa
     the output comes back in q's dtype. `dtype` float32 or bfloat16 checks the algebra on a CPU; float8_e4m3fn is
     the GPU variant, with `quantize` and `attend` each compiled on its own: compiled as one function, Inductor
     fuses the cast into FlexAttention's inputs, and torch 2.11's FlexAttention lowering on CUDA rejects such an
-    input ("convert FlexibleLayout to FixedLayout first", session 9's lease)."""
+    input ("convert FlexibleLayout to FixedLayout first")."""
     if attend is None:
         from torch.nn.attention.flex_attention import flex_attention as attend
     q8, k8, v8, qk_scale, sv = quantize(q, k, v, dtype, max_value)
@@ -354,9 +354,9 @@ def ffn_out_fp8(x, g8, mod, lp, s: Shape):
 
 
 def fused_pre_attn(projection=qkv_projection):
-    """pre_attn with the q/k RMSNorms and RoPE in one Triton kernel (engines.triton_fused.rms_norm_rope) after
+    """pre_attn with the q/k RMSNorms and RoPE in one Triton kernel (triton_fused.rms_norm_rope) after
     `projection` (qkv_projection, or a compiled one)."""
-    from engines.triton_fused import rms_norm_rope
+    from triton_fused import rms_norm_rope
 
     def pre(x, mod, lp, cos, sin, s: Shape):
         qkv = projection(x, mod, lp, s)
@@ -367,8 +367,8 @@ def fused_pre_attn(projection=qkv_projection):
 
 def fused_post_attn(middle=attn_out_and_text, out=ffn_out_fp8):
     """post_attn for calibrated FP8 linears with the GELU and the cast to FP8 at the second FFN linear's fixed scale
-    in one Triton kernel (engines.triton_fused.gelu_tanh_fp8) between `middle` and `out` (or compiled ones)."""
-    from engines.triton_fused import gelu_tanh_fp8
+    in one Triton kernel (triton_fused.gelu_tanh_fp8) between `middle` and `out` (or compiled ones)."""
+    from triton_fused import gelu_tanh_fp8
 
     def post(x, a, mod, lp, tk, tv, s: Shape):
         x, hidden = middle(x, a, mod, lp, tk, tv, s)
@@ -411,16 +411,16 @@ class Stream:
             self.tv.append(F.linear(text, vw).view(-1, h, dh).transpose(0, 1).unsqueeze(0).contiguous())
         self.fns = {"pre": pre_attn, "post": post_attn, "embed": embed, "head": head, "time": time_mod}
         self.attend = F.scaled_dot_product_attention  # the self-attention over cache + chunk (fp8-flex: FP8)
-        self.fp8_cache = None  # fp8-triton: engines.triton_attention.Fp8Keys of every layer ([layers, ...] leading)
+        self.fp8_cache = None  # fp8-triton: triton_attention.Fp8Keys of every layer ([layers, ...] leading)
         self.trace: list[dict] = []  # per chunk: slot start, kv tokens (for tests)
 
     def use_fp8_cache(self, per_key: bool = True):
         """Keep the KV cache in FP8 (the fp8-triton variants): keys [layers, 1, H, N, Dh], values transposed
-        [layers, 1, H, Dh, N] (engines.triton_attention.new_fp8_keys), float8_e4m3fn, with a float32 scale per key
+        [layers, 1, H, Dh, N] (triton_attention.new_fp8_keys), float8_e4m3fn, with a float32 scale per key
         [layers, 1, H, N] or per head [layers, 1, H]. A per-head scale is set from each layer's first write (twice its keys' absolute
         maximum over 448, on the device; during the warm-up, before any capture) and then fixed, as a calibrated
         engine's are."""
-        from engines.triton_attention import new_fp8_keys
+        from triton_attention import new_fp8_keys
         L, B, H, N, D = self.k_cache.shape
         self.fp8_cache = new_fp8_keys((L, B, H), N, D, self.k_cache.device, per_key)
         self.fp8_calibrated = [per_key] * L
@@ -443,7 +443,7 @@ class Stream:
 
     def write_fp8(self, i: int, k, v):
         """Quantize this pass's keys and values into layer i's FP8 cache at self.idx (scale per key or per head)."""
-        from engines.triton_attention import amax_scale, quantize_rows, quantize_with, write_fp8_keys
+        from triton_attention import amax_scale, quantize_rows, quantize_with, write_fp8_keys
         c = self.fp8_cache
         if c.per_key:
             (k8, ks), (v8, vs) = quantize_rows(k), quantize_rows(v)
@@ -500,10 +500,10 @@ class Stream:
 
 
 def triton_attend(cache: str | None, config: str | None = None, key_splits: str | None = None):
-    """A Triton variant's self-attention: engines.triton_attention.attention with the kernel config's blocks (None:
+    """A Triton variant's self-attention: triton_attention.attention with the kernel config's blocks (None:
     the kernel's defaults) and key splits (a number or "auto"; None: 1 with an FP8 cache, whose 64-row blocks
     already give ~3.4 waves, else auto)."""
-    from engines import triton_attention
+    import triton_attention
     blocks = triton_attention.parse_blocks(config) if config else None
     splits = key_splits or (1 if cache else "auto")
     return functools.partial(triton_attention.attention, blocks=blocks,
@@ -738,14 +738,14 @@ def main(argv=None):
                          "max-autotune-no-cudagraphs tunes the matmul and attention kernels, a much longer compile; "
                          "the graph variants capture their own CUDA graphs either way)")
     ap.add_argument("--attention-config", default=None,
-                    help="the Triton variants' kernel config, e.g. 64x128w4s3a (engines.triton_attention.parse_blocks; "
+                    help="the Triton variants' kernel config, e.g. 64x128w4s3a (triton_attention.parse_blocks; "
                          "default: its default_blocks)")
     ap.add_argument("--key-splits", default=None,
                     help="the Triton variants' key splits: a number or auto (default: 1 with an FP8 cache, else auto)")
     ap.add_argument("--calibration-margin", type=float, default=4.0,
                     help="the fp8s variants: activation scale = margin x the calibrated maximum / 448 (inputs beyond it "
                          "saturate; on the H200 1 gave 1.5e-1 relative error against eager, 4 gave 7.5e-2, the dynamic "
-                         "scales' own, docs/benchmarks.md session 11)")
+                         "scales' own)")
     ap.add_argument("--breakdown", action="store_true",
                     help="profile each run's last chunk once more: GPU time in attention, matmul and other kernels")
     ap.add_argument("--iters", type=int, default=10)
@@ -796,7 +796,7 @@ def main(argv=None):
             res["skipped"].append({"variant": v, "reason": "needs torch._scaled_mm on sm_89+ (Ada/Hopper)"})
             continue
         if v in TRITON_VARIANTS:
-            from engines.triton_attention import unavailable
+            from triton_attention import unavailable
             if unavailable(dev):
                 res["skipped"].append({"variant": v, "reason": unavailable(dev)})
                 continue

@@ -1,11 +1,8 @@
-"""scripts/bench_scaling.py on the CPU with tiny sizes: the JSON it writes, the FLOP formula against
+"""benchmarks/bench_scaling.py on the CPU with tiny sizes: the JSON it writes, the FLOP formula against
 FlopCounterMode, how FLOPs grow with L, C and resolution, and skipped points. No timing assertions."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +10,7 @@ import torch
 
 from knotanim import tiny_config
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_scaling", Path(__file__).resolve().parents[1] / "scripts" / "bench_scaling.py")
-bs = importlib.util.module_from_spec(_spec)
-sys.modules["bench_scaling"] = bs  # dataclasses look the module up
-_spec.loader.exec_module(bs)
+import bench_scaling as bs  # benchmarks/ is on sys.path (conftest.py)
 
 
 @pytest.fixture(scope="module")

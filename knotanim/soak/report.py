@@ -1,6 +1,6 @@
-"""Helpers for scripts/soak.py: the speech-like feed, memory probes, the checks and the plots.
+"""The soak's instruments: the speech-like feed, memory probes, the CSV log, the checks and the plots.
 
-Kept apart so soak.py stays a readable driver. Everything here is plain numpy / matplotlib.
+Plain numpy / matplotlib; the drivers (knotanim.soak.stream, knotanim.soak.live) read like a protocol.
 """
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SPEECH = ROOT / "assets" / "examples" / "speech.wav"
+from knotanim.profiles import assets_root
 
+
+def example_speech() -> Path:
+    """The bundled speech the soak loops (assets/examples/speech.wav)."""
+    return assets_root() / "examples" / "speech.wav"
 
 # --- input ---------------------------------------------------------------------------------------
 class SpeechFeed:
@@ -22,8 +25,8 @@ class SpeechFeed:
     offsets, with random gain (0.2-1.2), random silent gaps (0-1.5 s) and a little noise floor.
     take(n) returns the next n float32 samples; nothing longer than one loop is ever held."""
 
-    def __init__(self, sample_rate: int, seed: int = 0, path: Path = SPEECH):
-        self.speech = read_speech(path, sample_rate)
+    def __init__(self, sample_rate: int, seed: int = 0, path: Path | None = None):
+        self.speech = read_speech(path or example_speech(), sample_rate)
         self.sr, self.rng = sample_rate, np.random.default_rng(seed)
         self._buf = np.zeros(0, np.float32)
         self.produced = 0

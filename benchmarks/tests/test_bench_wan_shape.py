@@ -1,11 +1,8 @@
-"""scripts/bench_wan_shape.py on the CPU: FLOP formula, cache behaviour of both workloads, the CLI path."""
+"""benchmarks/bench_wan_shape.py on the CPU: FLOP formula, cache behaviour of both workloads, the CLI path."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from triton_interpreter import needs_triton, run_interpreted
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_wan_shape", Path(__file__).resolve().parents[1] / "scripts" / "bench_wan_shape.py")
-bw = importlib.util.module_from_spec(_spec)
-sys.modules["bench_wan_shape"] = bw  # dataclasses look the module up
-_spec.loader.exec_module(bw)
+import bench_wan_shape as bw  # benchmarks/ is on sys.path (conftest.py)
 
 TINY = dict(layers=2, width=64, heads=2, ffn=128, text_tokens=8, tokens_per_frame=16, chunk=3, steps=4)
 
@@ -262,7 +255,7 @@ def test_kernels_sort_into_attention_matmul_and_the_rest():
 
 
 def test_triton_variants_take_the_kernel_config_and_key_splits_given():
-    from engines import triton_attention as ta
+    import triton_attention as ta
     attend = bw.triton_attend("per head", "64x128w4s3a", "2")
     assert attend.func is ta.attention
     assert attend.keywords == {"blocks": ta.parse_blocks("64x128w4s3a"), "key_splits": 2}
@@ -323,15 +316,10 @@ def test_each_variant_says_how_its_attention_runs():
 @needs_triton
 def test_the_fused_variant_computes_what_the_unfused_step_does():
     # in Triton's CPU interpreter: the fused q/k norms + RoPE exactly; the FFN within FP8's rounding of its input (the
-    # interpreter's float8 casts differ from torch's: engines.triton_fused's tests check the kernel's values)
-    script = _spec.origin
+    # interpreter's float8 casts differ from torch's: triton_fused's tests check the kernel's values)
     run_interpreted(f"""
-        import importlib.util, sys
         import torch
-        spec = importlib.util.spec_from_file_location("bench_wan_shape", {script!r})
-        bw = importlib.util.module_from_spec(spec)
-        sys.modules["bench_wan_shape"] = bw
-        spec.loader.exec_module(bw)
+        import bench_wan_shape as bw
         s = bw.Shape(**{TINY!r})
         st = bw.Stream(s, bw.to_fp8(bw.make_params(s, "cpu", torch.float32)), torch.device("cpu"), torch.float32)
         bw.calibrate_activation_scales(st)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""A few lines per benchmark from the JSONs scripts/device_benchmarks.sh leaves in $OUT (for summary.txt).
+"""A few lines per benchmark from the JSONs benchmarks/device_benchmarks.sh leaves in $OUT (for summary.txt).
 
-  python scripts/device_benchmarks_digest.py $OUT
+  python benchmarks/device_benchmarks_digest.py $OUT
 
 Standard library only; a missing or unreadable file is one line saying so, never an error. A wan run that
 started with a 1-minute load above half the CPU count (as bench_wan_shape.py recorded them) is marked
@@ -32,7 +32,7 @@ def backends(out: Path) -> list[str]:
         if r.get("status") == "ok":
             lines.append(f"backends: {r['name']}: {r['fps']:.2f} frames/s, chunk latency median {r['median_ms']:.1f} ms"
                          f" / p95 {r['p95_ms']:.1f} ms, first frame {r['first_ms']:.0f} ms, peak {r['peak']}, "
-                         f"build {r['build_s']:.1f} s, warm-up {r['warm_s']:.1f} s ({r['device']}, {r['dtype']})")
+                         f"build {r['build_s']:.1f} s ({r['device']}, {r['dtype']})")
         else:
             lines.append(f"backends: {r.get('backend')}: {r.get('status')}: {r.get('reason')}")
     return lines or ["backends: no backend finished"]

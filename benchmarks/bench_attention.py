@@ -10,13 +10,13 @@ torch.profiler), each implementation's TFLOP/s (4 * Nq * Nk * head_dim * heads p
 `time_ms`) and its error against a float32 reference.
 
 Implementations: sdpa (PyTorch's default choice), flash / efficient / cudnn (SDPA restricted to one backend), flex
-(compiled FlexAttention), and, where engines.triton_attention imports and the device is CUDA, triton (our Triton
+(compiled FlexAttention), and, where triton_attention imports and the device is CUDA, triton (our Triton
 kernel, bf16), triton-fp8 (the same with float8 q, k, v and p, the keys from an FP8 cache with a scale per key) and
 triton-fp8h (the same with a scale per head), each at every kernel
 config of --configs and key split of --splits. An implementation that cannot run here is listed as skipped with the
 reason.
 
-  python scripts/bench_attention.py --out $OUT/attention.json
+  python benchmarks/bench_attention.py --out $OUT/attention.json
 """
 from __future__ import annotations
 
@@ -71,9 +71,9 @@ def triton_problem(device) -> str | None:
     if device.type != "cuda":
         return "the Triton kernel needs a CUDA device"
     try:
-        from engines import triton_attention
+        import triton_attention
     except ImportError as exc:
-        return f"engines.triton_attention does not import: {exc}"
+        return f"triton_attention does not import: {exc}"
     return triton_attention.unavailable(device)
 
 
@@ -81,7 +81,7 @@ def triton_variants(impl: str, configs: list[str], splits: list[str], k_cache, v
     """name -> callable(q, k, v) for each kernel config and key split. triton-fp8(h) reads its keys from an FP8 copy of
     the whole cache made once here (as a stream keeps its cache), narrowed to the call's key length: the timed call
     quantizes only q (inside the kernel)."""
-    from engines import triton_attention as ta
+    import triton_attention as ta
     scales = TRITON_IMPLS[impl]
     fp8_cache = ta.quantize_keys(k_cache, v_cache, per_key=scales == "per key") if scales else None
     out = {}
@@ -99,11 +99,11 @@ def triton_variants(impl: str, configs: list[str], splits: list[str], k_cache, v
 
 
 def compiled_triton_kernels() -> dict:
-    """{cache key: compiled kernel} of engines.triton_attention's kernel compiled so far in this process, each with
+    """{cache key: compiled kernel} of triton_attention's kernel compiled so far in this process, each with
     its registers per thread and spilled bytes once launched (`n_regs`, `n_spills`). Triton's internals, which
     differ between versions: {} where they are not there."""
     try:
-        from engines import triton_attention as ta
+        import triton_attention as ta
         return {key: kernel for cache, *_ in ta._attention_forward.device_caches.values()
                 for key, kernel in cache.items()}
     except Exception:  # no Triton, or another layout of its caches
@@ -125,8 +125,7 @@ def time_ms(fn, q, k, v, iters: int, warmup: int, reps: int = 10) -> float:
     """Milliseconds per call: the median over `iters` samples, each `reps` calls back to back between two CUDA
     events, divided by reps. Back to back, the host queues the next call while the GPU runs this one, so a
     call's own launch time (Python, Triton's launcher) is not in the figure unless the kernels are shorter than
-    it. Session 10's sweeps timed single calls: the same FP8 call took 1.66 ms there and ~1.34 ms inside the
-    Wan stream's CUDA graph (docs/benchmarks.md)."""
+    it (timed singly, an FP8 call that takes ~1.34 ms inside the Wan stream's CUDA graph measured 1.66 ms)."""
     for _ in range(warmup):
         fn(q, k, v)
     if q.device.type != "cuda":
@@ -161,7 +160,7 @@ def main(argv=None):
     ap.add_argument("--configs", default="64x128w4s3,128x128w8s3,64x128w4s3a,64x128w4s3h,64x128w4s3hf,64x128w4s3ahf",
                     help="the Triton kernel's BLOCK_MxBLOCK_NwWARPSsSTAGES, comma-separated, each optionally followed "
                          "by a (q k^T one block ahead), h (exp2 in half precision) and f (with h: row sums in half "
-                         "precision; engines.triton_attention.parse_blocks) (default: %(default)s)")
+                         "precision; triton_attention.parse_blocks) (default: %(default)s)")
     ap.add_argument("--splits", default="1,auto", help="the Triton kernel's key splits, comma-separated: numbers or auto")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=10, help="calls back to back per timed sample (GPU)")

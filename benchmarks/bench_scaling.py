@@ -34,11 +34,11 @@ is recorded as skipped with the reason; an unexpected error is recorded as faile
 Output in --out: scaling.json (every measurement, raw per-chunk times, device and torch info) and
 scaling.png (four panels; needs matplotlib).
 
-  python3 scripts/bench_scaling.py --device cuda --backend graphs --out $OUT/scaling  # the H200 run: compute
-  python3 scripts/bench_scaling.py --device cuda --out $OUT/scaling     # eager: host launch overhead (~1.5-3 min)
-  python scripts/bench_scaling.py --quick --base-frame-size 128 --frame-sizes 64,128,192 --out /tmp/scaling
+  python3 benchmarks/bench_scaling.py --device cuda --backend graphs --out $OUT/scaling  # the H200 run: compute
+  python3 benchmarks/bench_scaling.py --device cuda --out $OUT/scaling     # eager: host launch overhead (~1.5-3 min)
+  python benchmarks/bench_scaling.py --quick --base-frame-size 128 --frame-sizes 64,128,192 --out /tmp/scaling
                                             # a CPU check (~8 min on the shared 2-core machine)
-  python scripts/bench_scaling.py --tiny --quick --out /tmp/scaling     # tiny sizes (what the test runs)
+  python benchmarks/bench_scaling.py --tiny --quick --out /tmp/scaling     # tiny sizes (what the test runs)
 """
 from __future__ import annotations
 
@@ -813,7 +813,7 @@ def write_json(result: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    command = "python scripts/bench_scaling.py " + " ".join(
+    command = "python benchmarks/bench_scaling.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     try:
         result = run(args, command.strip())

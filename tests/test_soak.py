@@ -1,10 +1,9 @@
-"""scripts/soak.py --mode stream: a few seconds of stream time with the tiny model; outputs and checks.
+"""`knotanim soak`: a few seconds of stream (and live) time with the tiny model; outputs and checks.
 The --backend runs rehearse the accelerator machine: an uninstalled checkout (python -S, PYTHONPATH=<repository>),
 no PyAV, a working directory outside the repository."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,13 +16,18 @@ import pytest
 
 from device_like import device_like
 
+from knotanim.soak import live as soak_live
+from knotanim.soak import report as rep
+from knotanim.soak.common import load_animator
+
 ROOT = Path(__file__).resolve().parents[1]
+SOAK = ["-m", "knotanim.cli.main", "soak"]
 PNGS = ("memory", "chunk_time", "drift", "buffers")
 
 
 def test_soak_stream_mode_writes_csv_json_pngs_and_checks(tmp_path):
     out = tmp_path / "soak"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--mode", "stream", "--tiny",
+    r = subprocess.run([sys.executable, *SOAK, "--mode", "stream", "--tiny",
                         "--stream-hours", str(12 / 3600), "--sample-seconds", "1", "--device", "cpu", "--backend", "torch",
                         "--progress", "0", "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -57,7 +61,7 @@ def test_soak_stream_mode_writes_csv_json_pngs_and_checks(tmp_path):
 def test_soak_stream_through_another_backend_from_an_uninstalled_checkout_without_pyav(tmp_path):
     """--backend onnxruntime: exported into --engine-dir before the stream, used by the stream (its name, as the
     stream's backend reports it, is in the summary) and recorded; every output written."""
-    python, env = device_like(tmp_path, ROOT / "scripts" / "soak.py")
+    python, env = device_like(tmp_path, *SOAK)
     out, engines = tmp_path / "soak", tmp_path / "engines"
     r = subprocess.run([*python, "--mode", "stream", "--tiny", "--stream-hours", str(3 / 3600), "--sample-seconds", "0.5",
                         "--device", "cpu", "--backend", "onnxruntime", "--engine-dir", str(engines), "--max-wall-s", "300",
@@ -79,7 +83,7 @@ def test_soak_stream_through_another_backend_from_an_uninstalled_checkout_withou
 def test_soak_stream_stopped_by_the_wall_clock_before_any_sample_still_writes_its_summary(tmp_path):
     """--max-wall-s counts from the script's start: a limit that the imports and model load already used up stops
     the stream before its first sample; the JSON still comes back, saying so, and the exit status is 1."""
-    python, env = device_like(tmp_path, ROOT / "scripts" / "soak.py")
+    python, env = device_like(tmp_path, *SOAK)
     out = tmp_path / "soak"
     r = subprocess.run([*python, "--mode", "stream", "--tiny", "--device", "cpu", "--backend", "torch",
                         "--max-wall-s", "0.01", "--progress", "0", "--out", str(out)],
@@ -94,14 +98,10 @@ def test_soak_stream_stopped_by_the_wall_clock_before_any_sample_still_writes_it
 
 def test_speech_feed_reads_the_bundled_wav_without_pyav_as_pyav_decodes_it():
     pytest.importorskip("av")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import soak_report as rep
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
     from knotanim.frontends.audio_io import load_audio
 
-    ours, theirs = rep.read_speech(rep.SPEECH, 16000), load_audio(rep.SPEECH, 16000)
+    speech = rep.example_speech()
+    ours, theirs = rep.read_speech(speech, 16000), load_audio(speech, 16000)
     assert ours.dtype == np.float32 and ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
@@ -109,10 +109,9 @@ def test_speech_feed_reads_the_bundled_wav_without_pyav_as_pyav_decodes_it():
 def test_live_mode_counts_frames_across_a_gpu_memory_fallback():
     """A GPU out-of-memory fallback sets pipe.stream to None for a moment, then a new stream counts
     from 0: the soak's frames_generated must neither crash nor go backwards."""
-    soak = _soak_module()
     first, second = SimpleNamespace(frames_emitted=0), SimpleNamespace(frames_emitted=0)
     pipe = SimpleNamespace(stream=first)
-    generated = soak.GeneratedFrames()
+    generated = soak_live.GeneratedFrames()
     readings = []
     for stream, emitted in ((first, 10), (first, 30), (None, None), (second, 4), (None, None), (second, 12)):
         pipe.stream = stream
@@ -120,13 +119,6 @@ def test_live_mode_counts_frames_across_a_gpu_memory_fallback():
             stream.frames_emitted = emitted
         readings.append(generated.read(pipe))
     assert readings == [10, 30, 30, 34, 34, 42]
-
-
-def _soak_module():
-    spec = importlib.util.spec_from_file_location("soak_script", ROOT / "scripts" / "soak.py")
-    soak = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soak)
-    return soak
 
 
 def test_dtype_and_live_backend_options(tmp_path, monkeypatch):
@@ -137,12 +129,11 @@ def test_dtype_and_live_backend_options(tmp_path, monkeypatch):
     import knotanim.profiles
     from knotanim import KnotAnimator, tiny_config
 
-    soak = _soak_module()
     folder = tmp_path / "tiny"
     KnotAnimator.from_config(tiny_config(), device="cpu", seed=0).save_pretrained(folder)
     base = dict(device="cpu", tiny=False, model=str(folder))
-    assert soak.load_animator(SimpleNamespace(**base, dtype="auto")).dtype == torch.float32
-    anim = soak.load_animator(SimpleNamespace(**base, dtype="bfloat16"))
+    assert load_animator(SimpleNamespace(**base, dtype="auto")).dtype == torch.float32
+    anim = load_animator(SimpleNamespace(**base, dtype="bfloat16"))
     assert anim.dtype == torch.bfloat16
     asked = []
 
@@ -152,10 +143,10 @@ def test_dtype_and_live_backend_options(tmp_path, monkeypatch):
                                backend=SimpleNamespace(name=backend))
 
     monkeypatch.setattr(knotanim.profiles, "choose_backend", choose)
-    assert soak.live_backends(SimpleNamespace(backend="torch", tiny=False, model=str(folder)), anim) is None
-    assert soak.live_backends(SimpleNamespace(backend="auto", tiny=True, model=None), anim) is None
+    assert soak_live.live_backends(SimpleNamespace(backend="torch", tiny=False, model=str(folder)), anim) is None
+    assert soak_live.live_backends(SimpleNamespace(backend="auto", tiny=True, model=None), anim) is None
     assert asked == []
-    assert soak.live_backends(SimpleNamespace(backend="compiled", tiny=False, model=str(folder)), anim) == "the StepBackends"
+    assert soak_live.live_backends(SimpleNamespace(backend="compiled", tiny=False, model=str(folder)), anim) == "the StepBackends"
     assert asked == [(anim, "compiled", None)]
 
 
@@ -163,7 +154,7 @@ def test_soak_live_mode_writes_its_summary_with_backend_and_ladder_rungs(tmp_pat
     """--mode live for 6 s with the tiny model: the summary names the backend used, counts the samples per
     quality-ladder rung, and the recording decodes (the checks that depend on timing may fail on a busy CPU)."""
     out = tmp_path / "live"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--mode", "live", "--tiny", "--minutes", "0.1",
+    r = subprocess.run([sys.executable, *SOAK, "--mode", "live", "--tiny", "--minutes", "0.1",
                         "--device", "cpu", "--progress", "0", "--out", str(out)], capture_output=True, text=True,
                        timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode in (0, 1), r.stderr[-2000:]
@@ -177,3 +168,13 @@ def test_soak_live_mode_writes_its_summary_with_backend_and_ladder_rungs(tmp_pat
     assert recording["pass"] and recording["video_frames"] > 0, recording
     for name in ("memory", "queues", "latency"):
         assert (out / f"soak_live_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path):
+    for bad, says in ((["--stream-hours", "0"], "--stream-hours: '0' is not > 0"),
+                      (["--backend", "nosuch"], "invalid choice: 'nosuch'"),
+                      (["--model", str(tmp_path / "missing")], "not found")):
+        r = subprocess.run([sys.executable, *SOAK, "--out", str(tmp_path / "o"), "--device", "cpu", *bad],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert says in r.stderr.strip().splitlines()[-1], r.stderr
