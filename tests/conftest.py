@@ -7,11 +7,7 @@ naming the package to apt-get install, through `missing(name)` / `require(name)`
 `.ci/run` installs them all. pytest-qt is loaded here, and only where Qt can draw (pyproject's
 addopts keep it from loading itself: without Qt's libraries it fails the whole session).
 """
-import functools
-import importlib
-import importlib.util
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,49 +27,7 @@ if SCRIPTS not in sys.path:
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the README's command on a machine without a display
 
 
-def _imports(*modules: str) -> bool:
-    try:
-        for m in modules:
-            importlib.import_module(m)
-    except (ImportError, OSError):  # OSError: sounddevice without PortAudio
-        return False
-    return True
-
-
-def _espeak() -> bool:
-    from knotanim.data.speech import espeak_available
-
-    return espeak_available()
-
-
-# name -> (the Debian packages that provide it, a probe that is True when it is there, the Python module
-# that wraps it: when that is absent, the test extra is not installed and apt-get would not help)
-DEBIAN_PACKAGES = {
-    "espeak-ng": ("espeak-ng libespeak-ng1", _espeak, None),
-    "portaudio": ("libportaudio2", lambda: _imports("sounddevice"), "sounddevice"),
-    "pulseaudio": ("pulseaudio pulseaudio-utils libasound2-plugins",
-                   lambda: all(shutil.which(t) for t in ("pulseaudio", "pactl", "paplay")), None),
-    "qt": ("libegl1 libgl1 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3",
-           lambda: _imports("PyQt6.QtGui", "PyQt6.QtWidgets", "PyQt6.QtTest"), "PyQt6"),
-}
-
-
-@functools.cache
-def missing(name: str) -> str | None:
-    """None when `name` (a DEBIAN_PACKAGES key) is usable here, else the skip reason naming its packages."""
-    packages, present, module = DEBIAN_PACKAGES[name]
-    if present():
-        return None
-    if module is not None and importlib.util.find_spec(module) is None:
-        return f"needs {name}: pip install -e '.[test]' (the {module} package is not installed)"
-    return f"needs {name}: apt-get install {packages}"
-
-
-def require(name: str) -> None:
-    """Skip the calling test, fixture or (at module level) module when `name` is missing."""
-    reason = missing(name)
-    if reason is not None:
-        pytest.skip(reason, allow_module_level=True)
+from needs import DEBIAN_PACKAGES, missing, require  # noqa: E402,F401 (the fixtures' and markers' helpers)
 
 
 if missing("qt") is None:
@@ -82,7 +36,7 @@ if missing("qt") is None:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs(name, ...): skip unless these Debian packages are installed "
-                                       "(names: tests/conftest.py DEBIAN_PACKAGES)")
+                                       "(names: tests/needs.py DEBIAN_PACKAGES)")
 
 
 def pytest_collection_modifyitems(config, items):

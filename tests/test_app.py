@@ -7,7 +7,7 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import require  # noqa: E402
+from needs import require  # noqa: E402
 
 require("qt")
 pytest.importorskip("pytestqt")

@@ -8,7 +8,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from conftest import require  # noqa: E402
+from needs import require  # noqa: E402
 
 require("qt")
 pytest.importorskip("pytestqt")

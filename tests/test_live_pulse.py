@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import require
+from needs import require
 from knotanim import tiny_config
 from knotanim.animator import KnotAnimator
 from knotanim.frontends.audio_io import load_audio, write_wav
