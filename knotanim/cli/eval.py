@@ -55,6 +55,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "copied to every frame and the data generator's warped-photo animation. --model also takes a "
                     "profile name (default, lite)")
     rp.add_argument("--photos", default="held-out", metavar="NAMES", help="held-out (default), all, or comma-separated names")
+    rp.add_argument("--photo-file", action="append", default=None, metavar="IMAGE",
+                    help="judge this photo instead of the set's (repeatable); with --judge-videos, DIR holds <stem>.mp4")
     rp.add_argument("--seconds", type=float, default=10.0, help="length of each real-photo stream, seconds (default 10)")
     rp.add_argument("--judge-videos", action="append", default=None, metavar="[NAME=]DIR",
                     help="judge videos rendered elsewhere instead of rendering here: DIR holds <photo>.mp4 (rendered with "
@@ -89,10 +91,10 @@ def run_real_photo_set(args: argparse.Namespace) -> int:
     """`--real-photos` / `--write-inputs`: the real-photo set, rendered here or judged from --judge-videos."""
     from pathlib import Path
 
-    from knotanim.eval.photo_set import select_photos, write_inputs
+    from knotanim.eval.photo_set import select_photos, user_photo, write_inputs
     from knotanim.eval.runner import load_animators
 
-    photos = select_photos(args.photos)
+    photos = tuple(user_photo(f) for f in args.photo_file) if args.photo_file else select_photos(args.photos)
     if args.seconds < 1:
         raise ConfigError("--seconds must be >= 1 (the judge needs at least a second of video)")
     if args.write_inputs:

@@ -27,8 +27,9 @@ class RealPhoto:
     """One photograph of the set.
 
     name: row label and file stem. shipped_as: the generator's photo (`knotanim.data.photo.PHOTOS`)
-    it is, or is derived from. source: package and file the pixels come from. hard: what makes the
-    face hard ("" for none). derivation: how a variant is made from its shipped photo ("" = none).
+    it is, or is derived from ("" for a user's photo file, `user_photo`). source: package and file
+    the pixels come from (a user's photo: its path). hard: what makes the face hard ("" for none).
+    derivation: how a variant is made from its shipped photo ("" = none).
     """
 
     name: str
@@ -39,9 +40,11 @@ class RealPhoto:
 
     @property
     def split(self) -> str:
-        """"train" or "held-out", from the generator's table (the one place a split is written)."""
+        """"train" or "held-out", from the generator's table (the one place a split is written); "user"."""
         from knotanim.data.photo import PHOTOS
 
+        if not self.shipped_as:
+            return "user"
         return "train" if PHOTOS[self.shipped_as]["split"] == "train" else "held-out"
 
     @property
@@ -72,6 +75,11 @@ def real_photo(name: str) -> RealPhoto:
     raise InputError(f"no real photo called {name!r}; the set has {', '.join(p.name for p in REAL_PHOTOS)}")
 
 
+def user_photo(path: str | Path) -> RealPhoto:
+    """A photo file of the user's, judged like the set's (its videos are named after its file stem)."""
+    return RealPhoto(Path(path).stem, "", str(path))
+
+
 def select_photos(names: str | None) -> tuple[RealPhoto, ...]:
     """Comma-separated names, "held-out", "all" or None (= held-out) -> photos in table order."""
     if names is None or names == "held-out":
@@ -87,6 +95,10 @@ def load_real_photo(photo: RealPhoto | str) -> np.ndarray:
     from knotanim.data.randomize import load_asset_rgb
 
     photo = real_photo(photo) if isinstance(photo, str) else photo
+    if not photo.shipped_as:
+        from knotanim.frontends.image import load_image
+
+        return load_image(photo.source)
     info = PHOTOS[photo.shipped_as]
     image = load_asset_rgb(info["file"])
     if not photo.derived:

@@ -30,7 +30,7 @@ import numpy as np
 
 from knotanim.errors import InputError
 from knotanim.eval.judge import FaceJudge, FrameScores, PhotoFace
-from knotanim.eval.photo_set import RealPhoto, held_out_speech, load_real_photo, real_photo, write_inputs
+from knotanim.eval.photo_set import RealPhoto, held_out_speech, load_real_photo, write_inputs
 
 ROW_COPY = "photo copy"
 ROW_GENERATOR = "generator"
@@ -200,19 +200,19 @@ def video_speech(path: Path, speech: np.ndarray | None) -> np.ndarray:
 
 
 def videos_in(folder: str | Path, photos: tuple[RealPhoto, ...]) -> list[tuple[RealPhoto, Path]]:
-    """(photo, mp4) pairs of a judge folder, for the selected photos; InputError for an unknown name."""
+    """(photo, mp4) pairs of a judge folder for the selected photos (other mp4s are left alone);
+    InputError when the folder holds none of them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder of videos to judge")
-    wanted = {p.name for p in photos}
-    pairs = []
+    by_name = {p.name: p for p in photos}
+    pairs, others = [], []
     for path in sorted(folder.glob("*.mp4")):
         stem = path.name[:-len(ZEROED + ".mp4")] if path.name.endswith(ZEROED + ".mp4") else path.stem
-        photo = real_photo(stem)
-        if photo.name in wanted:
-            pairs.append((photo, path))
+        (pairs.append((by_name[stem], path)) if stem in by_name else others.append(path.name))
     if not pairs:
-        raise InputError(f"{folder}: no <photo>.mp4 of the selected photos ({', '.join(sorted(wanted))})")
+        raise InputError(f"{folder}: no <photo>.mp4 of the selected photos ({', '.join(sorted(by_name))}); "
+                         f"it holds {', '.join(others) or 'no mp4'}")
     return pairs
 
 
@@ -235,7 +235,7 @@ def generator_row(judge: FaceJudge, photo: RealPhoto, face: PhotoFace, seconds: 
     """The data generator's warped-photo animation of `photo` (None for a derived photo, which it does not know)."""
     from knotanim.data.clips import make_clip
 
-    if photo.derived:
+    if photo.derived or not photo.shipped_as:
         return None
     seconds = min(seconds, GENERATOR_MAX_S)
     speech = held_out_speech(seconds, seed, corpus)
