@@ -39,6 +39,7 @@ FACE_PX = 160  # side the face box is resized to before the Laplacian
 SEARCH_FACE_PX = 110  # the search region is resized so the expected face is this wide (HOG finds >= 80 px)
 RIGID_POINTS = tuple(range(17, 36)) + (36, 39, 42, 45)  # brows, nose, outer and inner eye corners
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+ANCHOR_IOU = 0.6  # a detection overlapping the anchor box this much is the same, still, face
 EVAL_EXTRA = 'pip install "knotanim[eval]" (dlib-bin and face-recognition-models)'
 
 
@@ -114,6 +115,15 @@ class FrameScores:
         return len(self.found)
 
 
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def laplacian_sharpness(image: np.ndarray, box) -> float:
     """Variance of the Laplacian of `box` (x0, y0, x1, y1 pixels, clipped to the image) of uint8
     [H, W, 3] RGB `image`, resized to FACE_PX x FACE_PX grey; 0.0 for an empty box."""
@@ -155,10 +165,13 @@ class FaceJudge:
         return self._models
 
     def measure(self, image: np.ndarray, region=None, expected_face: float | None = None,
-                descriptor: bool = True) -> FaceMeasure | None:
+                descriptor: bool = True, anchor=None) -> FaceMeasure | None:
         """The largest face in `region` (x0, y0, x1, y1 pixels; None: the whole image) of uint8
         [H, W, 3] RGB `image`, or None. The region is resized so a face `expected_face` pixels wide
-        (None: 0.45 x the region's shorter side) is SEARCH_FACE_PX wide; results are in image pixels."""
+        (None: 0.45 x the region's shorter side) is SEARCH_FACE_PX wide; results are in image pixels.
+        anchor: a face box (pixels) that replaces the detected one when they overlap by IoU > ANCHOR_IOU,
+        so a still head is measured in a still box (the detector's box wobbles by a few pixels as
+        the mouth moves, and the landmark fit, the descriptor and the sharpness box follow it)."""
         import dlib
 
         detector, predictor, encoder = self.models()
@@ -180,6 +193,8 @@ class FaceJudge:
             return None
         r = max(rects, key=lambda r: r.width() * r.height())
         box = (r.left() / k + x0, r.top() / k + y0, r.right() / k + x0, r.bottom() / k + y0)
+        if anchor is not None and box_iou(box, anchor) > ANCHOR_IOU:
+            box = tuple(anchor)
         # landmarks and descriptor at the image's own resolution (their cost does not grow with it)
         rect = dlib.rectangle(*(int(round(v)) for v in box))
         shape = predictor(image, rect)
@@ -230,16 +245,17 @@ class FaceJudge:
         if identity_every < 1:
             raise InputError("identity_every must be >= 1")
         rows: list[tuple[bool, float, float, float, float]] = []
-        last_box, last_rigid = None, None
+        last_box, last_rigid, first_box = None, None, None
         for i, frame in enumerate(frames):
             frame = np.ascontiguousarray(frame)
             # a video sink drops an odd last row or column: that is still the photo's geometry
             same_geometry = all(abs(a - b) <= 1 for a, b in zip(frame.shape[:2], photo.image.shape[:2]))
             if same_geometry:
-                region, expected = photo.region, photo.expected_face
+                region, expected, anchor = photo.region, photo.expected_face, photo.face.box
             else:  # another framing (e.g. a 256 x 256 crop): follow the last face found, else search the frame
                 region, expected = self.search_region(last_box) if last_box is not None else (None, None)
-            face = self.measure(frame, region, expected, descriptor=i % identity_every == 0)
+                anchor = first_box
+            face = self.measure(frame, region, expected, descriptor=i % identity_every == 0, anchor=anchor)
             for fraction in (() if face is not None or same_geometry else (0.45, 0.25)):
                 face = face or self.measure(frame, None, fraction * min(frame.shape[:2]), descriptor=i % identity_every == 0)
             identity = lip = jitter = np.nan
@@ -251,6 +267,7 @@ class FaceJudge:
                 if last_rigid is not None:
                     jitter = float(np.sqrt(((rigid - last_rigid) ** 2).sum(1).mean()))
                 last_rigid, last_box = rigid, face.box
+                first_box = first_box or face.box
             else:
                 last_rigid = None
             box = face.box if face is not None else (last_box or (photo.face.box if same_geometry else None))

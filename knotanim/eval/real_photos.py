@@ -8,8 +8,9 @@ Rows, for each photo (`knotanim.eval.photo_set`):
 - "photo copy": the photo copied to every frame (the ceiling of identity and sharpness; its mouth
   never moves). COPY_FRAMES frames are scored: they are all the same.
 - "generator": the data generator's warped-photo animation of the same photo (`make_clip`, source
-  "photo", 256 x 256, still head), with the same held-out speech; only for a photo the generator
-  knows (not the derived variants), at most GENERATOR_MAX_S seconds.
+  "photo", 256 x 256, still head), with the same held-out speech, in the mildest of its random looks
+  (`mildest_generator_look`); only for a photo the generator knows (not the derived variants), at
+  most GENERATOR_MAX_S seconds.
 - each model: `knotanim render` of the photo (still head, seed 0, pasted back into the photo) with
   the held-out speech, and the same render with the audio zeroed (its mouth scored against the
   speech it did not hear: a mouth that moves without listening shows there).
@@ -26,17 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 
 from knotanim.errors import InputError
 from knotanim.eval.judge import FaceJudge, FrameScores, PhotoFace
 from knotanim.eval.photo_set import RealPhoto, held_out_speech, load_real_photo, write_inputs
+from knotanim.eval.speech import EvalSpeech
 
 ROW_COPY = "photo copy"
 ROW_GENERATOR = "generator"
 ZEROED = ".audio-zeroed"  # file-name suffix of a stream rendered with its audio zeroed
 COPY_FRAMES = 50
 GENERATOR_MAX_S = 60.0
+GENERATOR_LOOKS = 8  # generator seeds tried for its mildest look (see mildest_generator_look)
 IDENTITY_FRAMES = 300
 STRIP_SECONDS = (1.0, 10.0, 60.0)  # frames kept for the strip (after the photo itself)
 MOUTH_LAGS = range(-2, 3)  # frames the mouth may lag (+) or lead (-) the audio envelope
@@ -231,8 +235,32 @@ def render_streams(name: str, animator, photos: tuple[RealPhoto, ...], inputs: d
     return folder
 
 
-def generator_row(judge: FaceJudge, photo: RealPhoto, face: PhotoFace, seconds: float, fps: int, seed: int, corpus) -> StreamResult | None:
-    """The data generator's warped-photo animation of `photo` (None for a derived photo, which it does not know)."""
+def mildest_generator_look(photo: RealPhoto, fps: int = 25, size: int = 256, seeds: int = GENERATOR_LOOKS) -> int:
+    """The seed (0..seeds-1) whose generated look of `photo` (the generator draws a colour transform,
+    grain and sometimes blur per clip) is closest to the photo itself (mean absolute difference of
+    the neutral reference frame to the photo cropped the same way): the generator at its cleanest.
+    Each look comes from a one-frame clip with one frame of speech, which draws its random numbers
+    as a clip whose speech fills it exactly (`generator_row`'s) does, so it has the same look."""
+    from knotanim.config import CropConfig
+    from knotanim.data.clips import make_clip
+    from knotanim.data.photo import PHOTOS, crop_affine
+    from knotanim.data.speech import Utterance
+
+    one_frame = Utterance(np.zeros(SAMPLE_RATE // fps, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int16), 0.0)
+    info = PHOTOS[photo.shipped_as]
+    a = crop_affine(info["box"], size, CropConfig())
+    ideal = cv2.warpAffine(load_real_photo(photo.shipped_as), a, (size, size), flags=cv2.INTER_AREA,
+                           borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+    split = "train" if photo.split == "train" else "eval"
+    errors = [np.abs(make_clip(seed, 1, size=size, fps=fps, head_motion=0.0, speech=one_frame, split=split,
+                               source="photo", augment_audio=False).reference - ideal).mean() for seed in range(seeds)]
+    return int(np.argmin(errors))
+
+
+def generator_row(judge: FaceJudge, photo: RealPhoto, face: PhotoFace, seconds: float, fps: int, seed: int,
+                  corpus) -> StreamResult | None:
+    """The data generator's warped-photo animation of `photo`, still head, in its mildest look (None for a
+    derived or user photo, which it does not know); `seed` picks the held-out speech."""
     from knotanim.data.clips import make_clip
 
     if photo.derived or not photo.shipped_as:
@@ -240,9 +268,28 @@ def generator_row(judge: FaceJudge, photo: RealPhoto, face: PhotoFace, seconds: 
     seconds = min(seconds, GENERATOR_MAX_S)
     speech = held_out_speech(seconds, seed, corpus)
     n = int(round(seconds * fps))
-    clip = make_clip(seed, n, fps=fps, head_motion=0.0, speech=speech, split="train" if photo.split == "train" else "eval",
+    look = mildest_generator_look(photo, fps)
+    clip = make_clip(look, n, fps=fps, head_motion=0.0, speech=speech, split="train" if photo.split == "train" else "eval",
                      source="photo", augment_audio=False)
-    return judge_stream(judge, face, clip.frames, n, fps, clip.audio, "", photo.name, ROW_GENERATOR)
+    result = judge_stream(judge, face, clip.frames, n, fps, clip.audio, "", photo.name, ROW_GENERATOR)
+    result.summary["generator_seed"] = look
+    return result
+
+
+def machine_description() -> str:
+    """CPU model and count, torch and dlib versions: where a report's judging ran."""
+    import os
+    import platform
+
+    import dlib
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__}, dlib {dlib.__version__}"
 
 
 def run_real_photos(photos: tuple[RealPhoto, ...], out: str | Path, *, models=(), video_dirs=(), seconds: float = 10.0,
@@ -275,7 +322,11 @@ def run_real_photos(photos: tuple[RealPhoto, ...], out: str | Path, *, models=()
         results.append(judge_stream(judge, face, [face.image] * COPY_FRAMES, COPY_FRAMES, 25.0, None, "", p.name, ROW_COPY))
         say(f"{p.name}: {ROW_COPY} judged")
         lengths = [video_info(path)[1] / video_info(path)[0] for _, pairs in judged for q, path in pairs if q is p]
-        gen = generator_row(judge, p, face, max(lengths, default=seconds), 25, seed, corpus)
+        try:
+            gen = generator_row(judge, p, face, max(lengths, default=seconds), 25, seed, corpus)
+        except InputError as e:  # no held-out speech here (neither espeak-ng nor an eval corpus)
+            gen = None
+            say(f"{p.name}: {ROW_GENERATOR} row left out: {e}")
         if gen is not None:
             results.append(gen)
             say(f"{p.name}: {ROW_GENERATOR} judged ({gen.summary['frames']} frames)")
@@ -284,13 +335,7 @@ def run_real_photos(photos: tuple[RealPhoto, ...], out: str | Path, *, models=()
             row = "audio zeroed" if path.name.endswith(ZEROED + ".mp4") else "speech"
             results.append(judge_video(judge, faces[p.name], path, video_speech(path, speech), name, p.name, row))
             say(f"{name} {p.name} {row}: judged {path}")
-    import platform
-
-    import dlib
-
-    from knotanim.eval.speech import EvalSpeech
-
-    info = {"seconds": seconds, "seed": seed, "dlib": dlib.__version__, "machine": f"{platform.machine()}, "
-            f"{__import__('os').cpu_count()} CPUs", "models": [n for n, _ in models], "video_dirs": [str(f) for _, f in video_dirs],
-            "speech": EvalSpeech(corpus).describe()}
+    info = {"seconds": seconds, "seed": seed, "machine": machine_description(), "models": [n for n, _ in models],
+            "video_dirs": [str(f) for _, f in video_dirs], "speech": EvalSpeech(corpus).describe() if models else
+            {"source": "the videos' own audio tracks", "speech_file": str(speech_path or "")}}
     return write_real_photo_report(results, photos, out, plots=plots, faces=faces, info=info)
