@@ -150,7 +150,8 @@ def write_real_photo_report(results: list, photos: tuple[RealPhoto, ...], out: P
                 face = faces[p.name]
                 images.append(plot_strip(results, face.image, face.region, p.name, out / f"strip_{p.name}.png").name)
     lines = table_rows(results, photos)
-    md = ["# KnotBench real-photo set", "", markdown_table(COLUMNS, lines), "",
+    about = [f"- {k}: {json.dumps(v, default=str) if not isinstance(v, str) else v}" for k, v in report["info"].items()]
+    md = ["# KnotBench real-photo set", "", *about, "", markdown_table(COLUMNS, lines), "",
           "Medians over the held-out photos:", "",
           markdown_table(["row", "photos", "identity median", "identity max", "sharpness", "face found", "mouth/env r",
                           "r, audio zeroed", "jitter %"], summary_rows(results, photos)), ""]

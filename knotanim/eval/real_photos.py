@@ -310,18 +310,18 @@ def run_real_photos(photos: tuple[RealPhoto, ...], out: str | Path, *, models=()
 
         speech = load_audio(speech_path, SAMPLE_RATE)
     judged = [(name, videos_in(folder, photos)) for name, folder in video_dirs]  # checked before any rendering
+    judge = FaceJudge()
+    faces = {p.name: judge.photo_face(load_real_photo(p), p.name) for p in photos}  # each must hold a face, first
     if models:
         inputs = write_inputs(out / "inputs", photos, seconds, seed, corpus)
         for name, anim in models:
             judged.append((name, videos_in(render_streams(name, anim, photos, inputs, out / "videos" / name, say), photos)))
-    judge = FaceJudge()
-    faces = {p.name: judge.photo_face(load_real_photo(p), p.name) for p in photos}  # each must hold a face, first
     results: list[StreamResult] = []
     for p in photos:
         face = faces[p.name]
         results.append(judge_stream(judge, face, [face.image] * COPY_FRAMES, COPY_FRAMES, 25.0, None, "", p.name, ROW_COPY))
         say(f"{p.name}: {ROW_COPY} judged")
-        lengths = [video_info(path)[1] / video_info(path)[0] for _, pairs in judged for q, path in pairs if q is p]
+        lengths = [n / fps for fps, n in (video_info(path) for _, pairs in judged for q, path in pairs if q is p)]
         try:
             gen = generator_row(judge, p, face, max(lengths, default=seconds), 25, seed, corpus)
         except InputError as e:  # no held-out speech here (neither espeak-ng nor an eval corpus)
@@ -335,7 +335,12 @@ def run_real_photos(photos: tuple[RealPhoto, ...], out: str | Path, *, models=()
             row = "audio zeroed" if path.name.endswith(ZEROED + ".mp4") else "speech"
             results.append(judge_video(judge, faces[p.name], path, video_speech(path, speech), name, p.name, row))
             say(f"{name} {p.name} {row}: judged {path}")
-    info = {"seconds": seconds, "seed": seed, "machine": machine_description(), "models": [n for n, _ in models],
-            "video_dirs": [str(f) for _, f in video_dirs], "speech": EvalSpeech(corpus).describe() if models else
-            {"source": "the videos' own audio tracks", "speech_file": str(speech_path or "")}}
+    info = {"seconds": seconds, "seed": seed, "judged_on": machine_description(), "models": [n for n, _ in models],
+            "video_dirs": [str(f) for _, f in video_dirs], "speech_file": str(speech_path or ""),
+            "render_times": {name: (Path(folder) / "render_times.txt").read_text().splitlines()
+                             for name, folder in video_dirs if (Path(folder) / "render_times.txt").exists()}}
+    try:
+        info["speech"] = EvalSpeech(corpus).describe()  # of the generator row and of the streams rendered here
+    except InputError:
+        info["speech"] = {"source": "the videos' own audio tracks"}
     return write_real_photo_report(results, photos, out, plots=plots, faces=faces, info=info)
