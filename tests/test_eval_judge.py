@@ -176,3 +176,21 @@ def test_judging_rendered_videos_writes_the_table(tmp_path):
     assert "| grace_hopper (held-out) | photo copy | 0.00 |" in table and "| gpu |" in table
     assert json.loads((tmp_path / "out" / "report.json").read_text())["info"]["video_dirs"] == [str(videos)]
     assert (tmp_path / "out" / "over_time_grace_hopper.png").exists() and (tmp_path / "out" / "strip_grace_hopper.png").exists()
+
+
+@needs_judge
+@pytest.mark.slow
+def test_rendering_here_then_judging_catches_a_model_that_loses_the_face(tmp_path, anim, eval_corpus):
+    """`knotanim eval --real-photos --model ...`'s path: render with the speech and with silence
+    (`knotanim.render`), then judge. The tiny random model paints noise over the face."""
+    from knotanim.eval.photo_set import real_photo
+    from knotanim.eval.real_photos import run_real_photos
+
+    report = run_real_photos((real_photo("grace_hopper"),), tmp_path, models=[("tiny", anim)], seconds=1.2,
+                             corpus=eval_corpus, plots=False, say=lambda line: None)
+    assert (tmp_path / "videos" / "tiny" / "grace_hopper.mp4").exists()
+    assert (tmp_path / "videos" / "tiny" / "grace_hopper.audio-zeroed.mp4").exists()
+    assert (tmp_path / "inputs" / "speech_1.2s.wav").exists()
+    rows = {(s["model"], s["row"]): s for s in report["streams"]}
+    assert rows[("tiny", "speech")]["frames"] == 30 and rows[("tiny", "audio zeroed")]["frames"] == 30
+    assert rows[("tiny", "speech")]["found"] < 0.5 < rows[("", "photo copy")]["found"]

@@ -231,7 +231,10 @@ def render_streams(name: str, animator, photos: tuple[RealPhoto, ...], inputs: d
             if not target.exists():
                 s = render_to_file(animator, inputs["photos"][p.name], audio, target,
                                    options=RenderOptions(head_motion=0.0, seed=0))
-                say(f"rendered {target} ({s.frames} frames in {s.wall_seconds:.0f} s)")
+                say(s.line())
+                with open(folder / "render_times.txt", "a") as log:  # as scripts/real_photo_renders.sh keeps it
+                    log.write(f"{name} {p.name} {'silence' if target.name.endswith(ZEROED + '.mp4') else 'speech'} "
+                              f"{s.video_seconds:g}s: {s.elapsed:.0f} s\n")
     return folder
 
 
@@ -337,8 +340,8 @@ def run_real_photos(photos: tuple[RealPhoto, ...], out: str | Path, *, models=()
             say(f"{name} {p.name} {row}: judged {path}")
     info = {"seconds": seconds, "seed": seed, "judged_on": machine_description(), "models": [n for n, _ in models],
             "video_dirs": [str(f) for _, f in video_dirs], "speech_file": str(speech_path or ""),
-            "render_times": {name: (Path(folder) / "render_times.txt").read_text().splitlines()
-                             for name, folder in video_dirs if (Path(folder) / "render_times.txt").exists()}}
+            "render_times": {name: (pairs[0][1].parent / "render_times.txt").read_text().splitlines()
+                             for name, pairs in judged if (pairs[0][1].parent / "render_times.txt").exists()}}
     try:
         info["speech"] = EvalSpeech(corpus).describe()  # of the generator row and of the streams rendered here
     except InputError:
