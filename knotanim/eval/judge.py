@@ -3,12 +3,13 @@ descriptor (the models inside the `face-recognition-models` package), run offlin
 
     judge = FaceJudge()                      # loads the three dlib models on first use
     photo = judge.photo_face(photo_rgb)      # InputError when the photo holds no face
-    scores = judge.score_frames(frames, photo, audio=speech_16k, fps=25)
+    scores = judge.score_frames(frames, photo)   # frames: uint8 [T, H, W, 3] RGB, or an iterator of them
 
 Per frame (FrameScores, arrays of length T):
 - found: the detector found a face where the photo's face is (a region 3x the photo's face box
   when the frame has the photo's shape; otherwise, e.g. a 256 x 256 crop, 3x the last face found,
-  else the whole frame at two scales);
+  else the whole frame at two scales); a detection that overlaps the photo's box (or the first
+  box found) by IoU > ANCHOR_IOU is taken to be that box, so a still head is measured in a still box;
 - identity: Euclidean distance between the photo's descriptor and the frame's (dlib calls < 0.6 the
   same person; the photo against itself is 0); NaN where no face was found;
 - sharpness: variance of the Laplacian of the face box resized to 160 x 160 (grey, 0..255), divided
@@ -18,7 +19,8 @@ Per frame (FrameScores, arrays of length T):
   27, top of the nose, to 8, chin), a unitless fraction;
 - jitter: RMS frame-to-frame motion of the rigid landmarks (brows, nose, eye corners), as a
   fraction of face height; NaN for the first frame and after a frame without a face.
-Stream summaries (mouth against the audio envelope, windows) are in `summarise`.
+Stream summaries (mouth against the audio envelope, windows) are in
+`knotanim.eval.real_photos.summarise`.
 
 The 68-point model's training data (iBUG 300-W) is for research use only, so dlib and its models
 are the optional `[eval]` extra, never a runtime dependency; `judge_available()` says whether they
