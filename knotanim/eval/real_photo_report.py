@@ -88,6 +88,9 @@ def plot_over_time(results: list, photo: str, path: Path) -> Path:
         label = _row_label(r) + (", audio zeroed" if r.row == "audio zeroed" else "")
         for ax, key in zip(axes, ("identity", "sharpness")):
             y = np.asarray(r.per_second[key], np.float64)
+            if r.row == "photo copy":  # the same frame throughout: a level, whatever the streams' length
+                ax.axhline(float(np.nanmedian(y)), label=label, lw=1.0, color="black")
+                continue
             ax.plot(np.arange(len(y)) + 0.5, y, label=label, lw=1.2, ls="--" if r.row == "audio zeroed" else "-")
     axes[0].axhline(0.6, color="grey", lw=0.8, ls=":")
     axes[0].set(title=f"{photo}: identity distance to the photo (0.6 = another person)", xlabel="s")
