@@ -13,7 +13,7 @@ Pipelining (`RenderOptions.pipelined`; by default on when the model runs on a GP
 the audio track's muxing and the progress callback) runs on one worker thread, in order, while the
 calling thread computes and pastes the next frames; at most a few blocks of frames wait between the
 two. On an H200 the serial render spent 19 % of its time in the stream, 28 % pasting and 49 %
-encoding and muxing, and pipelining made it 1.68x faster (docs/benchmarks.md, session 11). On a
+encoding and muxing, and pipelining made it 1.68x faster (docs/benchmarks.md). On a
 2-core CPU the stream is 74 % of the time and the encoder's thread takes cores from torch's:
 pipelined was 6 % slower there, so a model on the CPU renders serially by default.
 

@@ -430,7 +430,7 @@ def _dit_inputs(anim: KnotAnimator, cfg: TrainConfig, enc: dict, rng: np.random.
         step = ChunkStep(anim.model, C, steps, mc.sampler.shift)
         # The whole batch rolls out, whichever rows keep it: one batch size for the compiled blocks. Rolling
         # out only the picked rows gave each step its own batch size (how many clips are still varies),
-        # and every new size recompiled the blocks (session 7: 68 steps in 9.3 min on two H200s, against
+        # and every new size recompiled the blocks (measured: 68 steps in 9.3 min on two H200s, against
         # 591 in 8.5 min on one when every clip rolled out). It also keeps the forwards the same on every
         # FSDP rank (each gathers the shards), whatever its batch holds.
         gen = rollout_latents(step, ref, audio, motion, n, knot, schedule, noise_correlation=correlation)
@@ -453,7 +453,7 @@ def own_history_rows(cfg: TrainConfig, motion: torch.Tensor) -> torch.Tensor | N
     (teacher forcing: stage 2, stage 4 on clean history). Stage 3 with rollout_clips "still" keeps the
     moving clips on the ground-truth history: their target, the ground truth's next chunk, continues
     the ground truth's head pose, not the one the rollout drifted to, so training on it teaches the
-    model to jump back to a pose it cannot know (KnotBench, session 4: flicker x3 on moving heads)."""
+    model to jump back to a pose it cannot know (KnotBench: flicker x3 on moving heads)."""
     if cfg.stage == "rollout":
         if cfg.rollout_clips == "still":
             return torch.nonzero(motion <= cfg.still_motion).flatten()
