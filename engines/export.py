@@ -48,30 +48,9 @@ def ensure_onnx(animator, out_dir: str | Path, *, knot: bool = True, steps: int 
     The parity report (max abs error per output vs eager torch, ONNX Runtime CPU) is written beside
     the graph as JSON; a graph above `tolerance` is deleted and KnotAnimError raised.
     """
-    from knotanim.engines.onnxrt import OnnxRuntimeBackend, ParityReport, export_onnx, parity_check
-
     step, desc = export_step(animator, knot, steps)
     model_hash = model_hash or animator_hash(animator, model_path)
-    path = onnx_path(out_dir, desc.tag, model_hash)
-    report_path = path.with_suffix(".json")
-    if path.is_file() and report_path.is_file() and not force:
-        progress(f"export: {path} is already there (model {model_hash[:12]}); --force rebuilds it")
-        meta = json.loads(report_path.read_text(encoding="utf-8"))
-        return ExportResult("onnx", path, desc, model_hash, reused=True, parity=ParityReport(**meta["parity"]))
-    export_onnx(step, desc, path, opset=opset, progress=progress)
-    progress("export: parity check against torch with ONNX Runtime (CPU)")
-    backend = OnnxRuntimeBackend(path, desc, "cpu", providers=["CPUExecutionProvider"])
-    try:
-        report = parity_check(step, backend, desc, tolerance=tolerance)
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
-    progress(f"export: {report.line()}")
-    meta = {"descriptor": {"tag": desc.tag, "inputs": [s.describe() for s in desc.inputs],
-                           "outputs": [s.describe() for s in desc.outputs], **desc.meta},
-            "model_hash": model_hash, "opset": opset, "parity": asdict(report)}
-    report_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return ExportResult("onnx", path, desc, model_hash, parity=report)
+    return _checked_onnx(step, desc, out_dir, model_hash, opset, tolerance, force, progress, "")
 
 
 def ensure_renderer_onnx(animator, out_dir: str | Path, *, model_path=None, model_hash: str | None = None,
@@ -79,26 +58,35 @@ def ensure_renderer_onnx(animator, out_dir: str | Path, *, model_path=None, mode
                          progress: Callable[[str], None] = print) -> ExportResult:
     """A warp codec's renderer (WarpRenderStep: latents and reference -> flow, visibility, fill) as ONNX in
     out_dir, exported and parity-checked against torch with ONNX Runtime (CPU) unless already there."""
-    from knotanim.engines.onnxrt import OnnxRuntimeBackend, ParityReport, export_onnx, parity_check
     from knotanim.model.warp import WarpRenderStep
 
     desc = warp_renderer_descriptor(animator.config)
     codec = animator.autoencoder
     if animator.device.type != "cpu" or next(codec.parameters()).dtype != torch.float32:
         codec = copy.deepcopy(codec).float().cpu()
-    step = WarpRenderStep(codec.eval())
     model_hash = model_hash or animator_hash(animator, model_path)
+    return _checked_onnx(WarpRenderStep(codec.eval()), desc, out_dir, model_hash, opset, tolerance, force, progress,
+                         "renderer ")
+
+
+def _checked_onnx(module, desc: NetworkDescriptor, out_dir: str | Path, model_hash: str, opset: int, tolerance: float,
+                  force: bool, progress: Callable[[str], None], what: str) -> ExportResult:
+    """`module` as ONNX in out_dir under desc's tag and the model hash: reused when there (with its parity report),
+    else exported, parity-checked against torch with ONNX Runtime (CPU; deleted above `tolerance`) and its
+    report written beside it."""
+    from knotanim.engines.onnxrt import OnnxRuntimeBackend, ParityReport, export_onnx, parity_check
+
     path = onnx_path(out_dir, desc.tag, model_hash)
     report_path = path.with_suffix(".json")
     if path.is_file() and report_path.is_file() and not force:
         progress(f"export: {path} is already there (model {model_hash[:12]}); --force rebuilds it")
         meta = json.loads(report_path.read_text(encoding="utf-8"))
         return ExportResult("onnx", path, desc, model_hash, reused=True, parity=ParityReport(**meta["parity"]))
-    export_onnx(step, desc, path, opset=opset, progress=progress)
-    progress("export: renderer parity check against torch with ONNX Runtime (CPU)")
+    export_onnx(module, desc, path, opset=opset, progress=progress)
+    progress(f"export: {what}parity check against torch with ONNX Runtime (CPU)")
     backend = OnnxRuntimeBackend(path, desc, "cpu", providers=["CPUExecutionProvider"])
     try:
-        report = parity_check(step, backend, desc, tolerance=tolerance)
+        report = parity_check(module, backend, desc, tolerance=tolerance)
     except Exception:
         path.unlink(missing_ok=True)
         raise
