@@ -24,7 +24,7 @@ from pathlib import Path
 
 from knotanim.cli.main import command_line
 from knotanim.config import BACKENDS
-from knotanim.request import ModelRequest, add_model_arguments
+from knotanim.request import ModelRequest, add_model_arguments, positive_float
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,23 +34,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p, flags=("model", "tiny", "device", "dtype", "backend", "steps", "engine-dir"),
                         several_backends=True)
     p.add_argument("--config", help="a config YAML/JSON to benchmark with random weights instead of a checkpoint")
-    p.add_argument("--seconds", type=_positive_float, default=10.0, help="seconds of audio to stream (default 10)")
+    p.add_argument("--seconds", type=positive_float, default=10.0, help="seconds of audio to stream (default 10)")
     p.add_argument("--seconds-for", type=parse_seconds_for, default={}, metavar="NAME=S[,NAME=S]",
                    help="per-backend seconds of audio instead of --seconds, e.g. onnxruntime=1 (a slow backend: "
                    "fewer chunks say as much)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--timeout-s", type=_positive_float, help="wall-clock limit of each backend's child process")
+    p.add_argument("--timeout-s", type=positive_float, help="wall-clock limit of each backend's child process")
     p.add_argument("--json", metavar="PATH", help="write every backend's result here (rewritten after each)")
     p.add_argument("--append", metavar="MD", help="append the result as table rows to this Markdown file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one backend, print its JSON result
     p.set_defaults(run=run)
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not > 0")
-    return value
 
 
 def parse_seconds_for(text: str) -> dict[str, float]:

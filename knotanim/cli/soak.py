@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from knotanim.request import ModelRequest, add_model_arguments
+from knotanim.request import ModelRequest, add_model_arguments, positive_float
 
 T0 = time.monotonic()  # the command's start, near enough: --max-wall-s counts from here
 
@@ -33,32 +33,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        + __doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("stream", "live"), default="stream")
-    p.add_argument("--stream-hours", type=_positive_float, default=2.0, help="stream mode: hours of stream time")
-    p.add_argument("--minutes", type=_positive_float, default=3.0, help="live mode: minutes of real time")
+    p.add_argument("--stream-hours", type=positive_float, default=2.0, help="stream mode: hours of stream time")
+    p.add_argument("--minutes", type=positive_float, default=3.0, help="live mode: minutes of real time")
     add_model_arguments(p, flags=("model", "tiny", "device", "dtype", "backend", "engine-dir"), purpose="live")
     p.add_argument("--out", required=True, help="folder for the CSV, the JSON summary and the plots")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-seconds", type=_positive_float, default=None,
+    p.add_argument("--sample-seconds", type=positive_float, default=None,
                    help="stream: stream seconds between samples (default 10); live: wall seconds (default 1)")
-    p.add_argument("--max-wall-s", type=_positive_float, default=None,
+    p.add_argument("--max-wall-s", type=positive_float, default=None,
                    help="stream mode: stop once this many wall seconds have passed since the command started "
                    "(imports, model load and the backend's build/compile count), then write every output")
     p.add_argument("--vcam", choices=("none", "null", "real"), default="null",
                    help="live mode: virtual camera output (null: the real output class with a discarding camera)")
-    p.add_argument("--drift-factor", type=_positive_float, default=1.5,
+    p.add_argument("--drift-factor", type=positive_float, default=1.5,
                    help="a drift check fails when the last 10%% of the run exceed the first 10%% by this factor")
     p.add_argument("--gc-every", type=int, default=6,
                    help="stream mode: count Python's gc objects every N samples (rows between repeat the last "
                    "count); the count walks every object, tens of ms with torch.compile loaded")
     p.add_argument("--progress", type=int, default=30, help="print every N samples (0: quiet)")
     p.set_defaults(run=run)
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not > 0")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
